@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Literal
+from typing import Annotated, Literal
 
 import ale_py
 import gymnasium as gym
@@ -147,8 +147,8 @@ PRESETS = {
 class EvalArgs:
     """Evaluate a model saved with --save-model."""
 
-    model_path: tyro.conf.Positional[str]
-    """the model.pt file"""
+    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
+    """the model.pt file of a run"""
     episodes: int = 10
     """episodes to average over"""
     seed: int = 12345
@@ -620,8 +620,11 @@ def evaluate(agent: Agent, args: Args, episodes: int, seed: int, deterministic: 
 
 def load_agent(model_path: str) -> tuple[Agent, Args]:
     """Rebuild the agent saved by --save-model: weights, observation statistics and args."""
-    saved = torch.load(model_path, map_location="cpu", weights_only=True)
-    args = Args(**saved["args"])
+    try:
+        saved = torch.load(model_path, map_location="cpu", weights_only=True)
+        args = Args(**saved["args"])
+    except Exception as error:  # missing, truncated or foreign file
+        raise ConfigError(f"cannot load a ppo.py model from {model_path} ({type(error).__name__}: {error})") from None
     envs = make_vector_env(dataclasses.replace(args, capture_video=False), args.seed, "", num_envs=1)
     agent = Agent(envs.single_observation_space, envs.single_action_space, args.normalize_obs)
     envs.close()
@@ -886,11 +889,11 @@ def main(args: Args) -> dict:
     return summary
 
 
-def cli(argv: list[str]) -> None:
-    """`evaluate MODEL` evaluates; anything else trains, on the preset named by --preset (default classic)."""
+def parse_args(argv: list[str]) -> Args | EvalArgs:
+    """`evaluate MODEL ...` gives EvalArgs. Anything else gives training Args: the preset named by
+    --preset (default classic), with the other flags applied over it."""
     if argv[:1] == ["evaluate"]:
-        main_evaluate(tyro.cli(EvalArgs, args=argv[1:], prog="ppo.py evaluate"))
-        return
+        return tyro.cli(EvalArgs, args=argv[1:], prog="ppo.py evaluate")
     preset = "classic"
     for i, arg in enumerate(argv):
         if arg == "--preset" and i + 1 < len(argv):
@@ -899,11 +902,12 @@ def cli(argv: list[str]) -> None:
             preset = arg.split("=", 1)[1]
     if preset not in PRESETS:
         raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    main(tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__))
+    return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
 
 
 if __name__ == "__main__":
     try:
-        cli(sys.argv[1:])
+        args = parse_args(sys.argv[1:])
+        main_evaluate(args) if isinstance(args, EvalArgs) else main(args)
     except ConfigError as error:
         sys.exit(f"ppo.py: error: {error}")

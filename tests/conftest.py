@@ -1,0 +1,23 @@
+"""Test set-up: one torch thread per test process, and the algos/ scripts importable by name."""
+
+import os
+import sys
+
+# Before torch is imported anywhere: with pytest-xdist two processes share the two cores, and torch's
+# default of one thread per core each made runs about 10x slower here.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALGOS = os.path.join(ROOT, "algos")
+sys.path.insert(0, ALGOS)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """Run each test in its own directory: MuJoCo writes MUJOCO_LOG.TXT and wandb its files there."""
+    monkeypatch.chdir(tmp_path)
