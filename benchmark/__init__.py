@@ -1,0 +1,1 @@
+"""Benchmarks of the algorithms in algos/ (run them as `python -m benchmark.<name>`)."""

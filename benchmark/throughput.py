@@ -1,0 +1,185 @@
+"""Training throughput of algos/ppo.py next to the raw throughput of the environments it trains on.
+
+For each row, two numbers are measured one after the other in this process:
+
+- raw SPS: the vector env built exactly as ppo.py builds it (`ppo.make_vector_env`, same wrappers, same
+  backend, same number of envs), reset, then stepped with random actions drawn beforehand with numpy, so
+  that only `envs.step` is timed. SPS = num_envs x steps / seconds.
+- train SPS: `ppo.main` itself on the same settings (no evaluation, run files in a temporary directory),
+  the "sps" of its summary: env steps over the wall time of the training loop (acting, env stepping,
+  GAE, the updates and the logging; setup excluded, as in the raw measurement).
+
+ratio = train SPS / raw SPS is the share of the env's own speed that training keeps; 1 - ratio is what
+the agent costs. Absolute steps/s on a small shared machine drift by tens of percent between runs, so
+the numbers we quote are the ratios, measured side by side in one run.
+
+Rows: CartPole-v1 with the defaults of CleanRL's ppo.py (4 envs x 128 steps, minibatch 128, 4 epochs),
+CartPole-v1 with ppo.py's classic preset, and Breakout with the atari preset on the gymnasium and the
+EnvPool backends (the EnvPool row is skipped, with a note, when envpool is not installed).
+
+    python -m benchmark.throughput                     # every row, about 6 minutes on 2 cores
+    python -m benchmark.throughput --only cartpole --steps-scale 0.2 --out throughput.json
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
+import ppo  # noqa: E402
+
+# ppo.main sets torch's thread count (1 for vector observations, the current count for images) and leaves
+# it set; restoring the count of a fresh process before each measurement keeps one row from slowing another.
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+@dataclass(frozen=True)
+class Row:
+    group: str  # what --only selects
+    env_id: str
+    preset: str
+    label: str
+    train_steps: int  # env steps of training at --steps-scale 1 (rounded to whole batches)
+    raw_steps: int  # env steps of the raw measurement at --steps-scale 1 (summed over the envs)
+    overrides: dict = field(default_factory=dict)
+
+
+ROWS = [
+    Row("cartpole", "CartPole-v1", "classic", "CleanRL ppo.py defaults", 100_000, 150_000,
+        dict(num_envs=4, num_steps=128, minibatch_size=128, update_epochs=4)),
+    Row("cartpole", "CartPole-v1", "classic", "classic preset", 100_000, 150_000),
+    Row("atari", "BreakoutNoFrameskip-v4", "atari", "atari preset", 30_720, 8_000),
+    Row("atari", "BreakoutNoFrameskip-v4", "atari", "atari preset", 30_720, 8_000, dict(env_backend="envpool")),
+]
+
+
+def row_args(row: Row, steps_scale: float) -> ppo.Args:
+    """The ppo.py settings of a row, with its training budget scaled and rounded to whole batches."""
+    args = dataclasses.replace(ppo.PRESETS[row.preset], env_id=row.env_id, eval_episodes=0, **row.overrides)
+    batches = max(1, round(row.train_steps * steps_scale / args.batch_size))
+    return dataclasses.replace(args, total_timesteps=batches * args.batch_size)
+
+
+def start_clean() -> None:
+    torch.set_num_threads(DEFAULT_THREADS)
+    gc.collect()
+
+
+def measure_raw(args: ppo.Args, env_steps: int) -> float:
+    """Steps/s of ppo.py's vector env under random actions; only the env.step calls are timed."""
+    start_clean()
+    envs = ppo.make_vector_env(args, args.seed, video_dir="")
+    try:
+        n, space = envs.num_envs, envs.single_action_space
+        steps = max(10, env_steps // n)
+        rng = np.random.default_rng(args.seed)
+        if isinstance(space, ppo.gym.spaces.Discrete):
+            actions = space.start + rng.integers(0, space.n, size=(steps, n))
+        else:
+            actions = rng.uniform(space.low, space.high, size=(steps, n, *space.shape)).astype(space.dtype)
+        envs.reset(seed=args.seed)
+        start = time.perf_counter()
+        for action in actions:
+            envs.step(action)
+        return n * steps / (time.perf_counter() - start)
+    finally:
+        envs.close()
+
+
+def measure_train(args: ppo.Args) -> float:
+    """The steps/s that ppo.main reports for a run of these settings (its progress line is silenced)."""
+    start_clean()
+    with tempfile.TemporaryDirectory() as run_dir, contextlib.redirect_stdout(io.StringIO()):
+        summary = ppo.main(dataclasses.replace(args, run_dir=run_dir))
+    if summary.get("interrupted"):  # ppo.main turns Ctrl-C into a checkpoint and a normal return
+        raise KeyboardInterrupt
+    return float(summary["sps"])
+
+
+def envpool_problem() -> str | None:
+    """Why the EnvPool row cannot run, or None when it can."""
+    try:
+        import envpool  # noqa: F401
+    except Exception as error:  # ImportError, or a broken binary
+        return f"envpool is not importable ({type(error).__name__}: {error}); pip install -e '.[envpool]'"
+    return None
+
+
+def config_name(row: Row, args: ppo.Args) -> str:
+    return (f"{row.label}: {args.num_envs}x{args.num_steps}, mb {args.minibatch_size}, "
+            f"{args.update_epochs} epochs")
+
+
+def run(steps_scale: float = 1.0, only: str | None = None) -> list[dict]:
+    """Measure the selected rows; each result has raw_sps, train_sps and ratio, or a `skipped` note."""
+    results = []
+    for i, row in enumerate(r for r in ROWS if only in (None, r.group)):
+        args = row_args(row, steps_scale)
+        result = {"env_id": row.env_id, "backend": args.env_backend, "config": config_name(row, args)}
+        if args.env_backend == "envpool" and (problem := envpool_problem()):
+            results.append({**result, "skipped": problem})
+            continue
+        raw_steps = max(10 * args.num_envs, int(row.raw_steps * steps_scale))
+        print(f"[{i + 1}] {row.env_id} {args.env_backend} {result['config']}: raw {raw_steps:,} steps, "
+              f"training {args.total_timesteps:,} steps", file=sys.stderr, flush=True)
+        raw = measure_raw(args, raw_steps)
+        train = measure_train(args)
+        results.append({**result, "raw_steps": raw_steps, "train_steps": args.total_timesteps,
+                        "raw_sps": raw, "train_sps": train, "ratio": train / raw})
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    header = ("env", "backend", "config", "raw SPS", "train SPS", "ratio")
+    lines = [header]
+    for r in results:
+        if "skipped" in r:
+            lines.append((r["env_id"], r["backend"], r["config"], "-", "-", "skipped"))
+        else:
+            lines.append((r["env_id"], r["backend"], r["config"], f"{r['raw_sps']:,.0f}",
+                          f"{r['train_sps']:,.0f}", f"{r['ratio']:.3f}"))
+    widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
+    text = ["  ".join(cell.ljust(w) if c < 3 else cell.rjust(w) for c, (cell, w) in enumerate(zip(line, widths)))
+            for line in lines]
+    text += [f"note: {r['env_id']} {r['backend']} skipped: {r['skipped']}" for r in results if "skipped" in r]
+    return "\n".join(text)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every step budget (default 1)")
+    parser.add_argument("--only", choices=["cartpole", "atari"], help="measure only these rows")
+    parser.add_argument("--out", help="also write the results to this JSON file")
+    options = parser.parse_args(argv)
+    if options.steps_scale <= 0:
+        parser.error("--steps-scale must be positive")
+
+    versions = ppo.package_versions()
+    print(f"torch {versions['torch']}, gymnasium {versions['gymnasium']}, "
+          f"envpool {versions.get('envpool', 'not installed')}, {os.cpu_count()} CPUs, "
+          f"torch threads {DEFAULT_THREADS}, steps scale {options.steps_scale}", flush=True)
+    results = run(options.steps_scale, options.only)
+    print(format_table(results), flush=True)
+    if options.out:
+        report = {"versions": versions, "cpu_count": os.cpu_count(), "steps_scale": options.steps_scale,
+                  "rows": results}
+        tmp = f"{options.out}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=2)
+        os.replace(tmp, options.out)  # readers never see half a file
+    return results
+
+
+if __name__ == "__main__":
+    main()
