@@ -15,5 +15,4 @@ COPY benchmark ./benchmark
 RUN pip install --no-cache-dir -e ".[envpool]"
 
 COPY . .
-ENV OMP_NUM_THREADS=1
 CMD ["python", "algos/ppo.py", "--env-id", "CartPole-v1"]
