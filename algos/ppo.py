@@ -50,7 +50,7 @@ class Args:
     total_timesteps: int = 500_000
     """environment steps to train for, summed over the parallel envs (on Atari a step is 4 frames)"""
     torch_deterministic: bool = True
-    """make torch use deterministic algorithms, so a seed repeats exactly"""
+    """make cuDNN deterministic so a seed repeats on GPU too (on CPU, runs repeat exactly anyway)"""
     cuda: bool = True
     """use a CUDA GPU when one is present"""
     threads: int | None = None
@@ -698,8 +698,7 @@ def main(args: Args) -> dict:
     check_spaces(envs.single_observation_space, envs.single_action_space)
     image_obs = len(envs.single_observation_space.shape) == 3
     torch.set_num_threads(args.threads or (torch.get_num_threads() if image_obs else 1))
-    if not args.normalize_obs and not is_atari(args.env_id) and "mujoco" in str(gym.spec(args.env_id).entry_point) \
-            and args.preset == "classic":
+    if args.preset == "classic" and "mujoco" in str(gym.spec(args.env_id).entry_point):
         print(f"note: {args.env_id} is a MuJoCo task; --preset mujoco gives the paper's settings for it")
 
     agent = Agent(envs.single_observation_space, envs.single_action_space, args.normalize_obs).to(device)
@@ -773,8 +772,6 @@ def main(args: Args) -> dict:
                 global_step += N
                 obs_buf[step] = next_obs
                 with torch.inference_mode():
-                    if args.normalize_obs:
-                        agent.obs_rms.update(next_obs)
                     action, logprob, value = agent.act(next_obs)
                 action_buf[step], logprob_buf[step], value_buf[step] = action, logprob, value
                 action_np = action.cpu().numpy()
@@ -839,6 +836,10 @@ def main(args: Args) -> dict:
                 kl = kl.item()
             if args.surrogate == "adaptive-kl":
                 kl_beta = adapt_kl_beta(kl_beta, kl, args.kl_target)
+            if args.normalize_obs:
+                # Once a batch, after the update: the policy that acted and the one updated on its data
+                # saw the same normalisation, so the ratio starts at exactly 1.
+                agent.obs_rms.update(b_obs)
 
             sps = int((global_step - start_step) / (time.time() - start_time))
             for name, value in (
@@ -850,7 +851,7 @@ def main(args: Args) -> dict:
                 ("losses/explained_variance", explained_variance(b_values, b_returns)),
             ):
                 writer.add_scalar(name, value, global_step)
-            progress.update(global_step, recent_returns)
+            progress.update(global_step, recent_returns, force=iteration == args.num_iterations)
 
             if stop_signal:
                 save_checkpoint(iteration)
