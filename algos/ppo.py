@@ -39,8 +39,7 @@ gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship ins
 class Args:
     # --- common to every script ---
     preset: Literal["classic", "mujoco", "atari"] = "classic"
-    """settings for an environment family: classic (classic control), mujoco (the paper's Table 3),
-    atari (the paper's Table 5); flags given after it override it"""
+    """the paper's settings for a family of environments: classic (classic control: Table 3 without normalisation), mujoco (Table 3), atari (Table 5). Other flags override its values; `--preset atari --help` shows its defaults"""
     exp_name: str = os.path.basename(__file__).removesuffix(".py")
     """the name of this experiment, part of the run directory's name"""
     seed: int = 1
@@ -48,14 +47,13 @@ class Args:
     env_id: str = "CartPole-v1"
     """the gymnasium environment id"""
     total_timesteps: int = 500_000
-    """environment steps to train for, summed over the parallel envs (on Atari a step is 4 frames)"""
+    """environment steps to train for, summed over the parallel envs and rounded down to whole batches (on Atari a step is 4 frames)"""
     torch_deterministic: bool = True
     """make cuDNN deterministic so a seed repeats on GPU too (on CPU, runs repeat exactly anyway)"""
     cuda: bool = True
     """use a CUDA GPU when one is present"""
     threads: int | None = None
-    """torch CPU threads; default 1 for vector observations (small MLPs run fastest on one), torch's own
-    choice for images (all cores, or OMP_NUM_THREADS). Give runs that share a machine 1 each"""
+    """torch CPU threads; default: 1 for vector observations (small MLPs run fastest on one), torch's own choice for images (all cores, or OMP_NUM_THREADS). Give runs that share a machine 1 each"""
     track: bool = False
     """log to Weights & Biases (works offline with WANDB_MODE=offline)"""
     wandb_project_name: str = "ppo"

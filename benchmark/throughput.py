@@ -33,6 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -76,15 +77,14 @@ def start_clean() -> None:
     gc.collect()
 
 
-def measure_raw(args: ppo.Args, env_steps: int) -> float:
-    """Steps/s of ppo.py's vector env under random actions; only the env.step calls are timed."""
+def measure_raw(args: ppo.Args, steps: int) -> float:
+    """Env steps/s of ppo.py's vector env over `steps` random-action vector steps; only envs.step is timed."""
     start_clean()
     envs = ppo.make_vector_env(args, args.seed, video_dir="")
     try:
         n, space = envs.num_envs, envs.single_action_space
-        steps = max(10, env_steps // n)
         rng = np.random.default_rng(args.seed)
-        if isinstance(space, ppo.gym.spaces.Discrete):
+        if isinstance(space, gym.spaces.Discrete):
             actions = space.start + rng.integers(0, space.n, size=(steps, n))
         else:
             actions = rng.uniform(space.low, space.high, size=(steps, n, *space.shape)).astype(space.dtype)
@@ -130,10 +130,11 @@ def run(steps_scale: float = 1.0, only: str | None = None) -> list[dict]:
         if args.env_backend == "envpool" and (problem := envpool_problem()):
             results.append({**result, "skipped": problem})
             continue
-        raw_steps = max(10 * args.num_envs, int(row.raw_steps * steps_scale))
+        vector_steps = max(10, int(row.raw_steps * steps_scale) // args.num_envs)
+        raw_steps = vector_steps * args.num_envs
         print(f"[{i + 1}] {row.env_id} {args.env_backend} {result['config']}: raw {raw_steps:,} steps, "
               f"training {args.total_timesteps:,} steps", file=sys.stderr, flush=True)
-        raw = measure_raw(args, raw_steps)
+        raw = measure_raw(args, vector_steps)
         train = measure_train(args)
         results.append({**result, "raw_steps": raw_steps, "train_steps": args.total_timesteps,
                         "raw_sps": raw, "train_sps": train, "ratio": train / raw})
@@ -169,11 +170,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"torch {versions['torch']}, gymnasium {versions['gymnasium']}, "
           f"envpool {versions.get('envpool', 'not installed')}, {os.cpu_count()} CPUs, "
           f"torch threads {DEFAULT_THREADS}, steps scale {options.steps_scale}", flush=True)
+    load_before = os.getloadavg()[0]
     results = run(options.steps_scale, options.only)
-    print(format_table(results), flush=True)
+    load_after = os.getloadavg()[0]
+    print(format_table(results))
+    # Other processes on the machine slow torch's multi-threaded updates far more than the env loop.
+    print(f"load average (1 min) before / after: {load_before:.2f} / {load_after:.2f} on {os.cpu_count()} CPUs",
+          flush=True)
     if options.out:
         report = {"versions": versions, "cpu_count": os.cpu_count(), "steps_scale": options.steps_scale,
-                  "rows": results}
+                  "loadavg_before": load_before, "loadavg_after": load_after, "rows": results}
         tmp = f"{options.out}.tmp"
         with open(tmp, "w") as f:
             json.dump(report, f, indent=2)
