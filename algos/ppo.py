@@ -885,6 +885,9 @@ def main(args: Args) -> dict:
     writer.close()
     if args.track:
         wandb.finish()
+    result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} over "
+              f"{args.eval_episodes} episodes" if args.eval_episodes else "")
+    print(f"done: {global_step:,} steps at {summary['sps']:,} steps/s in {run_dir}{result}")
     return summary
 
 
