@@ -536,6 +536,14 @@ def save_torch(obj, path: str) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def write_json(path: str, obj: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    atomic_write(path, write)
+
+
 def load_checkpoint(run_dir: str) -> dict:
     path = os.path.join(run_dir, "checkpoint.pt")
     if not os.path.isfile(path):
@@ -674,7 +682,8 @@ class Progress:
 
 
 def main(args: Args) -> dict:
-    """Train PPO and return the summary that is also written to RUN_DIR/summary.json."""
+    """Train PPO and return the summary that is also written to RUN_DIR/summary.json. A run stopped by
+    SIGINT or SIGTERM returns {"interrupted": True, "global_step", "run_dir"} and writes no summary."""
     checkpoint = None
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
@@ -692,10 +701,14 @@ def main(args: Args) -> dict:
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    envs = make_vector_env(args, args.seed, os.path.join(run_dir, "videos"))
+    # A resumed run cannot restore the environments' internal states: it starts fresh episodes, seeded
+    # from the step it resumes at, so that resuming is itself reproducible.
+    env_seed = args.seed + (checkpoint["global_step"] if checkpoint else 0)
+    envs = make_vector_env(args, env_seed, os.path.join(run_dir, "videos"))
     check_spaces(envs.single_observation_space, envs.single_action_space)
     image_obs = len(envs.single_observation_space.shape) == 3
-    torch.set_num_threads(args.threads or (torch.get_num_threads() if image_obs else 1))
+    threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
+    torch.set_num_threads(args.threads or (threads_before if image_obs else 1))
     if args.preset == "classic" and "mujoco" in str(gym.spec(args.env_id).entry_point):
         print(f"note: {args.env_id} is a MuJoCo task; --preset mujoco gives the paper's settings for it")
 
@@ -751,9 +764,7 @@ def main(args: Args) -> dict:
             "iteration": iteration, "elapsed": elapsed_before + time.time() - start_time, "rng": rng_state(),
         }, os.path.join(run_dir, "checkpoint.pt"))
 
-    # A resumed run cannot restore the environments' internal states: it starts fresh episodes,
-    # seeded from the step it resumes at so that resuming is itself reproducible.
-    next_obs_np, _ = envs.reset(seed=args.seed + global_step)
+    next_obs_np, _ = envs.reset(seed=env_seed)
     next_obs = torch.as_tensor(next_obs_np, device=device)
     recent_returns: deque = deque(maxlen=20)
     start_time, start_step = time.time(), global_step
@@ -854,6 +865,7 @@ def main(args: Args) -> dict:
             if stop_signal:
                 save_checkpoint(iteration)
                 print(f"\nstopped by signal {stop_signal[0]} at step {global_step}; resume with --resume {run_dir}")
+                writer.close()
                 return {"interrupted": True, "global_step": global_step, "run_dir": run_dir}
             if args.checkpoint_every and global_step // args.checkpoint_every > (global_step - args.batch_size) // args.checkpoint_every:
                 save_checkpoint(iteration)
@@ -863,6 +875,8 @@ def main(args: Args) -> dict:
             signal.signal(sig, handler)
         episode_file.close()
         envs.close()
+        writer.flush()
+        torch.set_num_threads(threads_before)
 
     if args.checkpoint_every:
         save_checkpoint(iteration)
@@ -880,8 +894,7 @@ def main(args: Args) -> dict:
         summary["eval"] = {"episodes": len(eval_returns), "deterministic": args.eval_deterministic,
                            "mean_return": float(np.mean(eval_returns)), "std_return": float(np.std(eval_returns))}
         writer.add_scalar("eval/mean_return", summary["eval"]["mean_return"], global_step)
-    atomic_write(os.path.join(run_dir, "summary.json"),
-                 lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=2)))
+    write_json(os.path.join(run_dir, "summary.json"), summary)
     writer.close()
     if args.track:
         wandb.finish()

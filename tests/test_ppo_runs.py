@@ -36,7 +36,10 @@ def read_episodes(run_dir: str) -> list[dict]:
 
 
 def test_cartpole_run_writes_the_run_directory():
+    torch.set_num_threads(2)
     summary = ppo.main(tiny(num_envs=2))
+    assert torch.get_num_threads() == 2  # ppo.main ran on 1 thread and gave the caller its setting back
+    torch.set_num_threads(1)
     assert summary["total_steps"] == 512
     rows = read_episodes("run")
     assert rows and list(rows[0]) == ["global_step", "episodic_return", "episodic_length", "wall_time"]
