@@ -1,0 +1,292 @@
+"""reinforce.py end to end with tiny budgets: the run contract on discrete and continuous classic
+control, saving and evaluating, determinism, checkpoint and resume, and the refusal of bad input."""
+
+import csv
+import dataclasses
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import reinforce
+from conftest import ALGOS
+
+SCRIPT = os.path.join(ALGOS, "reinforce.py")
+
+
+def tiny(**overrides) -> reinforce.Args:
+    """A run of a few batches: enough to exercise every code path, far too short to learn."""
+    settings = dict(total_timesteps=300, episodes_per_update=2, eval_episodes=2, run_dir="run")
+    settings.update(overrides)
+    return dataclasses.replace(reinforce.Args(), **settings)
+
+
+def read_episodes(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, "episodes.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cartpole_run_writes_the_run_directory():
+    torch.set_num_threads(2)
+    summary = reinforce.main(tiny(baseline=True))
+    assert torch.get_num_threads() == 2  # main ran on 1 thread and gave the caller its setting back
+    torch.set_num_threads(1)
+    rows = read_episodes("run")
+    assert rows and list(rows[0]) == ["global_step", "episodic_return", "episodic_length", "wall_time"]
+    assert all(float(r["episodic_return"]) == int(r["episodic_length"]) for r in rows)  # CartPole: +1 a step
+    # Whole episodes only: the steps are the sum of the lengths, and the run stops after the first
+    # batch that reaches the budget, with a whole number of batches.
+    steps = np.cumsum([int(r["episodic_length"]) for r in rows])
+    assert [int(r["global_step"]) for r in rows] == steps.tolist()
+    assert summary["total_steps"] == steps[-1] >= 300 and steps[-3] < 300 and len(rows) % 2 == 0
+    assert summary["updates"] == len(rows) // 2
+    written = json.load(open("run/summary.json"))
+    assert written["total_steps"] == summary["total_steps"] and written["sps"] > 0
+    assert written["args"]["env_id"] == "CartPole-v1" and written["args"]["baseline"] and "torch" in written["versions"]
+    assert written["eval"]["episodes"] == 2 and written["eval"]["mean_return"] > 0
+    assert glob.glob("run/events.out.tfevents.*")
+
+
+def test_default_run_dir_follows_the_naming_scheme():
+    reinforce.main(tiny(run_dir=None, eval_episodes=0, exp_name="naming", seed=3))
+    (run_dir,) = glob.glob("runs/CartPole-v1__naming__3__*")
+    assert os.path.isfile(os.path.join(run_dir, "summary.json"))
+
+
+@pytest.mark.parametrize("baseline", [False, True])
+@pytest.mark.parametrize("reward_to_go", [False, True])
+def test_every_variant_runs(baseline, reward_to_go):
+    summary = reinforce.main(tiny(baseline=baseline, reward_to_go=reward_to_go, eval_episodes=0, gamma=1.0))
+    assert summary["total_steps"] >= 300
+
+
+def test_pendulum_continuous_actions():
+    summary = reinforce.main(tiny(env_id="Pendulum-v1", baseline=True, total_timesteps=400, eval_episodes=1))
+    assert [int(r["episodic_length"]) for r in read_episodes("run")] == [200, 200]  # its time limit
+    assert summary["total_steps"] == 400
+    assert summary["eval"]["mean_return"] < 0  # Pendulum's rewards are all negative
+
+
+def test_save_model_then_evaluate_acts_the_same():
+    args = tiny(env_id="Pendulum-v1", baseline=True, total_timesteps=400, save_model=True, eval_episodes=2,
+                eval_deterministic=True)
+    summary = reinforce.main(args)
+    saved = torch.load("run/model.pt", weights_only=True)
+    assert saved["args"]["env_id"] == "Pendulum-v1"
+    assert "actor_logstd" in saved["model"] and "critic.0.weight" in saved["model"]
+    result = reinforce.main_evaluate(reinforce.EvalArgs("run/model.pt", episodes=2, seed=args.seed + 100_000,
+                                                        deterministic=True))
+    assert result["mean_return"] == pytest.approx(summary["eval"]["mean_return"])
+
+
+def test_evaluate_from_the_command_line():
+    reinforce.main(tiny(save_model=True, eval_episodes=0))
+    out = subprocess.run([sys.executable, SCRIPT, "evaluate", "run/model.pt", "--episodes", "3"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["episodes"] == 3 and result["mean_return"] > 0
+
+
+def test_capture_video():
+    reinforce.main(tiny(capture_video=True, eval_episodes=0))
+    assert glob.glob("run/videos/*.mp4")
+
+
+def test_track_with_wandb_offline(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    reinforce.main(tiny(track=True, eval_episodes=0))
+    assert glob.glob("run/wandb/offline-run-*")
+
+
+def test_same_seed_gives_identical_episodes():
+    def returns(run_dir, seed=1):
+        reinforce.main(tiny(run_dir=run_dir, total_timesteps=3000, baseline=True, eval_episodes=0, seed=seed))
+        return [(r["global_step"], r["episodic_return"]) for r in read_episodes(run_dir)]
+
+    first, second = returns("a"), returns("b")
+    assert len(first) > 20 and first == second
+    assert returns("c", seed=2) != first
+
+
+def test_command_line_flags_and_help():
+    args = reinforce.parse_args(["--env-id", "Acrobot-v1", "--baseline", "--no-reward-to-go", "--gamma", "1"])
+    assert args.env_id == "Acrobot-v1" and args.baseline and not args.reward_to_go and args.gamma == 1.0
+    assert isinstance(reinforce.parse_args(["evaluate", "m.pt", "--episodes", "4"]), reinforce.EvalArgs)
+    out = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0
+    assert "--baseline, --no-baseline" in out.stdout and "--reward-to-go, --no-reward-to-go" in out.stdout
+    assert "--episodes-per-update INT" in out.stdout and "Algorithm 13.4" in out.stdout
+
+
+# --- checkpoint and resume ---------------------------------------------------------------------
+
+
+def start_run(*flags: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, SCRIPT, "--run-dir", "run", "--eval-episodes", "0", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, process.stdout.read()
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def without_wall_time(rows: list[dict]) -> list[tuple]:
+    return [(r["global_step"], r["episodic_return"], r["episodic_length"]) for r in rows]
+
+
+def test_resume_after_a_kill_replays_exactly_the_uninterrupted_run():
+    flags = ("--baseline", "--total-timesteps", "12000", "--checkpoint-every", "1000")
+    process = start_run(*flags)
+    checkpoint = "run/checkpoint.pt"
+    # Kill it hard once a checkpoint exists and episodes beyond it have been written.
+    wait_for(lambda: os.path.exists(checkpoint) and len(read_episodes("run")) > 40, process)
+    process.kill()
+    process.wait()
+    before = read_episodes("run")
+    saved_step = torch.load(checkpoint, weights_only=True)["global_step"]
+    assert 0 < saved_step < 12000
+
+    summary = reinforce.main(dataclasses.replace(reinforce.Args(), resume="run"))
+    after = read_episodes("run")
+    kept = [r for r in before if int(r["global_step"]) <= saved_step]
+    assert after[: len(kept)] == kept  # nothing from before the checkpoint was lost or altered
+    assert len({tuple(r.values()) for r in after}) == len(after)  # no duplicate row
+    # Each batch starts fresh episodes seeded by the step count and the RNG states are restored, so
+    # the resumed run is the uninterrupted one, episode for episode.
+    reinforce.main(reinforce.parse_args(["--run-dir", "whole", "--eval-episodes", "0", *flags]))
+    assert without_wall_time(after) == without_wall_time(read_episodes("whole"))
+    assert summary["total_steps"] == int(after[-1]["global_step"])
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly():
+    process = start_run("--total-timesteps", "10000000", "--episodes-per-update", "2")
+    wait_for(lambda: os.path.exists("run/episodes.csv") and len(read_episodes("run")) > 5, process)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "stopped by signal" in output and "--resume run" in output
+    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
+    rows = read_episodes("run")
+    # The checkpoint is at the end of a whole batch, of the episodes written before it.
+    assert checkpoint["global_step"] == int(rows[2 * checkpoint["update"] - 1]["global_step"]) > 0
+    assert not os.path.exists("run/summary.json")
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(monkeypatch):
+    real_loss, calls = reinforce.policy_gradient_loss, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) > 2 else loss  # the third update
+
+    monkeypatch.setattr(reinforce, "policy_gradient_loss", poisoned)
+    with pytest.raises(FloatingPointError, match="the loss became nan"):
+        reinforce.main(tiny(total_timesteps=10_000, checkpoint_every=1))
+    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
+    assert checkpoint["update"] == 2
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+
+class ImageObservations(gym.Env):
+    observation_space = gym.spaces.Box(0, 255, (84, 84, 3), dtype=np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, seed=None, options=None):
+        return np.zeros((84, 84, 3), dtype=np.uint8), {}
+
+    def step(self, action):
+        return np.zeros((84, 84, 3), dtype=np.uint8), 0.0, True, False, {}
+
+
+class MultiBinaryActions(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (3,))
+    action_space = gym.spaces.MultiBinary(2)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, seed=None, options=None):
+        return np.zeros(3, dtype=np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, dtype=np.float32), 0.0, True, False, {}
+
+
+gym.register("TestReinforceImageObservations-v0", entry_point=ImageObservations)
+gym.register("TestReinforceMultiBinaryActions-v0", entry_point=MultiBinaryActions)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(env_id="CartPol-v1"), "unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
+        (dict(env_id="TestReinforceImageObservations-v0"), "supports 1-D vector observations (classic control), not Box(0, 255, (84, 84, 3)"),
+        (dict(env_id="TestReinforceImageObservations-v0"), "for images use ppo.py"),
+        (dict(env_id="TestReinforceMultiBinaryActions-v0"), "supports Discrete and 1-D Box action spaces, not MultiBinary"),
+        (dict(learning_rate=0.0), "--learning-rate must be positive"),
+        (dict(learning_rate=-3e-3), "--learning-rate must be positive"),
+        (dict(value_learning_rate=0.0, baseline=True), "--value-learning-rate must be positive"),
+        (dict(total_timesteps=0), "--total-timesteps and --episodes-per-update must be positive"),
+        (dict(total_timesteps=-5), "--total-timesteps and --episodes-per-update must be positive"),
+        (dict(episodes_per_update=0), "--total-timesteps and --episodes-per-update must be positive"),
+        (dict(value_epochs=0), "--value-epochs and --hidden-size must be positive"),
+        (dict(gamma=1.5), "--gamma must be in (0, 1]"),
+        (dict(gamma=0.0), "--gamma must be in (0, 1]"),
+        (dict(gamma=-0.9), "--gamma must be in (0, 1]"),
+        (dict(checkpoint_every=-1), "--checkpoint-every and --eval-episodes must be non-negative"),
+        (dict(threads=0), "--threads must be positive"),
+    ],
+)
+def test_bad_settings_are_refused_before_training(overrides, message):
+    with pytest.raises(reinforce.ConfigError) as error:
+        reinforce.main(tiny(**overrides))
+    assert message in str(error.value)
+    assert not os.path.exists("run")  # nothing was written
+
+
+def test_resume_without_a_checkpoint_is_refused():
+    os.makedirs("empty")
+    with pytest.raises(reinforce.ConfigError, match="no checkpoint.pt there"):
+        reinforce.main(tiny(resume="empty"))
+
+
+def test_resume_from_a_corrupt_checkpoint_is_refused():
+    os.makedirs("broken")
+    with open("broken/checkpoint.pt", "wb") as f:
+        f.write(b"not a checkpoint")
+    with pytest.raises(reinforce.ConfigError, match="checkpoint.pt is corrupt"):
+        reinforce.main(tiny(resume="broken"))
+
+
+def test_evaluating_a_missing_model_is_refused():
+    with pytest.raises(reinforce.ConfigError, match="cannot load a reinforce.py model from nowhere.pt"):
+        reinforce.main_evaluate(reinforce.EvalArgs("nowhere.pt"))
+
+
+def test_the_command_line_prints_one_line_and_no_traceback():
+    out = subprocess.run([sys.executable, SCRIPT, "--gamma", "1.5", "--run-dir", "run"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "reinforce.py: error: --gamma must be in (0, 1], got 1.5"
+    assert not os.path.exists("run")
