@@ -2,7 +2,8 @@
 
 Play whole episodes with the current policy, then step along -G_t log pi(A_t|S_t), G_t the discounted
 return: from step t on (reward to go, Sutton & Barto's form) or of the whole episode (Williams's original
-estimator). With --baseline a learned state value v(S_t) is subtracted from G_t (Algorithm 13.4).
+estimator). With --baseline a learned state value v(S_t) is subtracted from G_t (Algorithm 13.4). Returns are
+pure Monte Carlo: an episode cut by a time limit ends there, with no bootstrap.
 
     python algos/reinforce.py --env-id CartPole-v1 --baseline
     python algos/reinforce.py --env-id Pendulum-v1 --no-reward-to-go
@@ -72,7 +73,7 @@ class Args:
 
     # --- REINFORCE ---
     episodes_per_update: int = 4
-    """whole episodes per gradient step; the gradient is their average (Williams 1992 and Sutton & Barto update after every episode, i.e. 1; 4 is our choice for CartPole, less noise at the same step count)"""
+    """whole episodes per gradient step; the gradient is their average (Williams 1992 and Sutton & Barto learn from one episode at a time, i.e. 1; 4 is our choice for CartPole, less noise at the same step count)"""
     learning_rate: float = 3e-3
     """Adam step size of the policy, alpha^theta of Algorithm 13.4 (our choice for CartPole; Sutton & Barto use plain SGD with a hand-picked alpha)"""
     value_learning_rate: float = 1e-2
@@ -80,11 +81,11 @@ class Args:
     value_epochs: int = 5
     """full-batch gradient steps on the baseline per batch (Algorithm 13.4 takes one per time step, i.e. one per sample; 5 is our choice)"""
     gamma: float = 0.99
-    """discount factor. A variance reducer here: logged returns are undiscounted (0.99 is our choice; CartPole is undiscounted)"""
+    """discount factor. A variance reducer here: logged returns are undiscounted (0.99 is our choice; CartPole's own task is undiscounted)"""
     baseline: bool = False
     """subtract a learned state value v(S_t), fitted by MSE on G_t, from the return (Algorithm 13.4); off: Algorithm 13.3"""
     reward_to_go: bool = True
-    """weight log pi(A_t|S_t) by the return from step t on, G_t (causality, G(PO)MDP; Sutton & Barto's form); off: by the whole episode's return G_0 (Williams 1992's original estimator)"""
+    """weight log pi(A_t|S_t) by the return from step t on, G_t (causality, G(PO)MDP; Sutton & Barto's G_t, without their gamma^t factor); off: by the whole episode's return G_0 (Williams 1992's original estimator). At --gamma 1 both estimate the same gradient, G_t with less variance"""
     hidden_size: int = 64
     """units in each of the two tanh hidden layers of the policy and of the baseline (our choice, as in ppo.py)"""
 
@@ -191,8 +192,12 @@ def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
 def return_weights(rewards: np.ndarray, gamma: float, reward_to_go: bool) -> np.ndarray:
     """What multiplies grad log pi(A_t|S_t) at each step t of one episode: the reward to go G_t
     (causality: an action cannot change the rewards before it; the G(PO)MDP estimator), or the whole
-    episode's return G_0 at every step (Williams 1992). Both estimate the same gradient; G_t drops terms
-    of zero mean, and so has less variance."""
+    episode's return G_0 at every step (Williams 1992).
+
+    Undiscounted, both estimate the same gradient, and G_t has less variance: it drops the rewards
+    before step t, terms of zero mean. With gamma < 1, G_0 = (rewards before t) + gamma^t G_t, whose
+    expectation is Sutton & Barto's gamma^t G_t (the exact gradient of the discounted return from the
+    start), while G_t alone is the common practice that treats every step as a start."""
     returns = discounted_returns(rewards, gamma)
     return returns if reward_to_go else np.full(len(rewards), returns[0] if len(rewards) else 0.0)
 

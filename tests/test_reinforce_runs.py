@@ -17,9 +17,8 @@ import pytest
 import torch
 
 import reinforce
-from conftest import ALGOS
 
-SCRIPT = os.path.join(ALGOS, "reinforce.py")
+SCRIPT = reinforce.__file__
 
 
 def tiny(**overrides) -> reinforce.Args:
