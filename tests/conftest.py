@@ -10,11 +10,11 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALGOS = os.path.join(ROOT, "algos")
-sys.path.insert(0, ALGOS)
-
 import pytest  # noqa: E402
+
+from helpers import ALGOS  # noqa: E402
+
+sys.path.insert(0, ALGOS)
 
 
 @pytest.fixture(autouse=True)

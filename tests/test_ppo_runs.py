@@ -1,15 +1,9 @@
-"""ppo.py end to end with tiny budgets: the run contract, the environment families, saving and
-evaluating, determinism, checkpoint and resume, and the refusal of bad input."""
+"""ppo.py end to end with tiny budgets: the environment families, the surrogates, presets, saving and
+evaluating with normalisation, the NaN stop, and the refusal of bad input. The run contract shared by
+every script (run directory, resume, signals, video, wandb, determinism) is in test_run_contract.py."""
 
-import csv
 import dataclasses
-import glob
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -17,9 +11,7 @@ import pytest
 import torch
 
 import ppo
-from conftest import ALGOS
-
-SCRIPT = os.path.join(ALGOS, "ppo.py")
+from helpers import run_cli
 
 
 def tiny(preset: str = "classic", **overrides) -> ppo.Args:
@@ -28,33 +20,6 @@ def tiny(preset: str = "classic", **overrides) -> ppo.Args:
                     run_dir="run")
     settings.update(overrides)
     return dataclasses.replace(ppo.PRESETS[preset], **settings)
-
-
-def read_episodes(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "episodes.csv"), newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def test_cartpole_run_writes_the_run_directory():
-    torch.set_num_threads(2)
-    summary = ppo.main(tiny(num_envs=2))
-    assert torch.get_num_threads() == 2  # ppo.main ran on 1 thread and gave the caller its setting back
-    torch.set_num_threads(1)
-    assert summary["total_steps"] == 512
-    rows = read_episodes("run")
-    assert rows and list(rows[0]) == ["global_step", "episodic_return", "episodic_length", "wall_time"]
-    assert all(float(r["episodic_return"]) == int(r["episodic_length"]) for r in rows)  # CartPole: +1 a step
-    written = json.load(open("run/summary.json"))
-    assert written["total_steps"] == 512 and written["sps"] > 0
-    assert written["args"]["env_id"] == "CartPole-v1" and "torch" in written["versions"]
-    assert written["eval"]["episodes"] == 2 and written["eval"]["mean_return"] > 0
-    assert glob.glob("run/events.out.tfevents.*")
-
-
-def test_default_run_dir_follows_the_naming_scheme():
-    ppo.main(tiny(run_dir=None, eval_episodes=0, exp_name="naming", seed=3))
-    (run_dir,) = glob.glob("runs/CartPole-v1__naming__3__*")
-    assert os.path.isfile(os.path.join(run_dir, "summary.json"))
 
 
 def test_pendulum_continuous_actions_with_normalisation():
@@ -124,37 +89,6 @@ def test_save_model_then_evaluate_acts_the_same():
     assert result["mean_return"] == pytest.approx(summary["eval"]["mean_return"])
 
 
-def test_evaluate_from_the_command_line():
-    ppo.main(tiny(save_model=True, eval_episodes=0))
-    out = subprocess.run([sys.executable, SCRIPT, "evaluate", "run/model.pt", "--episodes", "3"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["episodes"] == 3 and result["mean_return"] > 0
-
-
-def test_capture_video():
-    ppo.main(tiny(capture_video=True, eval_episodes=0))
-    assert glob.glob("run/videos/*.mp4")
-
-
-def test_track_with_wandb_offline(monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    ppo.main(tiny(track=True, eval_episodes=0))
-    assert glob.glob("run/wandb/offline-run-*")
-
-
-def test_same_seed_gives_identical_episodes():
-    def returns(run_dir):
-        ppo.main(tiny(run_dir=run_dir, total_timesteps=4096, num_steps=512, eval_episodes=0))
-        return [(r["global_step"], r["episodic_return"]) for r in read_episodes(run_dir)]
-
-    first, second = returns("a"), returns("b")
-    assert len(first) > 20 and first == second
-    ppo.main(tiny(run_dir="c", total_timesteps=4096, num_steps=512, eval_episodes=0, seed=2))
-    assert [(r["global_step"], r["episodic_return"]) for r in read_episodes("c")] != first
-
-
 def test_presets_and_overrides_from_the_command_line():
     args = ppo.parse_args(["--env-id", "Acrobot-v1"])
     assert args.preset == "classic" and args.env_id == "Acrobot-v1" and args.num_steps == 2048
@@ -167,61 +101,9 @@ def test_presets_and_overrides_from_the_command_line():
 
 
 def test_help_shows_the_preset_defaults():
-    out = subprocess.run([sys.executable, SCRIPT, "--preset", "atari", "--help"], capture_output=True, text=True,
-                         timeout=60, env={**os.environ, "COLUMNS": "200"})
+    out = run_cli("ppo", "--preset", "atari", "--help")
     assert out.returncode == 0
     assert "--learning-rate FLOAT" in out.stdout and "(default: 0.00025)" in out.stdout
-
-
-# --- checkpoint and resume ---------------------------------------------------------------------
-
-
-def start_run(*flags: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, SCRIPT, "--run-dir", "run", "--eval-episodes", "0", *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for(condition, process: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert process.poll() is None, process.stdout.read()
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def test_resume_after_a_kill_ends_at_the_same_steps_without_duplicate_or_lost_episodes():
-    process = start_run("--total-timesteps", "16384", "--num-steps", "1024", "--checkpoint-every", "1024")
-    checkpoint = "run/checkpoint.pt"
-    # Kill it hard once a checkpoint exists and episodes beyond it have been written.
-    wait_for(lambda: os.path.exists(checkpoint) and len(read_episodes("run")) > 30, process)
-    process.kill()
-    process.wait()
-    before = read_episodes("run")
-    saved_step = torch.load(checkpoint, weights_only=True)["global_step"]
-    assert 0 < saved_step < 16384
-
-    summary = ppo.main(dataclasses.replace(ppo.PRESETS["classic"], resume="run"))
-    assert summary["total_steps"] == 16384
-    after = read_episodes("run")
-    steps = [int(r["global_step"]) for r in after]
-    assert steps == sorted(steps)
-    assert len({tuple(r.values()) for r in after}) == len(after)  # no duplicate row
-    kept = [r for r in before if int(r["global_step"]) <= saved_step]
-    assert after[: len(kept)] == kept  # nothing from before the checkpoint was lost or altered
-    # The first episode after the checkpoint ends within one CartPole episode (500 steps) of it.
-    assert saved_step < steps[len(kept)] <= saved_step + 500
-
-
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly():
-    process = start_run("--total-timesteps", "10000000", "--num-steps", "512")
-    wait_for(lambda: os.path.exists("run/episodes.csv") and len(read_episodes("run")) > 5, process)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, output
-    assert "stopped by signal" in output and "--resume run" in output
-    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
-    assert checkpoint["global_step"] % 512 == 0 and checkpoint["global_step"] > 0
-    assert not os.path.exists("run/summary.json")
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(monkeypatch):
@@ -284,23 +166,3 @@ def test_bad_settings_are_refused_before_training(overrides, message):
     assert not os.path.exists("run")  # nothing was written
 
 
-def test_resume_without_a_checkpoint_is_refused(tmp_path):
-    os.makedirs("empty")
-    with pytest.raises(ppo.ConfigError, match="no checkpoint.pt there"):
-        ppo.main(tiny(resume="empty"))
-
-
-def test_resume_from_a_corrupt_checkpoint_is_refused():
-    os.makedirs("broken")
-    with open("broken/checkpoint.pt", "wb") as f:
-        f.write(b"not a checkpoint")
-    with pytest.raises(ppo.ConfigError, match="checkpoint.pt is corrupt"):
-        ppo.main(tiny(resume="broken"))
-
-
-def test_the_command_line_prints_one_line_and_no_traceback():
-    out = subprocess.run([sys.executable, SCRIPT, "--learning-rate", "-1", "--run-dir", "run"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode != 0
-    assert out.stderr.strip() == "ppo.py: error: --learning-rate must be positive, got -1.0"
-    assert not os.path.exists("run")

@@ -1,0 +1,43 @@
+"""What the tests of every script share: reading a run directory and driving a script as a process."""
+
+import csv
+import os
+import subprocess
+import sys
+import time
+
+ALGOS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos")
+
+
+def script_path(name: str) -> str:
+    return os.path.join(ALGOS, f"{name}.py")
+
+
+def read_episodes(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, "episodes.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def returns_of(run_dir: str) -> list[tuple]:
+    """The episodes of a run without their wall times, to compare two runs."""
+    return [(r["global_step"], r["episodic_return"], r["episodic_length"]) for r in read_episodes(run_dir)]
+
+
+def start_run(name: str, *flags: str, run_dir: str = "run") -> subprocess.Popen:
+    """Start algos/<name>.py as a process, without the final evaluation."""
+    return subprocess.Popen([sys.executable, script_path(name), "--run-dir", run_dir, "--eval-episodes", "0", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_cli(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script_path(name), *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    """Poll until condition() holds; fail if the process exits or time runs out first."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, process.stdout.read()
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)

@@ -1,0 +1,156 @@
+"""The run contract that every script in algos/ keeps, checked the same way for each: the run directory,
+saving and evaluating, video, wandb, determinism, kill-and-resume, SIGTERM, and one-line errors.
+What is particular to one algorithm is tested in its own test_<algo>_*.py files."""
+
+import glob
+import importlib
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from helpers import read_episodes, returns_of, run_cli, start_run, wait_for
+
+# For each script: flags for a tiny CartPole run, and for a longer one that checkpoints every batch.
+SCRIPTS = {
+    "ppo": dict(
+        tiny=["--total-timesteps", "512", "--num-steps", "128", "--minibatch-size", "64", "--update-epochs", "2"],
+        long=["--total-timesteps", "16384", "--num-steps", "1024", "--checkpoint-every", "1024"],
+    ),
+}
+
+
+@pytest.fixture(params=list(SCRIPTS))
+def script(request):
+    """(name, module, flags) of one script."""
+    return request.param, importlib.import_module(request.param), SCRIPTS[request.param]
+
+
+def train(module, *flags: str) -> dict:
+    return module.main(module.parse_args(list(flags)))
+
+
+def test_a_run_writes_its_directory_and_gives_back_the_callers_threads(script):
+    name, module, flags = script
+    torch.set_num_threads(2)
+    summary = train(module, *flags["tiny"], "--run-dir", "run", "--eval-episodes", "2")
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    rows = read_episodes("run")
+    assert rows and list(rows[0]) == ["global_step", "episodic_return", "episodic_length", "wall_time"]
+    assert all(float(r["episodic_return"]) == int(r["episodic_length"]) for r in rows)  # CartPole: +1 a step
+    written = json.load(open("run/summary.json"))
+    assert written == json.loads(json.dumps(summary))
+    assert written["total_steps"] > 0 and written["sps"] > 0 and written["wall_time"] > 0
+    assert written["args"]["env_id"] == "CartPole-v1" and "torch" in written["versions"]
+    assert written["eval"]["episodes"] == 2 and written["eval"]["mean_return"] > 0
+    assert glob.glob("run/events.out.tfevents.*")
+
+
+def test_the_default_run_dir_follows_the_naming_scheme(script):
+    name, module, flags = script
+    train(module, *flags["tiny"], "--eval-episodes", "0", "--exp-name", "naming", "--seed", "3")
+    (run_dir,) = glob.glob("runs/CartPole-v1__naming__3__*")
+    assert os.path.isfile(os.path.join(run_dir, "summary.json"))
+
+
+def test_save_model_then_evaluate_from_the_command_line(script):
+    name, module, flags = script
+    train(module, *flags["tiny"], "--run-dir", "run", "--eval-episodes", "0", "--save-model")
+    assert torch.load("run/model.pt", weights_only=True)["args"]["env_id"] == "CartPole-v1"
+    out = run_cli(name, "evaluate", "run/model.pt", "--episodes", "3")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["episodes"] == 3 and result["mean_return"] > 0
+
+
+def test_capture_video(script):
+    name, module, flags = script
+    train(module, *flags["tiny"], "--run-dir", "run", "--eval-episodes", "0", "--capture-video")
+    assert glob.glob("run/videos/*.mp4")
+
+
+def test_track_with_wandb_offline(script, monkeypatch):
+    name, module, flags = script
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    train(module, *flags["tiny"], "--run-dir", "run", "--eval-episodes", "0", "--track")
+    assert glob.glob("run/wandb/offline-run-*")
+
+
+def test_the_same_seed_gives_identical_episodes(script):
+    name, module, flags = script
+    for run_dir, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        train(module, *flags["long"], "--run-dir", run_dir, "--eval-episodes", "0", "--seed", seed,
+              "--total-timesteps", "4096")
+    assert len(returns_of("a")) > 20
+    assert returns_of("a") == returns_of("b")
+    assert returns_of("a") != returns_of("c")
+
+
+def test_resume_after_a_kill_ends_at_the_same_steps_without_duplicate_or_lost_episodes(script):
+    name, module, flags = script
+    uninterrupted = train(module, *flags["long"], "--run-dir", "whole", "--eval-episodes", "0")
+    process = start_run(name, *flags["long"])
+    # Kill it hard once a checkpoint exists and episodes beyond it have been written.
+    wait_for(lambda: os.path.exists("run/checkpoint.pt") and len(read_episodes("run")) > 30, process)
+    process.kill()
+    process.wait()
+    before = read_episodes("run")
+    saved_step = torch.load("run/checkpoint.pt", weights_only=True)["global_step"]
+    assert 0 < saved_step < uninterrupted["total_steps"]
+
+    summary = train(module, "--resume", "run")
+    assert summary["total_steps"] == uninterrupted["total_steps"]
+    after = read_episodes("run")
+    steps = [int(r["global_step"]) for r in after]
+    assert steps == sorted(steps)
+    assert len({tuple(r.values()) for r in after}) == len(after)  # no duplicate row
+    kept = [r for r in before if int(r["global_step"]) <= saved_step]
+    assert after[: len(kept)] == kept  # nothing from before the checkpoint was lost or altered
+    # The first episode after the checkpoint ends within one CartPole episode (500 steps) of it.
+    assert saved_step < steps[len(kept)] <= saved_step + 500
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(script):
+    name, module, flags = script
+    process = start_run(name, *flags["long"], "--total-timesteps", "10000000", "--checkpoint-every", "0")
+    wait_for(lambda: os.path.exists("run/episodes.csv") and len(read_episodes("run")) > 5, process)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "stopped by signal" in output and "--resume run" in output
+    assert torch.load("run/checkpoint.pt", weights_only=True)["global_step"] > 0
+    assert not os.path.exists("run/summary.json")
+
+
+def test_resume_needs_a_readable_checkpoint(script):
+    name, module, flags = script
+    os.makedirs("empty")
+    with pytest.raises(module.ConfigError, match="no checkpoint.pt there"):
+        train(module, "--resume", "empty")
+    os.makedirs("broken")
+    with open("broken/checkpoint.pt", "wb") as f:
+        f.write(b"not a checkpoint")
+    with pytest.raises(module.ConfigError, match="checkpoint.pt is corrupt"):
+        train(module, "--resume", "broken")
+
+
+@pytest.mark.parametrize("flag, message", [
+    (["--learning-rate", "-1"], "--learning-rate must be positive, got -1.0"),
+    (["--env-id", "CartPol-v1"], "unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
+    (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
+])
+def test_the_command_line_refuses_bad_input_in_one_line(script, flag, message):
+    name, module, flags = script
+    out = run_cli(name, *flag, "--run-dir", "run")
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith(f"{name}.py: error: ") and message in out.stderr
+    assert not os.path.exists("run")
+
+
+def test_help(script):
+    name, module, flags = script
+    out = run_cli(name, "--help")
+    assert out.returncode == 0 and "--env-id" in out.stdout and "--resume" in out.stdout
