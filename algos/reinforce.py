@@ -296,6 +296,12 @@ class Episode:
     rewards: np.ndarray  # [T], rewards[t] = R_{t+1}
 
 
+def batch_seed(seed: int, step: int) -> int:
+    """The env seed of the batch that starts at `step`: independent streams for every (seed, step)
+    pair, where seed + step would give run 1 at step 1 the episodes of run 2 at step 0."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
 def play_episode(envs: gym.vector.VectorEnv, agent: Agent, obs: np.ndarray, deterministic: bool = False):
     """Play one whole episode in a one-env SAME_STEP vector env, starting from its current observation
     obs. Returns the Episode and the first observation of the next one. Box actions are clipped to the
@@ -544,9 +550,9 @@ def main(args: Args) -> dict:
         while global_step < args.total_timesteps:
             update += 1
             batch_start_step = global_step
-            # Each batch starts fresh episodes, seeded by the step count, so that a resumed run plays
-            # exactly the episodes the uninterrupted one would have.
-            obs, _ = envs.reset(seed=args.seed + global_step)
+            # Each batch starts fresh episodes, seeded by the seed and the step count, so that a resumed
+            # run plays exactly the episodes the uninterrupted one would have.
+            obs, _ = envs.reset(seed=batch_seed(args.seed, global_step))
             episodes = []
             for _ in range(args.episodes_per_update):
                 episode, obs = play_episode(envs, agent, obs)

@@ -289,3 +289,9 @@ def test_the_command_line_prints_one_line_and_no_traceback():
     assert out.returncode == 1
     assert out.stderr.strip() == "reinforce.py: error: --gamma must be in (0, 1], got 1.5"
     assert not os.path.exists("run")
+
+
+def test_batch_seeds_differ_across_runs_and_steps():
+    seeds = {reinforce.batch_seed(seed, step) for seed in (1, 2, 3) for step in (0, 1, 2, 500)}
+    assert len(seeds) == 12 and reinforce.batch_seed(1, 1) != reinforce.batch_seed(2, 0)
+    assert reinforce.batch_seed(1, 7) == reinforce.batch_seed(1, 7)
