@@ -1,15 +1,11 @@
 """reinforce.py end to end with tiny budgets: the run contract on discrete and continuous classic
 control, saving and evaluating, determinism, checkpoint and resume, and the refusal of bad input."""
 
-import csv
 import dataclasses
 import glob
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -17,8 +13,7 @@ import pytest
 import torch
 
 import reinforce
-
-SCRIPT = reinforce.__file__
+from helpers import read_episodes, returns_of, run_cli, start_run, wait_for
 
 
 def tiny(**overrides) -> reinforce.Args:
@@ -26,11 +21,6 @@ def tiny(**overrides) -> reinforce.Args:
     settings = dict(total_timesteps=300, episodes_per_update=2, eval_episodes=2, run_dir="run")
     settings.update(overrides)
     return dataclasses.replace(reinforce.Args(), **settings)
-
-
-def read_episodes(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "episodes.csv"), newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_cartpole_run_writes_the_run_directory():
@@ -88,8 +78,7 @@ def test_save_model_then_evaluate_acts_the_same():
 
 def test_evaluate_from_the_command_line():
     reinforce.main(tiny(save_model=True, eval_episodes=0))
-    out = subprocess.run([sys.executable, SCRIPT, "evaluate", "run/model.pt", "--episodes", "3"],
-                         capture_output=True, text=True, timeout=120)
+    out = run_cli("reinforce", "evaluate", "run/model.pt", "--episodes", "3")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["episodes"] == 3 and result["mean_return"] > 0
@@ -120,8 +109,7 @@ def test_command_line_flags_and_help():
     args = reinforce.parse_args(["--env-id", "Acrobot-v1", "--baseline", "--no-reward-to-go", "--gamma", "1"])
     assert args.env_id == "Acrobot-v1" and args.baseline and not args.reward_to_go and args.gamma == 1.0
     assert isinstance(reinforce.parse_args(["evaluate", "m.pt", "--episodes", "4"]), reinforce.EvalArgs)
-    out = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "COLUMNS": "200"})
+    out = run_cli("reinforce", "--help")
     assert out.returncode == 0
     assert "--baseline, --no-baseline" in out.stdout and "--reward-to-go, --no-reward-to-go" in out.stdout
     assert "--episodes-per-update INT" in out.stdout and "Algorithm 13.4" in out.stdout
@@ -130,26 +118,9 @@ def test_command_line_flags_and_help():
 # --- checkpoint and resume ---------------------------------------------------------------------
 
 
-def start_run(*flags: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, SCRIPT, "--run-dir", "run", "--eval-episodes", "0", *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for(condition, process: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert process.poll() is None, process.stdout.read()
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def without_wall_time(rows: list[dict]) -> list[tuple]:
-    return [(r["global_step"], r["episodic_return"], r["episodic_length"]) for r in rows]
-
-
 def test_resume_after_a_kill_replays_exactly_the_uninterrupted_run():
     flags = ("--baseline", "--total-timesteps", "12000", "--checkpoint-every", "1000")
-    process = start_run(*flags)
+    process = start_run("reinforce", *flags)
     checkpoint = "run/checkpoint.pt"
     # Kill it hard once a checkpoint exists and episodes beyond it have been written.
     wait_for(lambda: os.path.exists(checkpoint) and len(read_episodes("run")) > 40, process)
@@ -167,12 +138,12 @@ def test_resume_after_a_kill_replays_exactly_the_uninterrupted_run():
     # Each batch starts fresh episodes seeded by the step count and the RNG states are restored, so
     # the resumed run is the uninterrupted one, episode for episode.
     reinforce.main(reinforce.parse_args(["--run-dir", "whole", "--eval-episodes", "0", *flags]))
-    assert without_wall_time(after) == without_wall_time(read_episodes("whole"))
+    assert returns_of("run") == returns_of("whole")
     assert summary["total_steps"] == int(after[-1]["global_step"])
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly():
-    process = start_run("--total-timesteps", "10000000", "--episodes-per-update", "2")
+    process = start_run("reinforce", "--total-timesteps", "10000000", "--episodes-per-update", "2")
     wait_for(lambda: os.path.exists("run/episodes.csv") and len(read_episodes("run")) > 5, process)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=60)
@@ -284,8 +255,7 @@ def test_evaluating_a_missing_model_is_refused():
 
 
 def test_the_command_line_prints_one_line_and_no_traceback():
-    out = subprocess.run([sys.executable, SCRIPT, "--gamma", "1.5", "--run-dir", "run"],
-                         capture_output=True, text=True, timeout=60)
+    out = run_cli("reinforce", "--gamma", "1.5", "--run-dir", "run")
     assert out.returncode == 1
     assert out.stderr.strip() == "reinforce.py: error: --gamma must be in (0, 1], got 1.5"
     assert not os.path.exists("run")
