@@ -1,0 +1,42 @@
+"""a2c_atari.py learns: fixed seeds, the presets' settings, budgets that fit CI (about a minute each here,
+on one core with OMP_NUM_THREADS=1)."""
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+
+import a2c_atari as a2c
+
+pytestmark = pytest.mark.learning
+
+
+def mean_of_last_episodes(run_dir: str, n: int = 20) -> float:
+    with open(f"{run_dir}/episodes.csv", newline="") as f:
+        returns = [float(row["episodic_return"]) for row in csv.DictReader(f)]
+    assert len(returns) >= n
+    return float(np.mean(returns[-n:]))
+
+
+def test_a2c_solves_cartpole():
+    # The classic preset. Seeds 1, 2 and 3 first reached a 20-episode mean of 450 after about 190k,
+    # 219k and 285k steps, and ended (lr annealed to 0) at 489, 495 and 473.
+    args = dataclasses.replace(a2c.PRESETS["classic"], env_id="CartPole-v1", seed=1, total_timesteps=500_000,
+                               run_dir="run", eval_episodes=10)
+    summary = a2c.main(args)
+    assert mean_of_last_episodes("run") >= 450
+    assert summary["eval"]["mean_return"] >= 450
+
+
+def test_a2c_learns_minatar_breakout_from_pixels():
+    pytest.importorskip("minatar")
+    # The minatar preset: 10x10x4 bool frames, channel-last, through MinAtar's small CNN. Random play
+    # scores 0.41 +- 0.65 a game (200 games, seeds 0-199), its best 20-game mean 0.70 and best game 3,
+    # so a 20-game mean of 3 is well clear of chance. Seeds 1 and 2 first reached it after about 36k
+    # and 38k steps and ended (lr annealed to 0) at 4.8 and 4.6, evaluation 4.9 and 4.9.
+    args = dataclasses.replace(a2c.PRESETS["minatar"], env_id="MinAtar/Breakout-v1", seed=1,
+                               total_timesteps=400_000, run_dir="run", eval_episodes=10)
+    summary = a2c.main(args)
+    assert mean_of_last_episodes("run") >= 3
+    assert summary["eval"]["mean_return"] >= 3
