@@ -3,7 +3,9 @@ Learning"; the synchronous form of its A3C, as in OpenAI's baselines a2c).
 
 N parallel envs each take t_max steps with the current policy; the n-step bootstrapped returns of those
 steps give the advantages; one RMSProp step on the policy gradient, the value error and an entropy bonus.
-One-step actor-critic (Sutton & Barto 2nd ed., Algorithm 13.5) is `--num-envs 1 --num-steps 1`.
+One-step actor-critic (Sutton & Barto 2nd ed., Algorithm 13.5) is `--num-envs 1 --num-steps 1`: the
+advantage is then the TD error r + gamma V(s') - V(s). Unlike the book, the step is RMSProp on one shared
+loss rather than SGD with two step sizes, and without the book's gamma^t factor I (deep versions drop it).
 
     python algos/a2c_atari.py --env-id CartPole-v1
     python algos/a2c_atari.py --preset atari --env-id BreakoutNoFrameskip-v4
@@ -88,19 +90,19 @@ class Args:
     env_backend: Literal["gymnasium", "envpool"] = "gymnasium"
     """gymnasium vector envs, or EnvPool (Atari only, the `envpool` extra; several times faster)"""
     num_envs: int = 16
-    """parallel environments. Paper: 16 actor-learner threads (Section 5.1); baselines a2c: 16 envs"""
+    """parallel environments. Paper: 16 actor-learner threads; baselines a2c: 16 envs"""
     num_steps: int = 5
-    """steps per env per update, t_max. Paper: 5 (Section 8, Atari); 1 with one env is one-step actor-critic"""
+    """steps per env per update, t_max. Paper: 5 (t_max = I_AsyncUpdate); 1 with one env is one-step actor-critic"""
     learning_rate: float = 7e-4
     """RMSProp step size. 7e-4: the A3C authors' value (the paper samples LogUniform(1e-4, 1e-2)), baselines a2c's default; classic: 1e-3"""
     anneal: bool = True
-    """anneal the learning rate linearly to 0 over the run (paper, Section 8)"""
+    """anneal the learning rate linearly to 0 over the run (paper's experimental setup)"""
     gamma: float = 0.99
     """discount factor. Paper: 0.99"""
     ent_coef: float = 0.01
     """entropy bonus beta. Paper: 0.01; classic: 0"""
     vf_coef: float = 0.5
-    """weight of the value loss mean((R - V)^2). Paper's supplement and baselines a2c: 0.5"""
+    """weight of the value loss mean((R - V)^2): A3C scales the value-loss gradient by 0.5, as does baselines a2c (vf_coef)"""
     rms_decay: float = 0.99
     """RMSProp decay alpha of the mean square. Paper: 0.99"""
     rms_eps: float = 0.1
@@ -124,7 +126,7 @@ PRESETS = {
     # entropy bonus (beta 0.01 left the 20-episode mean at 354 after 500k steps, seed 1). The paper's
     # t_max, gamma, value weight, decay and annealing stay.
     "classic": Args(learning_rate=1e-3, rms_eps=1e-5, ent_coef=0.0),
-    # The paper's Atari settings (Section 8 and supplement), 16 envs for its 16 threads (baselines a2c's
+    # The paper's Atari settings (its experimental setup), 16 envs for its 16 threads (baselines a2c's
     # default too); 10M steps = 40M frames, the budget at which the PPO paper's Table 6 reports A2C.
     "atari": Args(preset="atari", env_id="BreakoutNoFrameskip-v4", total_timesteps=10_000_000),
     # MinAtar (Young & Tian 2019): the Atari settings on its 10x10 games, with its small network, except
@@ -419,13 +421,13 @@ def is_channel_last(shape: tuple[int, ...]) -> bool:
 
 
 class Agent(nn.Module):
-    """Policy and value heads on one shared trunk (Section 8):
+    """Policy and value heads on one shared trunk, as in the paper:
     - Atari-sized images: the 2013 DQN network (Mnih et al. 2013) the paper used: 16 8x8 stride 4, 32
       4x4 stride 2, 256 dense, ReLU;
     - images smaller than 20x20, which that network cannot take: MinAtar's network (Young & Tian 2019),
       16 3x3 stride 1, 128 dense, ReLU;
     - vector observations: an MLP of 64-64 tanh units, one for the policy and one for the value (as in
-      ppo.py, so the value error's scale cannot disturb the policy's features).
+      ppo.py; separate, so the value error's scale cannot disturb the policy's features).
     Pixels scale to [0, 1] (uint8 / 255; MinAtar's bool channels as 0 or 1)."""
 
     def __init__(self, observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete):
