@@ -88,7 +88,8 @@ def test_tensorflow_rmsprop_differs_from_torch_rmsprop_where_epsilon_matters():
     assert p_torch.item() == pytest.approx(0.97269459, abs=1e-7)
     # With a negligible epsilon the two agree.
     p_tf, p_pt = (torch.nn.Parameter(torch.tensor([1.0, -3.0], dtype=torch.float64)) for _ in range(2))
-    tf_opt, pt_opt = a2c.RMSpropTF([p_tf], lr=0.01, decay=0.99, eps=1e-20), torch.optim.RMSprop([p_pt], lr=0.01, alpha=0.99, eps=1e-20)
+    tf_opt = a2c.RMSpropTF([p_tf], lr=0.01, decay=0.99, eps=1e-20)
+    pt_opt = torch.optim.RMSprop([p_pt], lr=0.01, alpha=0.99, eps=1e-20)
     for _ in range(3):
         for p, opt in ((p_tf, tf_opt), (p_pt, pt_opt)):
             opt.zero_grad()
