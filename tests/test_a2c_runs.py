@@ -1,25 +1,16 @@
-"""a2c_atari.py end to end with tiny budgets: the run contract, one-step actor-critic, real Atari on both
-backends, MinAtar, saving and evaluating, determinism, checkpoint and resume, and bad input."""
+"""a2c_atari.py end to end with tiny budgets: one-step actor-critic, truncation, real Atari on both
+backends, MinAtar, presets, saving and evaluating, the NaN stop, and bad input. The run contract shared
+by every script is in test_run_contract.py."""
 
-import csv
 import dataclasses
-import glob
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 
 import a2c_atari as a2c
-from conftest import ALGOS
-
-SCRIPT = os.path.join(ALGOS, "a2c_atari.py")
+from helpers import read_episodes, run_cli
 
 
 def tiny(preset: str = "classic", **overrides) -> a2c.Args:
@@ -27,33 +18,6 @@ def tiny(preset: str = "classic", **overrides) -> a2c.Args:
     settings = dict(total_timesteps=400, num_envs=2, num_steps=5, eval_episodes=2, run_dir="run")
     settings.update(overrides)
     return dataclasses.replace(a2c.PRESETS[preset], **settings)
-
-
-def read_episodes(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "episodes.csv"), newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def test_cartpole_run_writes_the_run_directory():
-    torch.set_num_threads(2)
-    summary = a2c.main(tiny())
-    assert torch.get_num_threads() == 2  # main ran on 1 thread and gave the caller its setting back
-    torch.set_num_threads(1)
-    assert summary["total_steps"] == 400
-    rows = read_episodes("run")
-    assert rows and list(rows[0]) == ["global_step", "episodic_return", "episodic_length", "wall_time"]
-    assert all(float(r["episodic_return"]) == int(r["episodic_length"]) for r in rows)  # CartPole: +1 a step
-    written = json.load(open("run/summary.json"))
-    assert written["total_steps"] == 400 and written["sps"] > 0 and written["algo"] == "a2c_atari"
-    assert written["args"]["env_id"] == "CartPole-v1" and "torch" in written["versions"]
-    assert written["eval"]["episodes"] == 2 and written["eval"]["mean_return"] > 0
-    assert glob.glob("run/events.out.tfevents.*")
-
-
-def test_default_run_dir_follows_the_naming_scheme():
-    a2c.main(tiny(run_dir=None, eval_episodes=0, exp_name="naming", seed=3))
-    (run_dir,) = glob.glob("runs/CartPole-v1__naming__3__*")
-    assert os.path.isfile(os.path.join(run_dir, "summary.json"))
 
 
 def test_one_step_actor_critic():
@@ -107,25 +71,6 @@ def test_save_model_then_evaluate_acts_the_same():
     assert result["mean_return"] == pytest.approx(summary["eval"]["mean_return"])
 
 
-def test_evaluate_from_the_command_line():
-    a2c.main(tiny(save_model=True, eval_episodes=0))
-    out = subprocess.run([sys.executable, SCRIPT, "evaluate", "run/model.pt", "--episodes", "3"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["episodes"] == 3 and result["mean_return"] > 0
-
-
-def test_same_seed_gives_identical_episodes():
-    def returns(run_dir, seed=1):
-        a2c.main(tiny(run_dir=run_dir, total_timesteps=4000, num_envs=4, eval_episodes=0, seed=seed))
-        return [(r["global_step"], r["episodic_return"]) for r in read_episodes(run_dir)]
-
-    first, second = returns("a"), returns("b")
-    assert len(first) > 20 and first == second
-    assert returns("c", seed=2) != first
-
-
 def test_presets_and_overrides_from_the_command_line():
     args = a2c.parse_args(["--env-id", "Acrobot-v1"])
     assert args.preset == "classic" and args.env_id == "Acrobot-v1"
@@ -137,64 +82,12 @@ def test_presets_and_overrides_from_the_command_line():
 
 
 def test_help_shows_the_preset_defaults():
-    out = subprocess.run([sys.executable, SCRIPT, "--preset", "atari", "--help"], capture_output=True, text=True,
-                         timeout=60, env={**os.environ, "COLUMNS": "200"})
+    out = run_cli("a2c_atari", "--preset", "atari", "--help")
     assert out.returncode == 0
     assert "--rms-eps FLOAT" in out.stdout and "(default: 0.1)" in out.stdout
 
 
 # --- checkpoint and resume ---------------------------------------------------------------------
-
-
-def start_run(*flags: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, SCRIPT, "--run-dir", "run", "--eval-episodes", "0", *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for(condition, process: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert process.poll() is None, process.stdout.read()
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def test_resume_after_a_kill_ends_at_the_same_steps_without_duplicate_or_lost_episodes():
-    process = start_run("--total-timesteps", "40000", "--checkpoint-every", "1000")
-    checkpoint = "run/checkpoint.pt"
-    # Kill it hard once a checkpoint exists and episodes beyond it have been written.
-    wait_for(lambda: os.path.exists(checkpoint) and len(read_episodes("run")) > 60, process)
-    process.kill()
-    process.wait()
-    before = read_episodes("run")
-    saved = torch.load(checkpoint, weights_only=True)
-    saved_step = saved["global_step"]
-    assert 0 < saved_step < 40000 and saved["optimizer"]["state"]  # the RMSProp statistics travel too
-
-    summary = a2c.main(dataclasses.replace(a2c.PRESETS["classic"], resume="run"))
-    assert summary["total_steps"] == 40000
-    after = read_episodes("run")
-    steps = [int(r["global_step"]) for r in after]
-    assert steps == sorted(steps)
-    kept = [r for r in before if int(r["global_step"]) <= saved_step]
-    assert after[: len(kept)] == kept  # nothing from before the checkpoint was lost or altered
-    # No row from after the checkpoint survives: every later row comes from the resumed run. (Two envs
-    # can end identical episodes in the same step, so whole rows may legitimately repeat.)
-    assert all(float(r["wall_time"]) >= float(kept[-1]["wall_time"]) for r in after[len(kept):])
-    assert len(after) - len(kept) == len([r for r in after if int(r["global_step"]) > saved_step])
-    assert saved_step < steps[len(kept)] <= saved_step + 8 * 500  # within one CartPole episode of 8 envs
-
-
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly():
-    process = start_run("--total-timesteps", "10000000")
-    wait_for(lambda: os.path.exists("run/episodes.csv") and len(read_episodes("run")) > 5, process)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, output
-    assert "stopped by signal" in output and "--resume run" in output
-    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
-    assert checkpoint["global_step"] % 40 == 0 and checkpoint["global_step"] > 0
-    assert not os.path.exists("run/summary.json")
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(monkeypatch):
@@ -241,24 +134,3 @@ def test_bad_settings_are_refused_before_training(overrides, message):
     assert not os.path.exists("run")  # nothing was written
 
 
-def test_resume_without_a_checkpoint_is_refused():
-    os.makedirs("empty")
-    with pytest.raises(a2c.ConfigError, match="no checkpoint.pt there"):
-        a2c.main(tiny(resume="empty"))
-
-
-def test_resume_from_a_corrupt_checkpoint_is_refused():
-    os.makedirs("broken")
-    with open("broken/checkpoint.pt", "wb") as f:
-        f.write(b"not a checkpoint")
-    with pytest.raises(a2c.ConfigError, match="checkpoint.pt is corrupt"):
-        a2c.main(tiny(resume="broken"))
-
-
-def test_the_command_line_prints_one_line_and_no_traceback():
-    out = subprocess.run([sys.executable, SCRIPT, "--env-id", "Pendulum-v1", "--run-dir", "run"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode != 0
-    assert out.stderr.strip().startswith("a2c_atari.py: error: a2c_atari.py supports Discrete action spaces only")
-    assert "ppo.py or sac.py" in out.stderr and "Traceback" not in out.stderr
-    assert not os.path.exists("run")

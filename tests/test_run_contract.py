@@ -13,11 +13,23 @@ import torch
 
 from helpers import read_episodes, returns_of, run_cli, start_run, wait_for
 
-# For each script: flags for a tiny CartPole run, and for a longer one that checkpoints every batch.
+# For each script: flags for a tiny CartPole run, flags for a longer one that checkpoints often, and
+# the number of envs the longer one steps in parallel.
 SCRIPTS = {
     "ppo": dict(
         tiny=["--total-timesteps", "512", "--num-steps", "128", "--minibatch-size", "64", "--update-epochs", "2"],
         long=["--total-timesteps", "16384", "--num-steps", "1024", "--checkpoint-every", "1024"],
+        envs=1,
+    ),
+    "reinforce": dict(
+        tiny=["--total-timesteps", "300", "--episodes-per-update", "2"],
+        long=["--baseline", "--total-timesteps", "12000", "--checkpoint-every", "1000"],
+        envs=1,
+    ),
+    "a2c_atari": dict(
+        tiny=["--total-timesteps", "400", "--num-envs", "2", "--num-steps", "5"],
+        long=["--total-timesteps", "40000", "--checkpoint-every", "1000"],
+        envs=16,
     ),
 }
 
@@ -93,24 +105,32 @@ def test_resume_after_a_kill_ends_at_the_same_steps_without_duplicate_or_lost_ep
     name, module, flags = script
     uninterrupted = train(module, *flags["long"], "--run-dir", "whole", "--eval-episodes", "0")
     process = start_run(name, *flags["long"])
+
+    def episodes_past_a_checkpoint():
+        if not os.path.exists("run/checkpoint.pt"):
+            return False
+        saved = torch.load("run/checkpoint.pt", weights_only=True)["global_step"]  # renamed into place: whole
+        return any(int(r["global_step"]) > saved for r in read_episodes("run"))
+
     # Kill it hard once a checkpoint exists and episodes beyond it have been written.
-    wait_for(lambda: os.path.exists("run/checkpoint.pt") and len(read_episodes("run")) > 30, process)
+    wait_for(episodes_past_a_checkpoint, process)
     process.kill()
     process.wait()
     before = read_episodes("run")
     saved_step = torch.load("run/checkpoint.pt", weights_only=True)["global_step"]
-    assert 0 < saved_step < uninterrupted["total_steps"]
+    kept = [r for r in before if int(r["global_step"]) <= saved_step]
+    assert 0 < saved_step < uninterrupted["total_steps"] and len(kept) < len(before)
 
     summary = train(module, "--resume", "run")
     assert summary["total_steps"] == uninterrupted["total_steps"]
     after = read_episodes("run")
+    assert after[: len(kept)] == kept  # nothing from before the checkpoint was lost or altered
+    # The killed run's episodes past the checkpoint were dropped, not duplicated: had they stayed, the
+    # resumed run's first episodes would step back below them.
     steps = [int(r["global_step"]) for r in after]
     assert steps == sorted(steps)
-    assert len({tuple(r.values()) for r in after}) == len(after)  # no duplicate row
-    kept = [r for r in before if int(r["global_step"]) <= saved_step]
-    assert after[: len(kept)] == kept  # nothing from before the checkpoint was lost or altered
-    # The first episode after the checkpoint ends within one CartPole episode (500 steps) of it.
-    assert saved_step < steps[len(kept)] <= saved_step + 500
+    # The first episode after the checkpoint ends within one CartPole episode (500 steps per env) of it.
+    assert saved_step < steps[len(kept)] <= saved_step + 500 * flags["envs"]
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(script):
