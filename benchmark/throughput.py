@@ -1,11 +1,11 @@
-"""Training throughput of algos/ppo.py next to the raw throughput of the environments it trains on.
+"""Training throughput of algos/ppo.py and algos/a2c_atari.py next to the raw throughput of their envs.
 
 For each row, two numbers are measured one after the other in this process:
 
-- raw SPS: the vector env built exactly as ppo.py builds it (`ppo.make_vector_env`, same wrappers, same
+- raw SPS: the vector env built exactly as the script builds it (its `make_vector_env`, same wrappers, same
   backend, same number of envs), reset, then stepped with random actions drawn beforehand with numpy, so
   that only `envs.step` is timed. SPS = num_envs x steps / seconds.
-- train SPS: `ppo.main` itself on the same settings (no evaluation, run files in a temporary directory),
+- train SPS: the script's `main` itself on the same settings (no evaluation, run files in a temporary directory),
   the "sps" of its summary: env steps over the wall time of the training loop (acting, env stepping,
   GAE, the updates and the logging; setup excluded, as in the raw measurement).
 
@@ -13,11 +13,12 @@ ratio = train SPS / raw SPS is the share of the env's own speed that training ke
 the agent costs. Absolute steps/s on a small shared machine drift by tens of percent between runs, so
 the numbers we quote are the ratios, measured side by side in one run.
 
-Rows: CartPole-v1 with the defaults of CleanRL's ppo.py (4 envs x 128 steps, minibatch 128, 4 epochs),
-CartPole-v1 with ppo.py's classic preset, and Breakout with the atari preset on the gymnasium and the
-EnvPool backends (the EnvPool row is skipped, with a note, when envpool is not installed).
+Rows: PPO on CartPole-v1 with the defaults of CleanRL's ppo.py (4 envs x 128 steps, minibatch 128,
+4 epochs) and with ppo.py's classic preset; A2C on CartPole-v1 (classic preset); PPO and A2C on Breakout
+with their atari presets on the gymnasium and EnvPool backends (EnvPool rows are skipped, with a note,
+when envpool is not installed).
 
-    python -m benchmark.throughput                     # every row, about 6 minutes on 2 cores
+    python -m benchmark.throughput                     # every row, about 8 minutes on 2 cores
     python -m benchmark.throughput --only cartpole --steps-scale 0.2 --out throughput.json
 """
 
@@ -38,7 +39,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
+import a2c_atari  # noqa: E402
 import ppo  # noqa: E402
+
+SCRIPTS = {"ppo": ppo, "a2c": a2c_atari}
 
 # ppo.main sets torch's thread count (1 for vector observations, the current count for images) and leaves
 # it set; restoring the count of a fresh process before each measurement keeps one row from slowing another.
@@ -47,6 +51,7 @@ DEFAULT_THREADS = torch.get_num_threads()
 
 @dataclass(frozen=True)
 class Row:
+    algo: str  # a key of SCRIPTS
     group: str  # what --only selects
     env_id: str
     preset: str
@@ -57,17 +62,22 @@ class Row:
 
 
 ROWS = [
-    Row("cartpole", "CartPole-v1", "classic", "CleanRL ppo.py defaults", 100_000, 150_000,
+    Row("ppo", "cartpole", "CartPole-v1", "classic", "CleanRL ppo.py defaults, mb 128, 4 epochs", 100_000, 150_000,
         dict(num_envs=4, num_steps=128, minibatch_size=128, update_epochs=4)),
-    Row("cartpole", "CartPole-v1", "classic", "classic preset", 100_000, 150_000),
-    Row("atari", "BreakoutNoFrameskip-v4", "atari", "atari preset", 30_720, 8_000),
-    Row("atari", "BreakoutNoFrameskip-v4", "atari", "atari preset", 30_720, 8_000, dict(env_backend="envpool")),
+    Row("ppo", "cartpole", "CartPole-v1", "classic", "classic preset, mb 64, 10 epochs", 100_000, 150_000),
+    Row("a2c", "cartpole", "CartPole-v1", "classic", "classic preset", 100_000, 150_000),
+    Row("ppo", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset, mb 256, 3 epochs", 30_720, 8_000),
+    Row("ppo", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset, mb 256, 3 epochs", 30_720, 8_000,
+        dict(env_backend="envpool")),
+    Row("a2c", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset", 30_720, 8_000),
+    Row("a2c", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset", 30_720, 8_000, dict(env_backend="envpool")),
 ]
 
 
-def row_args(row: Row, steps_scale: float) -> ppo.Args:
-    """The ppo.py settings of a row, with its training budget scaled and rounded to whole batches."""
-    args = dataclasses.replace(ppo.PRESETS[row.preset], env_id=row.env_id, eval_episodes=0, **row.overrides)
+def row_args(row: Row, steps_scale: float):
+    """The script's settings of a row, with its training budget scaled and rounded to whole batches."""
+    script = SCRIPTS[row.algo]
+    args = dataclasses.replace(script.PRESETS[row.preset], env_id=row.env_id, eval_episodes=0, **row.overrides)
     batches = max(1, round(row.train_steps * steps_scale / args.batch_size))
     return dataclasses.replace(args, total_timesteps=batches * args.batch_size)
 
@@ -77,10 +87,10 @@ def start_clean() -> None:
     gc.collect()
 
 
-def measure_raw(args: ppo.Args, steps: int) -> float:
-    """Env steps/s of ppo.py's vector env over `steps` random-action vector steps; only envs.step is timed."""
+def measure_raw(script, args, steps: int) -> float:
+    """Env steps/s of the script's vector env over `steps` random-action vector steps; only envs.step is timed."""
     start_clean()
-    envs = ppo.make_vector_env(args, args.seed, video_dir="")
+    envs = script.make_vector_env(args, args.seed, video_dir="")
     try:
         n, space = envs.num_envs, envs.single_action_space
         rng = np.random.default_rng(args.seed)
@@ -97,12 +107,12 @@ def measure_raw(args: ppo.Args, steps: int) -> float:
         envs.close()
 
 
-def measure_train(args: ppo.Args) -> float:
-    """The steps/s that ppo.main reports for a run of these settings (its progress line is silenced)."""
+def measure_train(script, args) -> float:
+    """The steps/s that the script's main reports for a run of these settings (its progress line is silenced)."""
     start_clean()
     with tempfile.TemporaryDirectory() as run_dir, contextlib.redirect_stdout(io.StringIO()):
-        summary = ppo.main(dataclasses.replace(args, run_dir=run_dir))
-    if summary.get("interrupted"):  # ppo.main turns Ctrl-C into a checkpoint and a normal return
+        summary = script.main(dataclasses.replace(args, run_dir=run_dir))
+    if summary.get("interrupted"):  # main turns Ctrl-C into a checkpoint and a normal return
         raise KeyboardInterrupt
     return float(summary["sps"])
 
@@ -116,9 +126,8 @@ def envpool_problem() -> str | None:
     return None
 
 
-def config_name(row: Row, args: ppo.Args) -> str:
-    return (f"{row.label}: {args.num_envs}x{args.num_steps}, mb {args.minibatch_size}, "
-            f"{args.update_epochs} epochs")
+def config_name(row: Row, args) -> str:
+    return f"{row.algo} {args.num_envs}x{args.num_steps}, {row.label}"
 
 
 def run(steps_scale: float = 1.0, only: str | None = None) -> list[dict]:
@@ -134,8 +143,8 @@ def run(steps_scale: float = 1.0, only: str | None = None) -> list[dict]:
         raw_steps = vector_steps * args.num_envs
         print(f"[{i + 1}] {row.env_id} {args.env_backend} {result['config']}: raw {raw_steps:,} steps, "
               f"training {args.total_timesteps:,} steps", file=sys.stderr, flush=True)
-        raw = measure_raw(args, vector_steps)
-        train = measure_train(args)
+        raw = measure_raw(SCRIPTS[row.algo], args, vector_steps)
+        train = measure_train(SCRIPTS[row.algo], args)
         results.append({**result, "raw_steps": raw_steps, "train_steps": args.total_timesteps,
                         "raw_sps": raw, "train_sps": train, "ratio": train / raw})
     return results
