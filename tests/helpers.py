@@ -6,6 +6,9 @@ import subprocess
 import sys
 import time
 
+import gymnasium as gym
+import numpy as np
+
 ALGOS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos")
 
 
@@ -41,3 +44,30 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 90.0) -> Non
         assert process.poll() is None, process.stdout.read()
         assert time.time() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def mean_of_last_episodes(run_dir: str, n: int = 20) -> float:
+    """The learning tests' measure: the mean return of the run's last n episodes."""
+    returns = [float(row["episodic_return"]) for row in read_episodes(run_dir)]
+    assert len(returns) >= n
+    return float(np.mean(returns[-n:]))
+
+
+class FixedSpacesEnv(gym.Env):
+    """An env that does nothing, with the spaces it is given: for checking which spaces a script refuses."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, render_mode=None):
+        self.observation_space, self.action_space, self.render_mode = observation_space, action_space, render_mode
+
+    def reset(self, seed=None, options=None):
+        return np.zeros(self.observation_space.shape, self.observation_space.dtype), {}
+
+    def step(self, action):
+        return np.zeros(self.observation_space.shape, self.observation_space.dtype), 0.0, True, False, {}
+
+
+gym.register("TestMultiBinaryActions-v0", entry_point=FixedSpacesEnv,
+             kwargs=dict(observation_space=gym.spaces.Box(-1, 1, (3,)), action_space=gym.spaces.MultiBinary(2)))
+gym.register("TestImageObservations-v0", entry_point=FixedSpacesEnv,
+             kwargs=dict(observation_space=gym.spaces.Box(0, 255, (84, 84, 3), np.uint8),
+                         action_space=gym.spaces.Discrete(2)))

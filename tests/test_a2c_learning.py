@@ -1,22 +1,14 @@
 """a2c_atari.py learns: fixed seeds, the presets' settings, budgets that fit CI (about a minute each here,
 on one core with OMP_NUM_THREADS=1)."""
 
-import csv
 import dataclasses
 
-import numpy as np
 import pytest
 
 import a2c_atari as a2c
+from helpers import mean_of_last_episodes
 
 pytestmark = pytest.mark.learning
-
-
-def mean_of_last_episodes(run_dir: str, n: int = 20) -> float:
-    with open(f"{run_dir}/episodes.csv", newline="") as f:
-        returns = [float(row["episodic_return"]) for row in csv.DictReader(f)]
-    assert len(returns) >= n
-    return float(np.mean(returns[-n:]))
 
 
 def test_a2c_solves_cartpole():

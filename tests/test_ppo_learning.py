@@ -1,21 +1,13 @@
 """ppo.py learns: fixed seeds, the presets' settings, budgets that fit CI (under a minute each here)."""
 
-import csv
 import dataclasses
 
-import numpy as np
 import pytest
 
 import ppo
+from helpers import mean_of_last_episodes
 
 pytestmark = pytest.mark.learning
-
-
-def mean_of_last_episodes(run_dir: str, n: int = 20) -> float:
-    with open(f"{run_dir}/episodes.csv", newline="") as f:
-        returns = [float(row["episodic_return"]) for row in csv.DictReader(f)]
-    assert len(returns) >= n
-    return float(np.mean(returns[-n:]))
 
 
 def test_ppo_solves_cartpole():

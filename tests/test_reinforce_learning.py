@@ -1,22 +1,14 @@
 """reinforce.py learns: a fixed seed, the script's defaults plus the baseline, a budget that fits CI
 (about 15 seconds on one core here)."""
 
-import csv
 import dataclasses
 
-import numpy as np
 import pytest
 
 import reinforce
+from helpers import mean_of_last_episodes
 
 pytestmark = pytest.mark.learning
-
-
-def mean_of_last_episodes(run_dir: str, n: int = 20) -> float:
-    with open(f"{run_dir}/episodes.csv", newline="") as f:
-        returns = [float(row["episodic_return"]) for row in csv.DictReader(f)]
-    assert len(returns) >= n
-    return float(np.mean(returns[-n:]))
 
 
 def test_reinforce_with_baseline_solves_cartpole():

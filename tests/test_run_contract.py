@@ -13,23 +13,26 @@ import torch
 
 from helpers import read_episodes, returns_of, run_cli, start_run, wait_for
 
-# For each script: flags for a tiny CartPole run, flags for a longer one that checkpoints often, and
-# the number of envs the longer one steps in parallel.
+# For each script: flags for a tiny CartPole run, flags for a longer one that checkpoints often, the
+# number of envs the longer one steps in parallel, and the module-level function that computes its loss.
 SCRIPTS = {
     "ppo": dict(
         tiny=["--total-timesteps", "512", "--num-steps", "128", "--minibatch-size", "64", "--update-epochs", "2"],
         long=["--total-timesteps", "16384", "--num-steps", "1024", "--checkpoint-every", "1024"],
         envs=1,
+        loss="policy_loss",
     ),
     "reinforce": dict(
         tiny=["--total-timesteps", "300", "--episodes-per-update", "2"],
         long=["--baseline", "--total-timesteps", "12000", "--checkpoint-every", "1000"],
         envs=1,
+        loss="policy_gradient_loss",
     ),
     "a2c_atari": dict(
         tiny=["--total-timesteps", "400", "--num-envs", "2", "--num-steps", "5"],
         long=["--total-timesteps", "40000", "--checkpoint-every", "1000"],
         envs=16,
+        loss="actor_critic_loss",
     ),
 }
 
@@ -142,6 +145,29 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(script):
     assert process.returncode == 0, output
     assert "stopped by signal" in output and "--resume run" in output
     assert torch.load("run/checkpoint.pt", weights_only=True)["global_step"] > 0
+    assert not os.path.exists("run/summary.json")
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(script, monkeypatch):
+    name, module, flags = script
+    real_loss = getattr(module, flags["loss"])
+
+    def poisoned(*args, **kwargs):
+        """The real loss until a checkpoint exists, NaN from then on."""
+        result = real_loss(*args, **kwargs)
+        if not os.path.exists("run/checkpoint.pt"):
+            return result
+        if isinstance(result, tuple):
+            return (result[0] * float("nan"), *result[1:])
+        return result * float("nan")
+
+    monkeypatch.setattr(module, flags["loss"], poisoned)
+    with pytest.raises(FloatingPointError, match="the loss became nan"):
+        train(module, *flags["tiny"], "--run-dir", "run", "--eval-episodes", "0", "--total-timesteps", "4096",
+              "--checkpoint-every", "1")
+    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
+    assert checkpoint["global_step"] > 0
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
     assert not os.path.exists("run/summary.json")
 
 
