@@ -216,6 +216,7 @@ def classify(run_dir: str, returncode: int) -> str:
 
 
 def log_tail(path: str, lines: int = 5) -> list[str]:
+    """The last lines of the last attempt in a run.log (after its "=== " header line)."""
     try:
         with open(path, "rb") as f:
             f.seek(max(0, os.path.getsize(path) - 16_384))
@@ -224,6 +225,8 @@ def log_tail(path: str, lines: int = 5) -> list[str]:
         return []
     # Progress lines redraw with carriage returns; keep what a terminal would show.
     shown = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    headers = [i for i, line in enumerate(shown) if line.startswith("=== ")]
+    shown = shown[headers[-1] + 1:] if headers else shown
     return [line for line in shown if line.strip()][-lines:]
 
 
