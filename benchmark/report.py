@@ -378,7 +378,7 @@ def plot_env(env_id: str, runs: list[RunResult], last: int, path: str) -> None:
     ax.set_title(env_id, fontsize=11)
     ax.set_xlabel("environment steps")
     ax.set_ylabel(f"episodic return (last {last} episodes)")
-    ax.xaxis.set_major_formatter(EngFormatter())
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     ax.grid(alpha=0.25, lw=0.6)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)

@@ -322,15 +322,17 @@ class RayBackend:
         import ray
 
         self.ray = ray
+        # The task's code travels with it, so the workers need Python and the scripts, not this package.
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False)
         self.task = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_retries=0)(execute)
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.refs = {}  # ObjectRef -> key
+        self.refs = {}  # ObjectRef -> (key, log path)
 
     def start(self, key, command, log_path, env, cwd) -> tuple[bool, int | None]:
         ref = self.task.remote(command, log_path, env, cwd)
-        self.refs[ref] = key
+        self.refs[ref] = (key, log_path)
         return True, None
 
     def poll(self, timeout: float) -> list:
@@ -340,10 +342,12 @@ class RayBackend:
         ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=timeout)
         done = []
         for ref in ready:
-            key = self.refs.pop(ref)
+            key, log_path = self.refs.pop(ref)
             try:
                 done.append((key, self.ray.get(ref)))
-            except Exception:  # the task was cancelled or its worker died
+            except Exception as error:  # the task was cancelled, or its worker died or could not start
+                with open(log_path, "a") as log:
+                    log.write(f"ray task ended without an exit code: {type(error).__name__}: {error}\n")
                 done.append((key, -signal.SIGTERM))
         return done
 
