@@ -5,7 +5,8 @@ checkpoint.pt (JSON here) and summary.json (with an "eval" entry) atomically, an
 (its flags and OMP_NUM_THREADS) to OUT/calls.jsonl, OUT being the sweep directory two levels above the run
 directory. `--mode` chooses a behaviour: ok; fail (exit 3 with a message); interrupt-once (save a checkpoint
 half way and exit 0, as the scripts do on SIGTERM, unless resuming); nan (exit 1 after a checkpoint, as a
-NaN stop does).
+NaN stop does); slow (while OUT/slow exists, an episode every 50 ms until SIGTERM, then a checkpoint and
+exit 0).
 """
 
 import json
@@ -14,7 +15,10 @@ import os
 from benchmark import registry
 
 FAKE_SCRIPT = r'''
-import argparse, csv, json, os, sys
+import argparse, csv, json, os, signal, sys, time
+
+stop = []
+signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
 
 parser = argparse.ArgumentParser()
 for flag in ("--env-id", "--run-dir", "--resume", "--preset", "--mode"):
@@ -51,6 +55,13 @@ with open(os.path.join(run_dir, "episodes.csv"), "a") as f:
         f.write("global_step,episodic_return,episodic_length,wall_time\n")
     for step in range(start + 10, total + 1, 10):
         f.write(f"{step},{step / 10},10,0.0\n")
+        if args.mode == "slow" and os.path.exists(os.path.join(sweep_dir, "slow")):
+            f.flush()
+            time.sleep(0.05)
+            if stop:
+                atomic(os.path.join(run_dir, "checkpoint.pt"), json.dumps({"step": step}))
+                print(f"stopped by signal {stop[0]} at step {step}")
+                sys.exit(0)
         if step == total // 2 and not args.resume and args.mode in ("interrupt-once", "nan"):
             f.flush()
             atomic(os.path.join(run_dir, "checkpoint.pt"), json.dumps({"step": step}))

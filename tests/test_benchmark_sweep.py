@@ -6,7 +6,10 @@ import io
 import json
 import os
 import shlex
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 from benchmark_helpers import calls, install_fake, status
@@ -157,6 +160,7 @@ def test_sweep_runs_every_run_then_skips_finished_ones(monkeypatch, tmp_path):
     code, text = run_sweep(runs, out, workers=2)
     assert code == 0, text
     assert "4/4 runs finished" in text
+    assert "sweep: 4/4 done, 0 running, 0 failed, 0 queued, elapsed" in text and "ETA" in text
     assert len(calls(out)) == 4
     for run in runs:
         run_dir = out / "runs" / run.name
@@ -280,3 +284,47 @@ def test_sweep_leaves_no_temporary_files(monkeypatch, tmp_path):
     for f in files:
         if f.endswith(".json"):
             json.loads(open(f).read())
+
+
+SWEEP_DRIVER = """
+import sys
+sys.path[:0] = [{tests!r}, {root!r}]
+import pytest
+from benchmark_helpers import install_fake
+from benchmark import sweep
+install_fake(pytest.MonkeyPatch(), __import__("pathlib").Path({tmp!r}))
+runs = sweep.expand(["fake"], ["CartPole-v1", "Acrobot-v1", "Pendulum-v1"], [1], 100_000, (("mode", "slow"),))
+sys.exit(sweep.sweep(runs, {out!r}, workers=2))
+"""
+
+
+def test_ctrl_c_stops_the_sweep_and_a_rerun_resumes(tmp_path):
+    """SIGINT to the sweep: the running runs get SIGTERM, save checkpoints and are recorded as interrupted, the
+    queued one never starts; the same command then resumes the two and runs the third."""
+    out = tmp_path / "sweep"
+    tests = os.path.dirname(os.path.abspath(__file__))
+    driver = SWEEP_DRIVER.format(tests=tests, root=os.path.dirname(tests), tmp=str(tmp_path), out=str(out))
+    out.mkdir()
+    (out / "slow").touch()
+    process = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    deadline = time.time() + 60
+    while len(calls(out)) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    text = process.communicate(timeout=60)[0]
+    assert process.returncode == 1, text
+    assert "stopping the running runs" in text and "1 run(s) not started" in text
+    started = [c["run"] for c in calls(out)]
+    assert len(started) == 2
+    for name in started:
+        assert status(out, name)["state"] == "interrupted"
+        assert (out / "runs" / name / "checkpoint.pt").exists()
+
+    (out / "slow").unlink()
+    process = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert "(2 resumed)" in process.stdout
+    resumed = calls(out)[2:]
+    assert sorted(c["run"] for c in resumed if "--resume" in c["argv"]) == sorted(started)
