@@ -4,6 +4,7 @@
     python -m benchmark run --suite classic                      # the suite run on every change (< 1 h, 2 cores)
     python -m benchmark run --suite ppo-table6 --budget-scale 0.01 --dry-run
     python -m benchmark run --suite td3-table1 --backend ray --ray-address auto --out /shared/td3
+    python -m benchmark run --suite td3-table1 --out /shared/td3 --slurm > td3.sbatch   # a Slurm job array
     python -m benchmark suites                                   # list the suites
     python -m benchmark report sweeps/classic                    # tables, curves and a CSV of every run
     python -m benchmark throughput --only cartpole               # training vs raw env steps/s (throughput.py)
@@ -41,6 +42,9 @@ def run_parser(sub) -> argparse.ArgumentParser:
                    help="local processes, or Ray tasks of one CPU each (pip install ray)")
     p.add_argument("--ray-address", help="the Ray cluster (e.g. auto, or ray://HOST:10001); default: a local instance")
     p.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs (a fraction is fine) per Ray task (default 0)")
+    p.add_argument("--slurm", action="store_true",
+                   help="print an sbatch array script (one task per run, each through this runner) instead of running")
+    p.add_argument("--index", type=int, nargs="+", help="run only the runs at these positions (0-based) of the sweep")
     return p
 
 
@@ -77,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(report.main(options.dir, options.out, options.last, plots=not options.no_plots))
         return 0
-    return run_command(parser, options)
+    return run_command(parser, options, argv)
 
 
-def run_command(parser, options) -> int:
+def run_command(parser, options, argv: list[str]) -> int:
     try:
         overrides = sweep.parse_overrides(options.set)
         if options.suite:
@@ -102,6 +106,19 @@ def run_command(parser, options) -> int:
         parser.error("--budget-scale and --workers must be positive")
     out = options.out or os.path.join("sweeps", options.suite or "custom")
 
+    if options.slurm:
+        if options.backend != "local" or options.index:
+            parser.error("--slurm writes a script for the local backend, without --index")
+        kept, skip = [], False
+        for arg in argv:  # the same sweep, minus what the script sets itself
+            if skip:
+                skip = False
+            elif arg in ("--out", "--workers"):
+                skip = True
+            elif arg != "--slurm" and not arg.startswith(("--out=", "--workers=")):
+                kept.append(arg)
+        print(sweep.slurm_script(kept, os.path.abspath(out), len(runs)), end="")
+        return 0
     if options.dry_run:
         out = os.path.abspath(out)
         workers = options.workers or len(os.sched_getaffinity(0))
@@ -115,8 +132,11 @@ def run_command(parser, options) -> int:
             print(shlex.join(command))
         print(f"# {len(runs)} runs into {out}")
         return 0
-    return sweep.sweep(runs, out, options.workers, options.backend, options.ray_address, options.ray_gpus,
-                       options.checkpoint_fraction, options.suite)
+    try:
+        return sweep.sweep(runs, out, options.workers, options.backend, options.ray_address, options.ray_gpus,
+                           options.checkpoint_fraction, options.suite, only=options.index)
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def attach_reference(run: sweep.Run) -> sweep.Run:

@@ -448,14 +448,19 @@ def failure_table(failures: list[dict]) -> str:
 
 def sweep(runs: list[Run], out: str, workers: int | None = None, backend: str = "local",
           ray_address: str | None = None, ray_gpus: float = 0.0, checkpoint_fraction: float = 0.1,
-          suite: str | None = None, stream=sys.stdout, status_every: float = 30.0) -> int:
-    """Run every run not finished yet; 0 when all finished, 1 when any failed or was interrupted."""
+          suite: str | None = None, stream=sys.stdout, status_every: float = 30.0, only: list[int] | None = None) -> int:
+    """Run every run not finished yet (or those at the positions `only`, a Slurm array task's share); 0 when
+    all finished, 1 when any failed or was interrupted."""
     out = os.path.abspath(out)
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise ValueError("the sweep lists the same run twice")
     record_sweep(out, runs, suite)
+    if only is not None:
+        if any(not 0 <= i < len(runs) for i in only):
+            raise ValueError(f"--index must be in 0..{len(runs) - 1}")
+        runs = [runs[i] for i in only]
 
     if backend == "ray":
         executor = RayBackend(ray_address, ray_gpus)
@@ -570,3 +575,20 @@ def finish_run(info: dict, returncode: int) -> dict:
     write_status(info, state, returncode)
     return {"name": info["run"].name, "state": state, "returncode": returncode,
             "seconds": time.time() - info["started"], "tail": log_tail(os.path.join(run_dir, "run.log"))}
+
+
+def slurm_script(argv: list[str], out: str, count: int, python: str = sys.executable) -> str:
+    """An sbatch array script of `count` tasks, task i running run i of this same sweep through the runner
+    (`--index i --workers 1`): skipping, resuming, status files and logs as in a local sweep. Resubmit it
+    to retry what failed; `python -m benchmark report OUT` afterwards."""
+    command = shlex.join([python, "-m", "benchmark", *argv, "--out", out, "--workers", "1"])
+    return "\n".join([
+        "#!/bin/bash",
+        f"#SBATCH --job-name=benchmark-{os.path.basename(out)}",
+        f"#SBATCH --array=0-{count - 1}",
+        "#SBATCH --cpus-per-task=1",
+        "#SBATCH --output=benchmark-%A_%a.out",  # Slurm's own messages; each run logs to its run.log
+        f"cd {shlex.quote(ROOT)}",
+        f'{command} --index "$SLURM_ARRAY_TASK_ID"',
+        "",
+    ])

@@ -137,6 +137,28 @@ def test_suites_command_lists_every_suite(capsys):
     assert all(name in text for name in suites.SUITES)
 
 
+def test_slurm_array_script(capsys, tmp_path):
+    assert cli.main(["run", "--suite", "classic", "--algo", "ppo", "--workers", "2", "--slurm",
+                     "--out", str(tmp_path / "sw")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "#!/bin/bash" and "#SBATCH --array=0-5" in lines  # ppo's 2 envs x 3 seeds
+    command = shlex.split(lines[-1].replace('"$SLURM_ARRAY_TASK_ID"', "TASK"))
+    assert command[1:] == ["-m", "benchmark", "run", "--suite", "classic", "--algo", "ppo", "--out",
+                           str(tmp_path / "sw"), "--workers", "1", "--index", "TASK"]
+    assert not (tmp_path / "sw").exists()
+
+
+def test_index_runs_one_run_of_the_sweep(monkeypatch, tmp_path):
+    install_fake(monkeypatch, tmp_path)
+    out = tmp_path / "sweep"
+    runs = sweep.expand(["fake"], ["CartPole-v1"], [1, 2, 3], 100)
+    assert run_sweep(runs, out, only=[1])[0] == 0
+    assert [c["run"] for c in calls(out)] == [runs[1].name]
+    assert len(json.loads((out / "sweep.json").read_text())["runs"]) == 3  # the report still sees the whole sweep
+    with pytest.raises(ValueError):
+        run_sweep(runs, out, only=[3])
+
+
 def test_throughput_subcommand_is_throughput_py(capsys):
     with pytest.raises(SystemExit) as error:
         cli.main(["throughput", "--help"])
