@@ -5,9 +5,11 @@ here, so a script that renames a preset or a flag needs one change in this file.
 A *config* names what one run trains: a script name (`ppo`), or a script name and one of its variants
 (`paac:nature`, `a3c_hogwild:lstm`, `ppo:clip-0.1`). Suites and `run --algo` both take config names.
 
-The entries of scripts that were still being written when this file was (a3c_hogwild, async_q, paac,
-trpo, ddpg, td3, sac) follow the naming of ppo.py and a2c_atari.py (presets `mujoco`, `atari`; classic
-control gets no --preset, the scripts' default); check them against each script's `--help` once it lands.
+The entries of the scripts still being written when this file was (a3c_hogwild, async_q, paac, trpo, ddpg,
+td3, sac) follow their presets and flags as they stood on their branches on 2026-11-22 at 06:25 UTC
+(trpo.py's default preset is mujoco, so classic control names `--preset classic`; ddpg.py's presets are
+`paper` and `our-ddpg`, td3.py's `paper` and `authors`, sac.py's `mujoco` only); check them against each
+script's `--help` after merging. A family a script has no preset for gets no --preset.
 """
 
 from dataclasses import dataclass, field
@@ -61,17 +63,17 @@ SCRIPTS = {
     "reinforce": Script("algos/reinforce.py", variants={
         "baseline": Variant(("--baseline",), label="with a learned state-value baseline (Alg. 13.4)")}),
     "a2c_atari": Script("algos/a2c_atari.py", {"classic": "classic", "atari": "atari", "minatar": "minatar"}),
-    "a3c_hogwild": Script("algos/a3c_hogwild.py", {"atari": "atari"}, variants={
+    "a3c_hogwild": Script("algos/a3c_hogwild.py", {"classic": "classic", "atari": "atari"}, variants={
         "lstm": Variant(("--lstm",), label="256-unit LSTM after the dense layer")}),
-    "async_q": Script("algos/async_q.py", {"atari": "atari"}),
-    "paac": Script("algos/paac.py", {"atari": "atari"}, variants={
+    "async_q": Script("algos/async_q.py", {"classic": "classic", "atari": "atari"}),
+    "paac": Script("algos/paac.py", {"classic": "classic", "atari": "atari", "minatar": "minatar"}, variants={
         "nips": Variant(("--arch", "nips"), label="arch_nips (the A3C network)"),
         "nature": Variant(("--arch", "nature"), label="arch_nature (the 2015 DQN network)")}),
-    "trpo": Script("algos/trpo.py", {"mujoco": "mujoco", "atari": "atari"}),
+    "trpo": Script("algos/trpo.py", {"classic": "classic", "mujoco": "mujoco", "atari": "atari"}),
     "ppo": Script("algos/ppo.py", {"classic": "classic", "mujoco": "mujoco", "atari": "atari"}, variants=_ppo_table1),
-    "ddpg": Script("algos/ddpg.py", {"mujoco": "mujoco"}, variants={
-        "tuned": Variant(preset="tuned", label="the TD3 paper's re-tuned DDPG (\"our DDPG\")"),
-        "lillicrap": Variant(preset="lillicrap", label="Lillicrap et al.'s settings")}),
+    "ddpg": Script("algos/ddpg.py", {"mujoco": "paper"}, variants={
+        "our-ddpg": Variant(preset="our-ddpg", label="the TD3 paper's re-tuned DDPG (\"our DDPG\")"),
+        "lillicrap": Variant(preset="paper", label="Lillicrap et al.'s settings")}),
     "td3": Script("algos/td3.py", {"mujoco": "paper"}),
     "sac": Script("algos/sac.py", {"mujoco": "mujoco"}),
 }

@@ -87,7 +87,7 @@ TD3_TABLE = {  # env: (TD3, DDPG authors' tuned, DDPG Lillicrap settings, PPO, T
     "InvertedPendulum-v5": (1000.0, 1000.0, 1000.0, 1000.0, 985.40, 1000.0),
     "InvertedDoublePendulum-v5": (9337.47, 8369.95, 9355.52, 8977.94, 205.85, 8487.15),
 }
-TD3_CONFIGS = ("td3", "ddpg:tuned", "ddpg:lillicrap", "ppo", "trpo", "sac")
+TD3_CONFIGS = ("td3", "ddpg:our-ddpg", "ddpg:lillicrap", "ppo", "trpo", "sac")
 TD3_TABLE1 = Suite(
     "td3-table1", "TD3, both DDPGs, PPO, TRPO and SAC on 7 MuJoCo tasks at 1M steps (Fujimoto et al. 2018, "
     "Table 1), 10 seeds", seeds=tuple(range(1, 11)),
