@@ -385,18 +385,31 @@ class Display:
         self.tty = stream.isatty()
         self.start = time.monotonic()
         self.last = 0.0
-        self.durations = []
+        self.finished = []  # (config, budget or None, seconds) of the runs finished in this sweep
 
-    def eta(self, queued: int, running: int) -> float | None:
-        if not self.durations:
+    def estimate(self, run: Run) -> float:
+        """Seconds a run should take: its budget at the seconds per step of finished runs of its config (or
+        of all finished runs), or their mean duration when budgets are unknown."""
+        for pool in ([f for f in self.finished if f[0] == run.config], self.finished):
+            timed = [(b, t) for _, b, t in pool if b]
+            if run.total_timesteps and timed:
+                return run.total_timesteps * sum(t for _, t in timed) / sum(b for b, _ in timed)
+            if pool:
+                return sum(t for _, _, t in pool) / len(pool)
+        return 0.0
+
+    def eta(self, queued: list, running: dict) -> float | None:
+        if not self.finished:
             return None
-        mean = sum(self.durations) / len(self.durations)
-        return mean * (queued + running / 2) / max(1, min(self.workers, queued + running))
+        now = time.time()
+        left = sum(self.estimate(run) for run, _ in queued)
+        left += sum(max(0.0, self.estimate(i["run"]) - (now - i["started"])) for i in running.values())
+        return left / max(1, min(self.workers, len(queued) + len(running)))
 
     def line(self, done, running, failed, queued) -> str:
-        return (f"sweep: {done}/{self.total} done, {running} running, {failed} failed, {queued} queued, "
+        return (f"sweep: {done}/{self.total} done, {len(running)} running, {failed} failed, {len(queued)} queued, "
                 f"elapsed {format_duration(time.monotonic() - self.start)}, "
-                f"ETA {format_duration(self.eta(queued, running)) if queued + running else '0:00'}")
+                f"ETA {format_duration(self.eta(queued, running)) if queued or running else '0:00'}")
 
     def event(self, text: str):
         if self.tty:
@@ -464,7 +477,7 @@ def sweep(runs: list[Run], out: str, workers: int | None = None, backend: str = 
 
     if backend == "ray":
         executor = RayBackend(ray_address, ray_gpus)
-        workers, threads = executor.workers, 1
+        workers, threads = min(workers or executor.workers, executor.workers), 1
     else:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         workers = workers or cores
@@ -486,7 +499,7 @@ def sweep(runs: list[Run], out: str, workers: int | None = None, backend: str = 
           f"{threads} thread(s) each", file=stream, flush=True)
 
     display = Display(len(runs), workers, stream, status_every)
-    done, failures, running = skipped, [], {}
+    done, failures, running = skipped, [], {}  # running: name -> the info of start_run
     stop = []
 
     def on_signal(signum, frame):
@@ -510,22 +523,23 @@ def sweep(runs: list[Run], out: str, workers: int | None = None, backend: str = 
                     failures.append(finish_run(info, 127))
             if stop:
                 queue.clear()
+            display.update(done, running, len(failures), queue)
             for name, returncode in executor.poll(timeout=0.5):
                 info = running.pop(name)
                 record = finish_run(info, returncode)
                 if record["state"] == FINISHED:
                     done += 1
-                    display.durations.append(record["seconds"])
+                    if info["action"] == "fresh":  # a resumed run's time covers only part of its budget
+                        display.finished.append((info["run"].config, info["run"].total_timesteps, record["seconds"]))
                     display.event(f"done    {name} in {format_duration(record['seconds'])}")
                 else:
                     failures.append(record)
                     display.event(f"{record['state'].upper():7} {name}: exit code {returncode}"
                                   + (f": {record['tail'][-1]}" if record["tail"] else ""))
-            display.update(done, len(running), len(failures), len(queue))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        display.update(done, len(running), len(failures), len(queue), force=True)
+        display.update(done, running, len(failures), queue, force=True)
         display.close()
         executor.close()
 

@@ -282,6 +282,19 @@ def test_plan_and_classify(tmp_path):
     assert sweep.plan(str(run_dir)) == "busy"  # another sweep is running it
 
 
+def test_progress_line_and_eta():
+    display = sweep.Display(total=5, workers=2, stream=io.StringIO())
+    ppo, a2c = sweep.Run("ppo", "CartPole-v1", 1, 2000), sweep.Run("a2c_atari", "CartPole-v1", 1, 4000)
+    assert display.eta([(ppo, "fresh")], {}) is None  # nothing finished yet: unknown
+    display.finished += [("ppo", 1000, 10.0), ("a2c_atari", 4000, 4.0)]
+    assert display.estimate(ppo) == pytest.approx(20.0)  # ppo's own rate, 10 ms a step
+    assert display.estimate(sweep.Run("td3", "Hopper-v5", 1, 5000)) == pytest.approx(5000 * 14.0 / 5000)
+    running = {"a2c": {"run": a2c, "started": time.time() - 1.0}}  # 3 s of its 4 left
+    assert display.eta([(ppo, "fresh")], running) == pytest.approx((20.0 + 3.0) / 2, abs=0.1)
+    line = display.line(2, running, 1, [(ppo, "fresh")])
+    assert line.startswith("sweep: 2/5 done, 1 running, 1 failed, 1 queued, elapsed 0:00, ETA 0:1")
+
+
 def test_atomic_write_never_leaves_half_a_file(tmp_path):
     path = tmp_path / "status.json"
     sweep.write_json(str(path), {"a": 1})
