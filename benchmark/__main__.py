@@ -146,7 +146,7 @@ def attach_reference(run: sweep.Run) -> sweep.Run:
         return run
     from dataclasses import replace
 
-    return replace(run, reference=entry.reference, source=entry.source)
+    return replace(run, reference=entry.reference, source=entry.source, reference_steps=entry.total_timesteps)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ class RunResult:
     total_timesteps: int | None = None
     reference: float | None = None
     source: str = ""
+    reference_steps: int | None = None
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
     summary: dict | None = None
@@ -150,13 +151,14 @@ def load_runs(root: str) -> list[RunResult]:
             continue
         state = "finished" if summary else status.get("state", "unknown")
         budget = entry.get("total_timesteps", status.get("total_timesteps", args.get("total_timesteps")))
-        reference, source = entry.get("reference"), entry.get("source", "")
+        reference, source, reference_steps = entry.get("reference"), entry.get("source", ""), entry.get("reference_steps")
         if reference is None and not listed:
             ref = suites.find_reference(config, env_id, budget)
-            reference, source = (ref.reference, ref.source) if ref else (None, "")
+            if ref:
+                reference, source, reference_steps = ref.reference, ref.source, ref.total_timesteps
         steps, returns = read_episodes(os.path.join(run_dir, "episodes.csv"))
         results.append(RunResult(name, config, env_id, int(seed) if seed is not None else 0, run_dir, state, budget,
-                                 reference, source, steps, returns, summary))
+                                 reference, source, reference_steps, steps, returns, summary))
     return sorted(results, key=lambda r: (r.config, r.env_id, r.seed))
 
 
@@ -185,7 +187,8 @@ def aggregate(runs: list[RunResult], last: int) -> list[dict]:
                "final_mean": mean, "final_ci": bootstrap_ci(finals),
                "eval_mean": float(np.mean(evals)) if evals else math.nan, "eval_ci": bootstrap_ci(evals),
                "reference": reference, "source": source,
-               "ratio": mean / reference if reference and reference > 0 and finals else math.nan}
+               "ratio": mean / reference if reference and reference > 0 and finals else math.nan,
+               "reference_steps": next((r.reference_steps for r in members if r.reference_steps), None)}
         hns = human_normalised(env_id, mean) if finals else None
         row["hns"] = math.nan if hns is None else hns
         rows.append(row)
@@ -262,8 +265,10 @@ def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last
     out.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
     for r in rows:
         seeds = f"{r['finished']}" if r["finished"] == r["runs"] else f"{r['finished']}/{r['runs']}"
-        cells = [f"`{r['config']}`", r["env_id"], f"{r['steps']:,}" if r["steps"] else "-", seeds, fmt(r["final_mean"]) + fmt_ci(r["final_ci"]),
-                 fmt(r["eval_mean"]), fmt(r["reference"]), fmt(r["ratio"], 2)]
+        short = r["reference_steps"] and r["steps"] and r["steps"] < 0.9 * r["reference_steps"]
+        cells = [f"`{r['config']}`", r["env_id"], f"{r['steps']:,}" if r["steps"] else "-", seeds,
+                 fmt(r["final_mean"]) + fmt_ci(r["final_ci"]), fmt(r["eval_mean"]),
+                 fmt(r["reference"]) + (f" (at {r['reference_steps']:,} steps)" if short else ""), fmt(r["ratio"], 2)]
         if atari:
             cells.append(fmt(r["hns"], 2))
         out.write("| " + " | ".join(cells) + " |\n")

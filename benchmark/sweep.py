@@ -43,6 +43,8 @@ class Run:
     """(key, value) pairs of script flags, key with underscores or dashes; value "true"/"false" for switches"""
     reference: float | None = None
     source: str = ""
+    reference_steps: int | None = None
+    """the budget at which `reference` was measured (the suite's, before --budget-scale)"""
 
     @property
     def name(self) -> str:
@@ -125,7 +127,8 @@ def suite_runs(suite, budget_scale: float = 1.0, seeds=None, configs=None, envs=
             continue
         budget = total_timesteps or max(1, round(entry.total_timesteps * budget_scale))
         for seed in seeds or suite.seeds:
-            runs.append(Run(entry.config, entry.env_id, seed, budget, overrides, entry.reference, entry.source))
+            runs.append(Run(entry.config, entry.env_id, seed, budget, overrides, entry.reference, entry.source,
+                            entry.total_timesteps if entry.reference is not None else None))
     return runs
 
 
