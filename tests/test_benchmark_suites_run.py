@@ -38,7 +38,7 @@ def test_classic_suite_at_tiny_budget_then_resumed(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["report", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "| `ppo` | CartPole-v1 | 4,096 | 1 |" in text and "| 490.0 |" in text
+    assert "| `ppo` | CartPole-v1 | 4,096 | 1 |" in text and "| 490.0 (at 500,000 steps) |" in text
     assert (out / "report" / "curves" / "CartPole-v1.png").exists()
 
 
