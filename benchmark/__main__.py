@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     rp = sub.add_parser("report", help="aggregate a sweep: Markdown table, learning curves, CSV of every run")
     rp.add_argument("dir", help="a sweep directory (or any folder of run directories)")
     rp.add_argument("--out", help="where to write the report (default DIR/report)")
-    rp.add_argument("--last", type=int, default=20, help="final return = mean of the last N episodes (default 20)")
+    rp.add_argument("--last", type=int, help="final return = mean of the last N training episodes (default: the "
+                                             "suite's, 100 for ppo-table6, else 20)")
     rp.add_argument("--no-plots", action="store_true", help="tables and CSV only")
     sub.add_parser("throughput", help="training vs raw env steps/s of the scripts (benchmark/throughput.py)",
                    add_help=False)

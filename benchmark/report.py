@@ -393,8 +393,12 @@ def plot_env(env_id: str, runs: list[RunResult], last: int, path: str) -> None:
     plt.close(fig)
 
 
-def main(root: str, out: str | None = None, last: int = 20, plots: bool = True) -> str:
-    """Write report.md, runs.csv and curves/<env>.png under out (default ROOT/report); return the Markdown."""
+def main(root: str, out: str | None = None, last: int | None = None, plots: bool = True) -> str:
+    """Write report.md, runs.csv and curves/<env>.png under out (default ROOT/report); return the Markdown.
+    `last` defaults to the sweep's suite's number of final episodes (20 for most, 100 for PPO Table 6)."""
+    suite_names = (read_json(os.path.join(root, "sweep.json")) or {}).get("suites", [])
+    if last is None:
+        last = suites.SUITES[suite_names[0]].last_episodes if len(suite_names) == 1 and suite_names[0] in suites.SUITES else 20
     if last < 1:
         raise ValueError("--last must be at least 1")
     out = out or os.path.join(root, "report")
@@ -410,7 +414,6 @@ def main(root: str, out: str | None = None, last: int = 20, plots: bool = True) 
             relative = os.path.join("curves", env_id.replace("/", "-") + ".png")
             plot_env(env_id, [r for r in runs if r.env_id == env_id], last, os.path.join(out, relative))
             figures[env_id] = relative
-    suite_names = (read_json(os.path.join(root, "sweep.json")) or {}).get("suites", [])
     text = markdown(rows, group_iqms(runs, last), runs, last, suite_names, figures, root)
     for name, content in (("report.md", text), ("runs.csv", runs_csv(runs, last))):
         def write(tmp, content=content):

@@ -123,3 +123,14 @@ def test_curve_is_the_running_mean_of_the_last_episodes():
     values = report.curve(run, np.array([5, 10, 25, 40, 100]), last=2)
     assert np.isnan(values[0])
     assert values[1:].tolist() == [1.0, 1.5, 3.5, 3.5]
+
+
+def test_last_episodes_default_to_the_suites(tmp_path, capsys):
+    """PPO's Table 6 averages the last 100 episodes, so a ppo-table6 sweep's report does too."""
+    make_run(tmp_path, "ppo-1", "ppo", "PongNoFrameskip-v4", 1, early=-21.0, final=19.0, budget=10_000_000, last=50)
+    (tmp_path / "sweep.json").write_text(json.dumps({"suites": ["ppo-table6"], "runs": []}))
+    text = report.main(str(tmp_path), plots=False)
+    assert "last 100 training episodes" in text
+    expected = (30 * -21.0 + 50 * 19.0) / 80  # all 80 episodes: fewer than 100
+    assert f"| {report.fmt(expected)} |" in text
+    assert float(list(csv.DictReader(open(tmp_path / "report" / "runs.csv")))[0]["final_return"]) == expected
