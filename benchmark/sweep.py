@@ -322,7 +322,10 @@ class RayBackend:
     instance this process already started. The run directories must be on a path every node sees."""
 
     def __init__(self, address: str | None, gpus_per_run: float = 0.0):
-        import ray
+        try:
+            import ray
+        except ImportError:
+            raise SystemExit("--backend ray needs Ray: pip install ray") from None
 
         self.ray = ray
         # The task's code travels with it, so the workers need Python and the scripts, not this package.
@@ -492,6 +495,10 @@ def sweep(runs: list[Run], out: str, workers: int | None = None, backend: str = 
         action = plan(run_dir_of(out, run))
         if action == "skip":
             skipped += 1
+            before = (read_json(os.path.join(run_dir_of(out, run), "status.json")) or {}).get("total_timesteps")
+            if before != run.total_timesteps:
+                print(f"note: {run.name} finished with --total-timesteps {before}, not {run.total_timesteps}; "
+                      "kept (use another --out to sweep a new budget)", file=stream)
         elif action == "busy":
             busy += 1
             print(f"{run.name}: still running in another sweep (pid in its status.json); left alone", file=stream)

@@ -194,6 +194,12 @@ def test_sweep_runs_every_run_then_skips_finished_ones(monkeypatch, tmp_path):
     code, text = run_sweep(runs, out, workers=2)
     assert code == 0 and "4 finished already" in text
     assert len(calls(out)) == 4  # nothing ran again
+    assert "note:" not in text
+
+    # Same runs at another budget: still finished, and the sweep says so.
+    code, text = run_sweep(sweep.expand(["fake"], ["CartPole-v1"], [1], total_timesteps=200), out)
+    assert code == 0 and len(calls(out)) == 4
+    assert "note: fake__CartPole-v1__1 finished with --total-timesteps 100, not 200" in text
 
 
 def test_each_run_gets_its_share_of_threads(monkeypatch, tmp_path):
