@@ -23,8 +23,10 @@ def run_parser(sub) -> argparse.ArgumentParser:
                        description="Run every (algo, env, seed) combination, or a suite. A rerun of the same "
                                    "command skips finished runs, resumes interrupted ones and retries failed ones.")
     p.add_argument("--suite", choices=list(suites.SUITES), help="run a suite; --algo, --env and --seeds then select part of it")
+    variants = ", ".join(f"{algo}:{'|'.join(script.variants)}" for algo, script in registry.SCRIPTS.items()
+                         if script.variants)
     p.add_argument("--algo", nargs="+", metavar="CONFIG",
-                   help=f"scripts (or script:variant): {', '.join(registry.SCRIPTS)}")
+                   help=f"scripts ({', '.join(registry.SCRIPTS)}) or script:variant ({variants})")
     p.add_argument("--env", nargs="+", metavar="ENV_ID", help="gymnasium env ids")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds (default 1 2 3, or the suite's)")
     p.add_argument("--total-timesteps", type=int, help="env steps per run (default: the suite's budget, or the script's)")
