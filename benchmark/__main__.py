@@ -22,14 +22,16 @@ def run_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a sweep (or print its commands with --dry-run)",
                        description="Run every (algo, env, seed) combination, or a suite. A rerun of the same "
                                    "command skips finished runs, resumes interrupted ones and retries failed ones.")
-    p.add_argument("--suite", choices=list(suites.SUITES), help="run a suite; --algo, --env and --seeds then select part of it")
+    p.add_argument("--suite", choices=list(suites.SUITES),
+                   help="run a suite; --algo, --env and --seeds then select part of it")
     variants = ", ".join(f"{algo}:{'|'.join(script.variants)}" for algo, script in registry.SCRIPTS.items()
                          if script.variants)
     p.add_argument("--algo", nargs="+", metavar="CONFIG",
                    help=f"scripts ({', '.join(registry.SCRIPTS)}) or script:variant ({variants})")
     p.add_argument("--env", nargs="+", metavar="ENV_ID", help="gymnasium env ids")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds (default 1 2 3, or the suite's)")
-    p.add_argument("--total-timesteps", type=int, help="env steps per run (default: the suite's budget, or the script's)")
+    p.add_argument("--total-timesteps", type=int,
+                   help="env steps per run (default: the suite's budget, or the script's)")
     p.add_argument("--budget-scale", type=float, default=1.0, help="multiply the suite's budgets by this (default 1)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="extra script flags for every run, e.g. learning_rate=1e-4 anneal=false eval_episodes=0")

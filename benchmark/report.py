@@ -35,7 +35,8 @@ def read_reference_csv(name: str) -> list[dict]:
 
 def atari_scores() -> dict:
     """game (snake_case) -> (random, human): the table in data/atari_random_human.csv, with its source."""
-    return {row["game"]: (float(row["random"]), float(row["human"])) for row in read_reference_csv("atari_random_human.csv")}
+    rows = read_reference_csv("atari_random_human.csv")
+    return {row["game"]: (float(row["random"]), float(row["human"])) for row in rows}
 
 
 def atari_game(env_id: str) -> str | None:
@@ -151,7 +152,8 @@ def load_runs(root: str) -> list[RunResult]:
             continue
         state = "finished" if summary else status.get("state", "unknown")
         budget = entry.get("total_timesteps", status.get("total_timesteps", args.get("total_timesteps")))
-        reference, source, reference_steps = entry.get("reference"), entry.get("source", ""), entry.get("reference_steps")
+        reference, source = entry.get("reference"), entry.get("source", "")
+        reference_steps = entry.get("reference_steps")
         if reference is None and not listed:
             ref = suites.find_reference(config, env_id, budget)
             if ref:
@@ -261,7 +263,8 @@ def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last
               "seeds; eval: the final evaluation in summary.json. Ratio = ours / paper, where the paper's number "
               "is positive.\n\n")
     atari = any(not math.isnan(r["hns"]) for r in rows)
-    header = ["algo", "env", "steps", "seeds", f"ours (last {last})", "eval", "paper", "ratio"] + (["HNS"] if atari else [])
+    header = ["algo", "env", "steps", "seeds", f"ours (last {last})", "eval", "paper", "ratio"]
+    header += ["HNS"] if atari else []
     out.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
     for r in rows:
         seeds = f"{r['finished']}" if r["finished"] == r["runs"] else f"{r['finished']}/{r['runs']}"
@@ -398,7 +401,8 @@ def main(root: str, out: str | None = None, last: int | None = None, plots: bool
     `last` defaults to the sweep's suite's number of final episodes (20 for most, 100 for PPO Table 6)."""
     suite_names = (read_json(os.path.join(root, "sweep.json")) or {}).get("suites", [])
     if last is None:
-        last = suites.SUITES[suite_names[0]].last_episodes if len(suite_names) == 1 and suite_names[0] in suites.SUITES else 20
+        one_suite = len(suite_names) == 1 and suite_names[0] in suites.SUITES
+        last = suites.SUITES[suite_names[0]].last_episodes if one_suite else 20
     if last < 1:
         raise ValueError("--last must be at least 1")
     out = out or os.path.join(root, "report")

@@ -467,7 +467,8 @@ def failure_table(failures: list[dict]) -> str:
 
 def sweep(runs: list[Run], out: str, workers: int | None = None, backend: str = "local",
           ray_address: str | None = None, ray_gpus: float = 0.0, checkpoint_fraction: float = 0.1,
-          suite: str | None = None, stream=sys.stdout, status_every: float = 30.0, only: list[int] | None = None) -> int:
+          suite: str | None = None, stream=sys.stdout, status_every: float = 30.0,
+          only: list[int] | None = None) -> int:
     """Run every run not finished yet (or those at the positions `only`, a Slurm array task's share); 0 when
     all finished, 1 when any failed or was interrupted."""
     out = os.path.abspath(out)

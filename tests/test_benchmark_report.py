@@ -101,7 +101,8 @@ def test_report_files(tmp_path):
     out = tmp_path / "report"
     text = (out / "report.md").read_text()
     # 50,000 steps against numbers measured at 500k and 1M steps: the budgets are shown beside them.
-    assert "| `ppo` | CartPole-v1 | 50,000 | 2 | 450.0 [400.0, 500.0] | 450.0 | 490.0 (at 500,000 steps) | 0.92 |" in text
+    assert ("| `ppo` | CartPole-v1 | 50,000 | 2 | 450.0 [400.0, 500.0] | 450.0 | 490.0 (at 500,000 steps) | 0.92 |"
+            in text)
     assert "| `td3` | Hopper-v5 | 50,000 | 1 | 3,564 | - | 3,564 (at 1,000,000 steps) | 1.00 |" in text
     assert "`a3c-1`: failed" in text
     assert "Fujimoto et al. 2018, Table 1" in text and "CleanRL ppo.py" in text

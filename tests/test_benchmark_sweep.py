@@ -48,7 +48,8 @@ def test_presets_by_env_family_and_variants():
     assert command("a3c_hogwild:lstm", "PongNoFrameskip-v4")[-1] == "--lstm"
     assert command("ppo:adaptive-kl-0.01", "Hopper-v5")[-4:] == ["--surrogate", "adaptive-kl", "--kl-target", "0.01"]
     # A variant's preset replaces the family's; --set preset=... replaces both.
-    assert command("ddpg:lillicrap", "Hopper-v5")[2:4] == ["--preset", registry.SCRIPTS["ddpg"].variants["lillicrap"].preset]
+    lillicrap = registry.SCRIPTS["ddpg"].variants["lillicrap"].preset
+    assert command("ddpg:lillicrap", "Hopper-v5")[2:4] == ["--preset", lillicrap]
     run = sweep.Run("ppo", "Hopper-v5", 1, overrides=(("preset", "classic"),))
     assert sweep.build_command(run, "d", python="python").count("--preset") == 1
     assert sweep.build_command(run, "d", python="python")[2:4] == ["--preset", "classic"]
@@ -284,7 +285,8 @@ def test_plan_and_classify(tmp_path):
     assert sweep.plan(str(run_dir)) == "skip" and sweep.classify(str(run_dir), 0) == "finished"
     (run_dir / "summary.json").write_text('{"total_st')  # half a file is not a finished run
     assert sweep.plan(str(run_dir)) == "resume"
-    sweep.write_json(str(run_dir / "status.json"), {"state": "running", "host": os.uname().nodename, "pid": os.getpid()})
+    running = {"state": "running", "host": os.uname().nodename, "pid": os.getpid()}
+    sweep.write_json(str(run_dir / "status.json"), running)
     assert sweep.plan(str(run_dir)) == "busy"  # another sweep is running it
 
 
