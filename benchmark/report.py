@@ -343,20 +343,28 @@ def td3_paper_curve(env_id: str):
             np.array([float(r["std"]) for r in rows]))
 
 
-def plot_env(env_id: str, runs: list[RunResult], last: int, path: str) -> None:
-    """Learning curves of every config on one env: mean over seeds, shaded 95% bootstrap CI, the paper's
-    number as a dashed line of the same colour (and the TD3 paper's own curve where we have it)."""
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def config_colours(runs: list[RunResult]) -> dict:
+    """One colour per config, the same on every figure of a report."""
+    colours = pyplot().get_cmap("tab10").colors
+    return {config: colours[i % len(colours)] for i, config in enumerate(sorted({r.config for r in runs}))}
+
+
+def draw_env(ax, env_id: str, runs: list[RunResult], last: int, colours: dict, small: bool = False) -> None:
+    """Learning curves of every config on one env: mean over seeds, shaded 95% bootstrap CI, the paper's
+    number as a dashed line of the same colour (and the TD3 paper's own curve where we have it)."""
     from matplotlib.ticker import EngFormatter
 
-    configs = sorted({r.config for r in runs})
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
-    colours = plt.get_cmap("tab10").colors
-    for i, config in enumerate(configs):
-        colour = colours[i % len(colours)]
+    for config in sorted({r.config for r in runs}):
+        colour = colours[config]
         members = [r for r in runs if r.config == config and len(r.steps)]
         if not members:
             continue
@@ -366,15 +374,14 @@ def plot_env(env_id: str, runs: list[RunResult], last: int, path: str) -> None:
         valid = ~np.isnan(curves).any(axis=0)  # grid steps where every seed has finished an episode
         if not valid.any():
             continue
-        mean = np.full(len(grid), math.nan)
-        mean[valid] = curves[:, valid].mean(axis=0)
+        mean = curves[:, valid].mean(axis=0)
         label = f"{config} ({len(members)} seed{'s' if len(members) > 1 else ''})"
-        ax.plot(grid[valid], mean[valid], color=colour, lw=1.6, label=label)
+        ax.plot(grid[valid], mean, color=colour, lw=1.6, label=label)
         if len(members) >= 2 and valid.sum() > 1:
             result = stats.bootstrap((curves[:, valid],), np.mean, axis=0, vectorized=True, confidence_level=0.95,
                                      n_resamples=2_000, method="percentile", random_state=np.random.default_rng(0))
-            low = np.where(np.isnan(result.confidence_interval.low), mean[valid], result.confidence_interval.low)
-            high = np.where(np.isnan(result.confidence_interval.high), mean[valid], result.confidence_interval.high)
+            low = np.where(np.isnan(result.confidence_interval.low), mean, result.confidence_interval.low)
+            high = np.where(np.isnan(result.confidence_interval.high), mean, result.confidence_interval.high)
             ax.fill_between(grid[valid], low, high, color=colour, alpha=0.2, lw=0)
         reference = next((r.reference for r in runs if r.config == config and r.reference is not None), None)
         if reference is not None:
@@ -383,15 +390,47 @@ def plot_env(env_id: str, runs: list[RunResult], last: int, path: str) -> None:
             steps, paper_mean, paper_std = paper
             ax.plot(steps, paper_mean, color=colour, ls=":", lw=1.2, label="td3: paper's curve (mean +- std, 10 seeds)")
             ax.fill_between(steps, paper_mean - paper_std, paper_mean + paper_std, color=colour, alpha=0.08, lw=0)
-    ax.set_title(env_id, fontsize=11)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel(f"episodic return (last {last} episodes)")
+    ax.set_title(env_id, fontsize=9 if small else 11)
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.tick_params(labelsize=7 if small else 9)
     ax.grid(alpha=0.25, lw=0.6)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+
+
+def plot_env(env_id: str, runs: list[RunResult], last: int, path: str, colours: dict) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
+    draw_env(ax, env_id, runs, last, colours)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(f"episodic return (last {last} episodes)")
     ax.legend(fontsize=7.5, frameon=False, loc="best")
     fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def plot_overview(runs: list[RunResult], last: int, path: str, colours: dict) -> None:
+    """Every env of the sweep side by side (at most 4 a row), one legend for all."""
+    from matplotlib.lines import Line2D
+
+    plt = pyplot()
+    envs = sorted({r.env_id for r in runs}, key=lambda e: (registry.env_family(e), e))
+    columns = min(4, len(envs))
+    rows = math.ceil(len(envs) / columns)
+    height = 2.5 * rows + 0.7  # inches; the bottom 0.7 hold the x label and the legend
+    fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, height), dpi=150, squeeze=False)
+    for ax, env_id in zip(axes.flat, envs):
+        draw_env(ax, env_id, [r for r in runs if r.env_id == env_id], last, colours, small=True)
+    for ax in list(axes.flat)[len(envs):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=c, lw=1.6, label=config) for config, c in colours.items()]
+    handles.append(Line2D([], [], color="grey", ls="--", lw=1.0, label="paper"))
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6),
+               fontsize=8, frameon=False)
+    fig.supylabel(f"return (last {last} episodes)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.62 / height, 1, 1))
+    fig.text(0.5, 0.5 / height, "environment steps", ha="center", va="center", fontsize=9)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
@@ -414,9 +453,14 @@ def main(root: str, out: str | None = None, last: int | None = None, plots: bool
     figures = {}
     if plots:
         os.makedirs(os.path.join(out, "curves"), exist_ok=True)
-        for env_id in sorted({r.env_id for r in runs}):
+        colours = config_colours(runs)
+        envs = sorted({r.env_id for r in runs})
+        if len(envs) > 1:
+            plot_overview(runs, last, os.path.join(out, "curves", "overview.png"), colours)
+            figures["every env"] = os.path.join("curves", "overview.png")
+        for env_id in envs:
             relative = os.path.join("curves", env_id.replace("/", "-") + ".png")
-            plot_env(env_id, [r for r in runs if r.env_id == env_id], last, os.path.join(out, relative))
+            plot_env(env_id, [r for r in runs if r.env_id == env_id], last, os.path.join(out, relative), colours)
             figures[env_id] = relative
     text = markdown(rows, group_iqms(runs, last), runs, last, suite_names, figures, root)
     for name, content in (("report.md", text), ("runs.csv", runs_csv(runs, last))):

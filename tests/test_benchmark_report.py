@@ -111,10 +111,11 @@ def test_report_files(tmp_path):
     assert len(rows) == 4
     by_name = {r["name"]: r for r in rows}
     assert float(by_name["ppo-2"]["final_return"]) == 500.0 and by_name["a3c-1"]["state"] == "failed"
-    for env_id in ("CartPole-v1", "Hopper-v5"):
+    assert "![every env](curves/overview.png)" in text  # two envs: one figure of both, then one each
+    for env_id in ("overview", "CartPole-v1", "Hopper-v5"):
         png = out / "curves" / f"{env_id}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f"![{env_id}](curves/{env_id}.png)" in text
+        assert env_id == "overview" or f"![{env_id}](curves/{env_id}.png)" in text
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
