@@ -161,6 +161,12 @@ def load_runs(root: str) -> list[RunResult]:
         steps, returns = read_episodes(os.path.join(run_dir, "episodes.csv"))
         results.append(RunResult(name, config, env_id, int(seed) if seed is not None else 0, run_dir, state, budget,
                                  reference, source, reference_steps, steps, returns, summary))
+    found = {r.name for r in results}
+    for name, entry in listed.items():  # listed by the sweep but never started (a sweep stopped early)
+        if name not in found:
+            results.append(RunResult(name, entry["config"], entry["env_id"], entry["seed"],
+                                     os.path.join(root, "runs", name), "not started", entry.get("total_timesteps"),
+                                     entry.get("reference"), entry.get("source", ""), entry.get("reference_steps")))
     return sorted(results, key=lambda r: (r.config, r.env_id, r.seed))
 
 
@@ -294,7 +300,8 @@ def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last
     if unfinished:
         out.write("\nNot finished (left out of the numbers above):\n\n")
         for r in unfinished:
-            out.write(f"- `{r.name}`: {r.state} (log: {os.path.relpath(os.path.join(r.run_dir, 'run.log'), root)})\n")
+            log = os.path.relpath(os.path.join(r.run_dir, "run.log"), root)
+            out.write(f"- `{r.name}`: {r.state}" + ("" if r.state == "not started" else f" (log: {log})") + "\n")
     if plots:
         out.write("\nLearning curves:\n\n")
         for env_id, path in plots.items():

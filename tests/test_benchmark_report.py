@@ -136,3 +136,13 @@ def test_last_episodes_default_to_the_suites(tmp_path, capsys):
     expected = (30 * -21.0 + 50 * 19.0) / 80  # all 80 episodes: fewer than 100
     assert f"| {report.fmt(expected)} |" in text
     assert float(list(csv.DictReader(open(tmp_path / "report" / "runs.csv")))[0]["final_return"]) == expected
+
+
+def test_runs_the_sweep_listed_but_never_started_are_reported(tmp_path):
+    make_run(tmp_path, "ppo__CartPole-v1__1", "ppo", "CartPole-v1", 1, early=10.0, final=100.0)
+    listed = [{"name": f"ppo__CartPole-v1__{seed}", "config": "ppo", "env_id": "CartPole-v1", "seed": seed,
+               "total_timesteps": 50_000, "reference": None, "source": ""} for seed in (1, 2)]
+    (tmp_path / "sweep.json").write_text(json.dumps({"suites": [], "runs": listed}))
+    text = report.main(str(tmp_path), plots=False)
+    assert "| `ppo` | CartPole-v1 | 50,000 | 1/2 | 100.0 |" in text
+    assert "- `ppo__CartPole-v1__2`: not started" in text
