@@ -126,8 +126,8 @@ def run_command(parser, options, argv: list[str]) -> int:
         return 0
     if options.dry_run:
         out = os.path.abspath(out)
-        workers = options.workers or len(os.sched_getaffinity(0))
-        threads = 1 if options.backend == "ray" else max(1, len(os.sched_getaffinity(0)) // workers)
+        workers = options.workers or sweep.core_count()
+        threads = 1 if options.backend == "ray" else max(1, sweep.core_count() // workers)
         for run in runs:
             run_dir = sweep.run_dir_of(out, run)
             action = sweep.plan(run_dir) if os.path.isdir(run_dir) else "fresh"

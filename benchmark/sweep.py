@@ -238,6 +238,11 @@ def log_tail(path: str, lines: int = 5) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+def core_count() -> int:
+    """The cores this process may run on (a Slurm or container allocation), else the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def thread_env(threads: int) -> dict:
     """The variables a run gets on top of its machine's environment: OpenMP, MKL and OpenBLAS limited to its
     share of the cores."""
@@ -486,7 +491,7 @@ def sweep(runs: list[Run], out: str, workers: int | None = None, backend: str = 
         executor = RayBackend(ray_address, ray_gpus)
         workers, threads = min(workers or executor.workers, executor.workers), 1
     else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = core_count()
         workers = workers or cores
         threads = max(1, cores // workers)
         executor = LocalBackend(workers)
