@@ -1,0 +1,373 @@
+"""The sweep runner: commands built from data, dry runs of every suite, skipping finished runs, resuming
+interrupted ones, reporting failed ones, thread shares and atomic writes. Runs use the fake script of
+benchmark_helpers.py (milliseconds each); test_benchmark_suites_run.py runs the real scripts."""
+
+import io
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from benchmark_helpers import calls, install_fake, status
+
+from benchmark import __main__ as cli
+from benchmark import registry, suites, sweep
+
+ALL_SCRIPTS = ("reinforce", "a2c_atari", "a3c_hogwild", "async_q", "paac", "trpo", "ppo", "ddpg", "td3", "sac")
+
+
+# --- commands --------------------------------------------------------------------------------------------
+
+
+def test_command_from_algo_env_seed_and_overrides():
+    run = sweep.Run("ppo", "Hopper-v5", 3, 1000, (("learning_rate", "1e-4"), ("anneal", "true"),
+                                                  ("norm_adv", "false"), ("hidden_sizes", "64 64")))
+    command = sweep.build_command(run, "/out/runs/x", threads=2, checkpoint_every=100, python="python")
+    assert command == ["python", "algos/ppo.py", "--preset", "mujoco", "--env-id", "Hopper-v5", "--seed", "3",
+                       "--total-timesteps", "1000", "--run-dir", "/out/runs/x", "--threads", "2",
+                       "--checkpoint-every", "100", "--learning-rate", "1e-4", "--anneal", "--no-norm-adv",
+                       "--hidden-sizes", "64", "64"]
+    resumed = sweep.build_command(run, "/out/runs/x", threads=2, checkpoint_every=100, resume=True, python="python")
+    assert resumed == command + ["--resume", "/out/runs/x"]
+
+
+def test_presets_by_env_family_and_variants():
+    def command(config, env):
+        return sweep.build_command(sweep.Run(config, env, 1), "d", python="python")
+
+    assert command("ppo", "CartPole-v1")[1:4] == ["algos/ppo.py", "--preset", "classic"]
+    assert command("ppo", "BreakoutNoFrameskip-v4")[2:4] == ["--preset", "atari"]
+    assert command("a2c_atari", "MinAtar/Breakout-v1")[2:4] == ["--preset", "minatar"]
+    assert "--preset" not in command("reinforce", "CartPole-v1")  # reinforce.py has no presets
+    assert command("reinforce:baseline", "CartPole-v1")[-1] == "--baseline"
+    assert command("paac:nature", "PongNoFrameskip-v4")[-2:] == ["--arch", "nature"]
+    assert command("a3c_hogwild:lstm", "PongNoFrameskip-v4")[-1] == "--lstm"
+    assert command("ppo:adaptive-kl-0.01", "Hopper-v5")[-4:] == ["--surrogate", "adaptive-kl", "--kl-target", "0.01"]
+    # A variant's preset replaces the family's; --set preset=... replaces both.
+    lillicrap = registry.SCRIPTS["ddpg"].variants["lillicrap"].preset
+    assert command("ddpg:lillicrap", "Hopper-v5")[2:4] == ["--preset", lillicrap]
+    run = sweep.Run("ppo", "Hopper-v5", 1, overrides=(("preset", "classic"),))
+    assert sweep.build_command(run, "d", python="python").count("--preset") == 1
+    assert sweep.build_command(run, "d", python="python")[2:4] == ["--preset", "classic"]
+    # No budget given: the script's own default, so no flag.
+    assert "--total-timesteps" not in command("ppo", "CartPole-v1")
+
+
+def test_env_families():
+    assert [registry.env_family(e) for e in ("CartPole-v1", "Pendulum-v1", "Hopper-v5", "ALE/Pong-v5",
+                                             "PongNoFrameskip-v4", "MinAtar/Breakout-v1")] == \
+        ["classic", "classic", "mujoco", "atari", "atari", "minatar"]
+
+
+def test_overrides_and_expansion():
+    assert sweep.parse_overrides(["learning-rate=3e-4", "anneal", "exp_name=a=b"]) == \
+        (("learning_rate", "3e-4"), ("anneal", None), ("exp_name", "a=b"))
+    with pytest.raises(ValueError):
+        sweep.parse_overrides(["=3"])
+    runs = sweep.expand(["ppo", "td3"], ["CartPole-v1", "Hopper-v5"], [1, 2])
+    assert [(r.config, r.env_id, r.seed) for r in runs][:3] == [("ppo", "CartPole-v1", 1), ("ppo", "CartPole-v1", 2),
+                                                                ("ppo", "Hopper-v5", 1)]
+    assert len(runs) == 8 and len({r.name for r in runs}) == 8
+    with pytest.raises(ValueError, match="unknown algorithm 'dqn'"):
+        sweep.expand(["dqn"], ["CartPole-v1"], [1])
+    with pytest.raises(ValueError, match="variants of paac: paac:nips, paac:nature"):
+        sweep.expand(["paac:big"], ["PongNoFrameskip-v4"], [1])
+
+
+# --- suites ----------------------------------------------------------------------------------------------
+
+
+def test_suites_are_consistent():
+    configs = {e.config for s in suites.SUITES.values() for e in s.entries}
+    assert {e.config.split(":")[0] for e in suites.CLASSIC.entries} == set(ALL_SCRIPTS)
+    assert set(registry.SCRIPTS) == set(ALL_SCRIPTS)
+    for config in configs:
+        registry.split_config(config)  # every config exists
+    for suite in suites.SUITES.values():
+        assert suite.seeds and suite.entries
+        for entry in suite.entries:
+            assert entry.total_timesteps > 0
+            assert (entry.reference is None) == (not entry.source), entry  # a number always has its source
+    assert {e.env_id for e in suites.CLASSIC.entries} == {"CartPole-v1", "Acrobot-v1", "Pendulum-v1"}
+    assert len(suites.TD3_TABLE1.entries) == 6 * 7 and len(suites.PAAC_TABLE1.entries) == 2 * 12
+
+
+@pytest.mark.parametrize("name", list(suites.SUITES))
+def test_every_suite_dry_runs(name, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert cli.main(["run", "--suite", name, "--dry-run", "--budget-scale", "0.01", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    suite = suites.SUITES[name]
+    commands = [shlex.split(line) for line in text.splitlines() if not line.startswith("#")]
+    assert len(commands) == len(suite.entries) * len(suite.seeds)
+    budgets = sorted({int(c[c.index("--total-timesteps") + 1]) for c in commands})
+    assert budgets == sorted({round(e.total_timesteps * 0.01) for e in suite.entries})
+    for command in commands:
+        assert command[0] == sys.executable and command[1].startswith("algos/")
+        assert command[command.index("--run-dir") + 1].startswith(str(out))
+    assert not out.exists()  # a dry run writes nothing
+
+
+def test_suite_selection_and_references(capsys):
+    runs = sweep.suite_runs(suites.PPO_TABLE6, 0.001, seeds=[7], configs=["ppo"], envs=["PongNoFrameskip-v4"])
+    assert [(r.config, r.env_id, r.seed, r.total_timesteps, r.reference) for r in runs] == \
+        [("ppo", "PongNoFrameskip-v4", 7, 10_000, 20.7)]
+    assert len(sweep.suite_runs(suites.PPO_TABLE1, configs=["ppo"])) == len(suites.PPO_TABLE1.entries) * 3
+    # A plain run with a suite's config, env and budget carries that suite's number.
+    assert cli.main(["run", "--algo", "ppo", "--env", "CartPole-v1", "--seeds", "1", "--total-timesteps",
+                     "500000", "--dry-run"]) == 0
+    assert "(paper: 490)" in capsys.readouterr().out
+
+
+def test_cli_refuses_bad_input(capsys):
+    for argv in (["run", "--algo", "ppo"], ["run", "--algo", "dqn", "--env", "CartPole-v1"],
+                 ["run", "--suite", "classic", "--env", "Nope-v0"]):
+        with pytest.raises(SystemExit) as error:
+            cli.main(argv)
+        assert error.value.code == 2
+    assert "unknown algorithm 'dqn'" in capsys.readouterr().err
+
+
+def test_suites_command_lists_every_suite(capsys):
+    assert cli.main(["suites"]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in suites.SUITES)
+
+
+def test_slurm_array_script(capsys, tmp_path):
+    assert cli.main(["run", "--suite", "classic", "--algo", "ppo", "--workers", "2", "--slurm",
+                     "--out", str(tmp_path / "sw")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "#!/bin/bash" and "#SBATCH --array=0-5" in lines  # ppo's 2 envs x 3 seeds
+    command = shlex.split(lines[-1].replace('"$SLURM_ARRAY_TASK_ID"', "TASK"))
+    assert command[1:] == ["-m", "benchmark", "run", "--suite", "classic", "--algo", "ppo", "--out",
+                           str(tmp_path / "sw"), "--workers", "1", "--index", "TASK"]
+    assert not (tmp_path / "sw").exists()
+
+
+def test_index_runs_one_run_of_the_sweep(monkeypatch, tmp_path):
+    install_fake(monkeypatch, tmp_path)
+    out = tmp_path / "sweep"
+    runs = sweep.expand(["fake"], ["CartPole-v1"], [1, 2, 3], 100)
+    assert run_sweep(runs, out, only=[1])[0] == 0
+    assert [c["run"] for c in calls(out)] == [runs[1].name]
+    assert len(json.loads((out / "sweep.json").read_text())["runs"]) == 3  # the report still sees the whole sweep
+    with pytest.raises(ValueError):
+        run_sweep(runs, out, only=[3])
+
+
+def test_throughput_subcommand_is_throughput_py(capsys):
+    with pytest.raises(SystemExit) as error:
+        cli.main(["throughput", "--help"])
+    assert error.value.code == 0
+    assert "--steps-scale" in capsys.readouterr().out
+
+
+# --- running -----------------------------------------------------------------------------------------------
+
+
+def run_sweep(runs, out, **kwargs):
+    stream = io.StringIO()
+    code = sweep.sweep(runs, str(out), stream=stream, **kwargs)
+    return code, stream.getvalue()
+
+
+def test_sweep_runs_every_run_then_skips_finished_ones(monkeypatch, tmp_path):
+    install_fake(monkeypatch, tmp_path)
+    out = tmp_path / "sweep"
+    runs = sweep.expand(["fake"], ["CartPole-v1", "Acrobot-v1"], [1, 2], total_timesteps=100)
+    code, text = run_sweep(runs, out, workers=2)
+    assert code == 0, text
+    assert "4/4 runs finished" in text
+    assert "sweep: 4/4 done, 0 running, 0 failed, 0 queued, elapsed" in text and "ETA" in text
+    assert len(calls(out)) == 4
+    for run in runs:
+        run_dir = out / "runs" / run.name
+        assert (run_dir / "summary.json").exists() and (run_dir / "episodes.csv").exists()
+        assert "fake script starting" in (run_dir / "run.log").read_text()
+        assert status(out, run.name)["state"] == "finished"
+    assert json.loads((out / "sweep.json").read_text())["runs"][0]["name"] == runs[0].name
+
+    code, text = run_sweep(runs, out, workers=2)
+    assert code == 0 and "4 finished already" in text
+    assert len(calls(out)) == 4  # nothing ran again
+    assert "note:" not in text
+
+    # Same runs at another budget: still finished, and the sweep says so.
+    code, text = run_sweep(sweep.expand(["fake"], ["CartPole-v1"], [1], total_timesteps=200), out)
+    assert code == 0 and len(calls(out)) == 4
+    assert "note: fake__CartPole-v1__1 finished with --total-timesteps 100, not 200" in text
+
+
+def test_each_run_gets_its_share_of_threads(monkeypatch, tmp_path):
+    install_fake(monkeypatch, tmp_path)
+    cores = sweep.core_count()
+    for workers in (1, 2):
+        out = tmp_path / f"sweep{workers}"
+        assert run_sweep(sweep.expand(["fake"], ["CartPole-v1"], [1], 100), out, workers=workers)[0] == 0
+        (call,) = calls(out)
+        share = str(max(1, cores // workers))
+        assert call["omp"] == share
+        assert call["argv"][call["argv"].index("--threads") + 1] == share
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(monkeypatch, tmp_path):
+    install_fake(monkeypatch, tmp_path)
+    out = tmp_path / "sweep"
+    runs = sweep.expand(["fake"], ["CartPole-v1"], [1], 200, overrides=(("mode", "interrupt-once"),))
+    code, text = run_sweep(runs, out, checkpoint_fraction=0.1)
+    assert code == 1  # not finished yet
+    assert "interrupted" in text
+    assert status(out, runs[0].name)["state"] == "interrupted"
+
+    code, text = run_sweep(runs, out)
+    assert code == 0, text
+    first, second = calls(out)
+    assert "--resume" not in first["argv"] and "--checkpoint-every" in first["argv"]
+    assert second["argv"][-2:] == ["--resume", str(out / "runs" / runs[0].name)]
+    rows = (out / "runs" / runs[0].name / "episodes.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(10, 201, 10))  # no gap, no duplicate
+    assert status(out, runs[0].name)["attempts"] == 2 and status(out, runs[0].name)["action"] == "resume"
+
+
+def test_failed_run_is_reported_and_the_rest_finish(monkeypatch, tmp_path):
+    install_fake(monkeypatch, tmp_path)
+    monkeypatch.setitem(registry.SCRIPTS, "missing", registry.Script("algos/no_such_script.py"))
+    out = tmp_path / "sweep"
+    runs = sweep.expand(["fake:failing", "fake", "missing"], ["CartPole-v1"], [1], 100)
+    code, text = run_sweep(runs, out, workers=2)
+    assert code == 1
+    assert "2 run(s) did not finish" in text
+    table = text[text.index("did not finish"):]
+    fail_line = next(line for line in table.splitlines() if line.startswith("fake-failing__CartPole-v1__1"))
+    assert fail_line.split()[1:3] == ["3", "failed"]
+    assert "boom: a deliberate failure" in table
+    assert "no_such_script.py" in table  # a script that does not exist is a failed run, not a crash
+    assert status(out, "fake__CartPole-v1__1")["state"] == "finished"
+    assert status(out, "fake-failing__CartPole-v1__1")["returncode"] == 3
+
+    # A rerun retries the failed runs only, from scratch.
+    code, text = run_sweep(runs, out, workers=2)
+    assert code == 1 and "1 finished already" in text
+    assert [c["run"] for c in calls(out)].count("fake__CartPole-v1__1") == 1
+    assert status(out, "fake-failing__CartPole-v1__1")["attempts"] == 2
+    assert (out / "runs" / "fake-failing__CartPole-v1__1" / "run.log").read_text().count("boom") == 2
+
+
+def test_failed_run_with_checkpoint_restarts_fresh(monkeypatch, tmp_path):
+    """A run that crashed after a checkpoint (a NaN stop) is rerun from scratch, not resumed into the crash."""
+    install_fake(monkeypatch, tmp_path)
+    out = tmp_path / "sweep"
+    runs = sweep.expand(["fake"], ["CartPole-v1"], [1], 100, overrides=(("mode", "nan"),))
+    assert run_sweep(runs, out)[0] == 1
+    run_dir = out / "runs" / runs[0].name
+    assert (run_dir / "checkpoint.pt").exists() and status(out, runs[0].name)["state"] == "failed"
+    assert sweep.plan(str(run_dir)) == "fresh"
+    run_sweep(runs, out)
+    assert "--resume" not in calls(out)[1]["argv"]
+
+
+def test_plan_and_classify(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert sweep.plan(str(run_dir)) == "fresh"
+    (run_dir / "checkpoint.pt").write_text("{}")
+    assert sweep.plan(str(run_dir)) == "resume"  # killed with the sweep: no status of failure
+    assert sweep.classify(str(run_dir), -9) == "interrupted"  # SIGKILL after a checkpoint: resumable
+    assert sweep.classify(str(run_dir), 1) == "failed"
+    (run_dir / "summary.json").write_text('{"interrupted": true}')
+    assert sweep.plan(str(run_dir)) == "resume"
+    (run_dir / "summary.json").write_text('{"total_steps": 10}')
+    assert sweep.plan(str(run_dir)) == "skip" and sweep.classify(str(run_dir), 0) == "finished"
+    (run_dir / "summary.json").write_text('{"total_st')  # half a file is not a finished run
+    assert sweep.plan(str(run_dir)) == "resume"
+    running = {"state": "running", "host": os.uname().nodename, "pid": os.getpid()}
+    sweep.write_json(str(run_dir / "status.json"), running)
+    assert sweep.plan(str(run_dir)) == "busy"  # another sweep is running it
+
+
+def test_progress_line_and_eta():
+    display = sweep.Display(total=5, workers=2, stream=io.StringIO())
+    ppo, a2c = sweep.Run("ppo", "CartPole-v1", 1, 2000), sweep.Run("a2c_atari", "CartPole-v1", 1, 4000)
+    assert display.eta([(ppo, "fresh")], {}) is None  # nothing finished yet: unknown
+    display.finished += [("ppo", 1000, 10.0), ("a2c_atari", 4000, 4.0)]
+    assert display.estimate(ppo) == pytest.approx(20.0)  # ppo's own rate, 10 ms a step
+    assert display.estimate(sweep.Run("td3", "Hopper-v5", 1, 5000)) == pytest.approx(5000 * 14.0 / 5000)
+    running = {"a2c": {"run": a2c, "started": time.time() - 1.0}}  # 3 s of its 4 left
+    assert display.eta([(ppo, "fresh")], running) == pytest.approx((20.0 + 3.0) / 2, abs=0.1)
+    line = display.line(2, running, 1, [(ppo, "fresh")])
+    assert line.startswith("sweep: 2/5 done, 1 running, 1 failed, 1 queued, elapsed 0:00, ETA 0:1")
+
+
+def test_atomic_write_never_leaves_half_a_file(tmp_path):
+    path = tmp_path / "status.json"
+    sweep.write_json(str(path), {"a": 1})
+
+    def crash(tmp):
+        with open(tmp, "w") as f:
+            f.write('{"a": 2, "b"')
+        raise KeyboardInterrupt  # killed while writing
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.atomic_write(str(path), crash)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert os.listdir(tmp_path) == ["status.json"]
+
+
+def test_sweep_leaves_no_temporary_files(monkeypatch, tmp_path):
+    install_fake(monkeypatch, tmp_path)
+    out = tmp_path / "sweep"
+    run_sweep(sweep.expand(["fake", "fake:failing"], ["CartPole-v1"], [1, 2], 100), out, workers=2)
+    files = [os.path.join(p, f) for p, _, names in os.walk(out) for f in names]
+    assert not [f for f in files if ".tmp" in os.path.basename(f)]
+    for f in files:
+        if f.endswith(".json"):
+            json.loads(open(f).read())
+
+
+SWEEP_DRIVER = """
+import sys
+sys.path[:0] = [{tests!r}, {root!r}]
+import pytest
+from benchmark_helpers import install_fake
+from benchmark import sweep
+install_fake(pytest.MonkeyPatch(), __import__("pathlib").Path({tmp!r}))
+runs = sweep.expand(["fake"], ["CartPole-v1", "Acrobot-v1", "Pendulum-v1"], [1], 100_000, (("mode", "slow"),))
+sys.exit(sweep.sweep(runs, {out!r}, workers=2))
+"""
+
+
+def test_ctrl_c_stops_the_sweep_and_a_rerun_resumes(tmp_path):
+    """SIGINT to the sweep: the running runs get SIGTERM, save checkpoints and are recorded as interrupted, the
+    queued one never starts; the same command then resumes the two and runs the third."""
+    out = tmp_path / "sweep"
+    tests = os.path.dirname(os.path.abspath(__file__))
+    driver = SWEEP_DRIVER.format(tests=tests, root=os.path.dirname(tests), tmp=str(tmp_path), out=str(out))
+    out.mkdir()
+    (out / "slow").touch()
+    process = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    deadline = time.time() + 60
+    while len(calls(out)) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    text = process.communicate(timeout=60)[0]
+    assert process.returncode == 1, text
+    assert "stopping the running runs" in text and "1 run(s) not started" in text
+    started = [c["run"] for c in calls(out)]
+    assert len(started) == 2
+    for name in started:
+        assert status(out, name)["state"] == "interrupted"
+        assert (out / "runs" / name / "checkpoint.pt").exists()
+
+    (out / "slow").unlink()
+    process = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert "(2 resumed)" in process.stdout
+    resumed = calls(out)[2:]
+    assert sorted(c["run"] for c in resumed if "--resume" in c["argv"]) == sorted(started)
