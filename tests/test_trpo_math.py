@@ -298,3 +298,15 @@ def test_a_non_finite_surrogate_stops_the_update():
     advantages[3] = float("nan")
     with pytest.raises(FloatingPointError, match="the loss became nan at step 7"):
         trpo.policy_update(agent, obs, actions, advantages, trpo.Args(), step=7)
+
+
+def test_fit_value_regresses_the_value_net_on_the_returns_and_leaves_the_policy_alone():
+    agent, obs, _, _ = batch_of(gym.spaces.Discrete(3))
+    returns = obs[:, 0] * 2.0 + 1.0
+    policy_before = parameters_to_vector(agent.policy_parameters()).clone()
+    with torch.no_grad():
+        loss_before = (0.5 * (agent.get_value(obs) - returns) ** 2).mean().item()
+    optimizer = torch.optim.Adam(agent.critic.parameters(), lr=1e-2)
+    loss_after = trpo.fit_value(agent, optimizer, obs, returns, epochs=100, minibatch_size=64, step=0)
+    assert loss_after < 0.1 * loss_before
+    assert torch.equal(parameters_to_vector(agent.policy_parameters()), policy_before)
