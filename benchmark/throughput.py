@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import gc
 import io
-import json
 import os
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 import torch
+
+from benchmark.common import write_json_atomic
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
 import a2c_atari  # noqa: E402
@@ -194,10 +195,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if options.out:
         report = {"versions": versions, "cpu_count": os.cpu_count(), "steps_scale": options.steps_scale,
                   "loadavg_before": load_before, "loadavg_after": load_after, "rows": results}
-        tmp = f"{options.out}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, options.out)  # readers never see half a file
+        write_json_atomic(options.out, report)
     return results
 
 

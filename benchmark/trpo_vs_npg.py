@@ -17,7 +17,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import json
 import os
 import shlex
 import sys
@@ -25,6 +24,8 @@ import tempfile
 import traceback
 
 import numpy as np
+
+from benchmark.common import write_json_atomic
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
 import trpo  # noqa: E402
@@ -131,10 +132,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if options.out:
         report = {"versions": trpo.package_versions(), "preset": options.preset, "env_id": options.env_id,
                   "total_timesteps": options.total_timesteps, "runs": results}
-        tmp = f"{options.out}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, options.out)  # readers never see half a file
+        write_json_atomic(options.out, report)
     return results
 
 

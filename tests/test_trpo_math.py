@@ -8,40 +8,31 @@ import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 import trpo
+from helpers import gae_of_lists
 
 
-def gae(rewards, values, next_value, terminated=None, truncated=None, final_values=None, gamma=0.9, lam=1.0):
-    """compute_gae on plain lists of a single env ([T] lists, one env)."""
-    T = len(rewards)
-    col = lambda xs, dtype=torch.float32: torch.tensor(xs, dtype=dtype).reshape(T, 1)  # noqa: E731
-    terminated = col(terminated or [False] * T, torch.bool)
-    truncated = col(truncated or [False] * T, torch.bool)
-    final_values = col(final_values or [0.0] * T)
-    adv, ret = trpo.compute_gae(col(rewards), col(values), torch.tensor([next_value]), terminated, truncated,
-                                final_values, gamma, lam)
-    return adv.flatten().tolist(), ret.flatten().tolist()
+def gae(*args, **kwargs):
+    return gae_of_lists(trpo.compute_gae, *args, **kwargs)
 
 
-def test_gae_lambda_0_is_the_td_error():
-    # delta_t = r_t + 0.9 * V(s_t+1) - V(s_t) = 1 + 0.45 - 0.5 = 0.95 at every step.
-    adv, ret = gae([1, 1, 1], [0.5, 0.5, 0.5], next_value=0.5, lam=0.0)
-    assert adv == pytest.approx([0.95, 0.95, 0.95])
-    assert ret == pytest.approx([1.45, 1.45, 1.45])
+def test_gae_with_lambda_between_0_and_1_by_hand():
+    # gamma 1, lambda 0.5, no episode end: deltas [1 + 1 - 0.5, 0 + 0.5 - 1, 2 + 2 - 0.5] = [1.5, -0.5, 3.5];
+    # A_2 = 3.5, A_1 = -0.5 + 0.5 * 3.5 = 1.25, A_0 = 1.5 + 0.5 * 1.25 = 2.125; returns A + V.
+    adv, ret = gae([1, 0, 2], [0.5, 1, 0.5], next_value=2.0, gamma=1.0, lam=0.5)
+    assert adv == pytest.approx([2.125, 1.25, 3.5])
+    assert ret == pytest.approx([2.625, 2.25, 4.0])
 
 
-def test_gae_lambda_1_is_the_monte_carlo_return_minus_v():
-    # Terminated at the last step, gamma 0.5: G = [1 + 0.5*2 + 0.25*3, 2 + 0.5*3, 3] = [2.75, 3.5, 3].
-    adv, ret = gae([1, 2, 3], [1, 1, 1], next_value=100.0, terminated=[False, False, True], gamma=0.5)
-    assert adv == pytest.approx([1.75, 2.5, 2.0])
-    assert ret == pytest.approx([2.75, 3.5, 3.0])
-
-
-def test_truncation_bootstraps_from_the_final_observation_and_termination_does_not():
-    # Episode ends after step 0, its final observation worth 4; step 1 sees V(next) = 10. gamma 0.5, V = 0.
-    truncated, _ = gae([1, 1], [0, 0], 10.0, truncated=[True, False], final_values=[4.0, 0.0], gamma=0.5)
-    assert truncated == pytest.approx([3.0, 6.0])
-    terminated, _ = gae([1, 1], [0, 0], 10.0, terminated=[True, False], final_values=[4.0, 0.0], gamma=0.5)
-    assert terminated == pytest.approx([1.0, 6.0])
+def test_gae_truncation_bootstraps_from_the_final_observation_and_termination_does_not():
+    # gamma 0.9, lambda 0.5, V = 0, V(next) = 5; the episode ends at t = 1, its final observation worth 10.
+    # Truncated: deltas [1, 1 + 9, 1 + 4.5]; A_2 = 5.5, A_1 = 10 (nothing flows back from t = 2),
+    # A_0 = 1 + 0.45 * 10 = 5.5. Terminated: delta_1 = 1, so A_1 = 1 and A_0 = 1.45.
+    truncated, _ = gae([1, 1, 1], [0, 0, 0], 5.0, truncated=[False, True, False], final_values=[0, 10.0, 0],
+                       lam=0.5)
+    assert truncated == pytest.approx([5.5, 10.0, 5.5])
+    terminated, _ = gae([1, 1, 1], [0, 0, 0], 5.0, terminated=[False, True, False], final_values=[0, 10.0, 0],
+                        lam=0.5)
+    assert terminated == pytest.approx([1.45, 1.0, 5.5])
 
 
 # --- conjugate gradient ----------------------------------------------------------------------------
@@ -124,25 +115,32 @@ def kl_at(agent: trpo.Agent, obs: torch.Tensor, old_output: torch.Tensor, old_lo
     return trpo.gaussian_kl(old_output, old_logstd.expand_as(old_output), output, logstd.expand_as(output)).mean()
 
 
+
+def policy_at_old(action_space: gym.Space, seed: int):
+    """A small float64 policy, a batch of observations, pi_old's outputs there (detached) and the mean
+    KL(pi_old || pi) at the policy's current parameters, as a closure."""
+    agent = small_agent(action_space)
+    obs = torch.randn(16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        old_output = agent.actor(obs)  # the actor itself: float64 and unnormalised
+        old_logstd = None if agent.discrete else agent.actor_logstd.clone()
+
+    def mean_kl():
+        return agent.kl_from(old_output, old_logstd, agent.actor(obs)).mean()
+
+    return agent, obs, old_output, old_logstd, mean_kl
+
 @pytest.mark.parametrize("action_space", [gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (2,))],
                          ids=["discrete", "gaussian"])
 def test_fisher_vector_product_matches_the_explicit_hessian_of_the_kl(action_space):
-    agent = small_agent(action_space)
-    obs = torch.randn(16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    agent, obs, old_output, old_logstd, mean_kl = policy_at_old(action_space, seed=1)
     params = agent.policy_parameters()
-    with torch.no_grad():
-        old_output = agent.actor(obs)
-        old_logstd = None if agent.discrete else agent.actor_logstd.clone()
     theta = parameters_to_vector(params).detach()
     hessian = torch.autograd.functional.hessian(lambda flat: kl_at(agent, obs, old_output, old_logstd, flat), theta)
     # Non-diagonal structure: the layers interact, so H is far from diagonal.
     off_diagonal = hessian - torch.diag(torch.diag(hessian))
     assert off_diagonal.abs().max() > 0.1 * torch.diag(hessian).abs().max()
     assert torch.linalg.eigvalsh(hessian).min() > -1e-8  # a Fisher matrix: positive semi-definite
-
-    def mean_kl():
-        return agent.kl_from(old_output, old_logstd, agent.actor(obs)).mean()  # actor: float64, unnormalised
-
     for seed in range(3):
         v = torch.randn(len(theta), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
         torch.testing.assert_close(trpo.fisher_vector_product(mean_kl, params, v, damping=0.0), hessian @ v)
@@ -152,16 +150,8 @@ def test_fisher_vector_product_matches_the_explicit_hessian_of_the_kl(action_spa
 @pytest.mark.parametrize("action_space", [gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (2,))],
                          ids=["discrete", "gaussian"])
 def test_the_kl_of_a_zero_step_is_zero_and_of_a_small_step_is_the_quadratic_form(action_space):
-    agent = small_agent(action_space)
-    obs = torch.randn(16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    agent, _, _, _, mean_kl = policy_at_old(action_space, seed=2)
     params = agent.policy_parameters()
-    with torch.no_grad():
-        old_output = agent.actor(obs)
-        old_logstd = None if agent.discrete else agent.actor_logstd.clone()
-
-    def mean_kl():
-        return agent.kl_from(old_output, old_logstd, agent.actor(obs)).mean()  # actor: float64, unnormalised
-
     assert mean_kl().item() == 0.0
     theta = parameters_to_vector(params).detach()
     step = 1e-3 * torch.randn(len(theta), dtype=torch.float64, generator=torch.Generator().manual_seed(3))
@@ -202,26 +192,17 @@ def quadratic_problem(g, h):
     return evaluate, asked
 
 
-def test_line_search_takes_a_step_that_improves_inside_the_region():
-    g, h = torch.tensor([1.0, 0.0]), torch.eye(2)
-    evaluate, asked = quadratic_problem(g, h)
-    result = trpo.line_search(evaluate, torch.zeros(2), torch.tensor([0.1, 0.0]), 0.0, max_kl=0.01,
+@pytest.mark.parametrize("full_step, backtracks", [
+    (0.1, 0),  # KL of the full step 0.005 <= 0.01, surrogate 0.1 > 0: accepted at once
+    (0.4, 2),  # KL 0.08, then 0.02 at half the step, then 0.005 at a quarter: the first to pass
+], ids=["inside", "shrunk"])
+def test_line_search_takes_the_first_step_that_improves_inside_the_region(full_step, backtracks):
+    evaluate, asked = quadratic_problem(torch.tensor([1.0, 0.0]), torch.eye(2))
+    result = trpo.line_search(evaluate, torch.zeros(2), torch.tensor([full_step, 0.0]), 0.0, max_kl=0.01,
                               backtrack_iters=10, backtrack_coeff=0.5)
-    # KL of the full step: 0.005 <= 0.01, surrogate 0.1 > 0: accepted at once.
-    assert result.accepted and result.backtracks == 0 and len(asked) == 1
+    assert result.accepted and result.backtracks == backtracks and len(asked) == backtracks + 1
     assert result.params.tolist() == pytest.approx([0.1, 0.0])
     assert result.surrogate == pytest.approx(0.1) and result.kl == pytest.approx(0.005)
-
-
-def test_line_search_shrinks_a_step_that_violates_the_kl_bound():
-    g, h = torch.tensor([1.0, 0.0]), torch.eye(2)
-    evaluate, asked = quadratic_problem(g, h)
-    # Full step [0.4, 0]: KL 0.08; half: 0.02; quarter [0.1, 0]: 0.005 <= 0.01, the first to pass.
-    result = trpo.line_search(evaluate, torch.zeros(2), torch.tensor([0.4, 0.0]), 0.0, max_kl=0.01,
-                              backtrack_iters=10, backtrack_coeff=0.5)
-    assert result.accepted and result.backtracks == 2 and len(asked) == 3
-    assert result.params.tolist() == pytest.approx([0.1, 0.0])
-    assert result.kl == pytest.approx(0.005)
 
 
 def test_line_search_rejects_a_step_that_worsens_the_surrogate_and_keeps_the_old_parameters():
