@@ -87,17 +87,17 @@ class Args:
     num_envs: int = 1
     """parallel environments. baselines trpo_mpi: 1 per MPI worker (run_mujoco: 1 worker)"""
     num_steps: int = 1024
-    """steps per env per batch. baselines trpo_mpi defaults: 1024 (MuJoCo), 512 per worker (Atari); the paper's Hopper batches were 1M steps"""
+    """steps per env per batch. baselines trpo_mpi defaults: 1024 (MuJoCo), 512 per worker (Atari)"""
     max_kl: float = 0.01
-    """delta, the trust region: the bound on the mean KL(pi_old || pi_new). Paper, Appendix: 0.01; baselines: 0.01 (MuJoCo), 0.001 (Atari)"""
+    """delta, the trust region: the bound on the mean KL(pi_old || pi_new). The paper: 0.01; baselines: 0.01 (MuJoCo), 0.001 (Atari)"""
     line_search: bool = True
-    """backtrack along the step until the surrogate improves with KL <= delta (TRPO, Section 6); --no-line-search takes the full step, the natural policy gradient"""
+    """backtrack along the step until the surrogate improves with KL <= delta (TRPO); --no-line-search takes the full step, the natural policy gradient"""
     backtrack_iters: int = 10
     """step fractions tried by the line search: 1, c, c^2, ... (baselines trpo_mpi: 10)"""
     backtrack_coeff: float = 0.5
     """c, the factor that shrinks the step between tries (baselines trpo_mpi: 0.5; Spinning Up: 0.8)"""
     cg_iters: int = 10
-    """conjugate-gradient iterations for H^-1 g (paper, Appendix C; baselines: 10)"""
+    """conjugate-gradient iterations for H^-1 g (the paper and baselines: 10)"""
     cg_damping: float = 0.1
     """added to the Fisher matrix, H + damping I, to keep the solve well-conditioned. baselines: 0.1 (MuJoCo), 1e-3 (Atari)"""
     fvp_every: int = 1
@@ -105,7 +105,7 @@ class Args:
     gamma: float = 0.99
     """discount factor. baselines: 0.99 (MuJoCo), 0.98 (Atari)"""
     gae_lambda: float = 0.98
-    """GAE lambda. baselines: 0.98 (MuJoCo), 1.0 (Atari); the GAE paper found 0.96-0.99 best"""
+    """GAE lambda. baselines: 0.98 (MuJoCo), 1.0 (Atari); the GAE paper's best were about 0.97-0.98"""
     norm_adv: bool = True
     """standardise the advantages of each batch (baselines trpo_mpi)"""
     learning_rate: float = 1e-3
@@ -364,7 +364,7 @@ def compute_gae(
 
 
 def surrogate_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
-    """The importance-sampled surrogate L(theta) = mean[pi_theta(a|s) / pi_old(a|s) A] (paper, eq. 14),
+    """The importance-sampled surrogate L(theta) = mean[pi_theta(a|s) / pi_old(a|s) A] (the paper's sample-based objective),
     to be maximised. At theta = theta_old its gradient is the policy gradient."""
     return ((new_logprob - old_logprob).exp() * advantages).mean()
 
@@ -393,7 +393,7 @@ def flat_grad(output: torch.Tensor, params: list[torch.Tensor], create_graph: bo
 def fisher_vector_product(kl_fn: Callable[[], torch.Tensor], params: list[torch.Tensor], vector: torch.Tensor,
                           damping: float) -> torch.Tensor:
     """(H + damping I) v, H the Hessian of the mean KL(pi_old || pi_theta) at theta = theta_old, which is the
-    Fisher information matrix (paper, Appendix C.1). Two backward passes and no matrix: the gradient of the
+    Fisher information matrix (the paper's practical algorithm). Two backward passes and no matrix: the gradient of the
     KL, kept differentiable, dotted with v, differentiated again. kl_fn computes the mean KL with pi_old's
     outputs detached, at the current parameters."""
     grad = flat_grad(kl_fn(), params, create_graph=True)
@@ -423,7 +423,7 @@ def conjugate_gradient(matrix_vector: Callable[[torch.Tensor], torch.Tensor], b:
 
 def max_step(direction: torch.Tensor, h_direction: torch.Tensor, max_kl: float) -> torch.Tensor:
     """The multiple beta s of the search direction s on the edge of the quadratic trust region
-    1/2 (beta s)^T H (beta s) = delta: beta = sqrt(2 delta / s^T H s) (paper, Appendix C)."""
+    1/2 (beta s)^T H (beta s) = delta: beta = sqrt(2 delta / s^T H s), as in the paper."""
     return math.sqrt(2 * max_kl / max(float(direction @ h_direction), 1e-12)) * direction
 
 
@@ -438,7 +438,7 @@ class LineSearchResult(NamedTuple):
 def line_search(evaluate: Callable[[torch.Tensor], tuple[float, float]], old_params: torch.Tensor,
                 full_step: torch.Tensor, old_surrogate: float, max_kl: float, backtrack_iters: int,
                 backtrack_coeff: float) -> LineSearchResult:
-    """Backtracking line search of TRPO (paper, Section 6 and Appendix C): try old + c^k full_step for
+    """Backtracking line search of TRPO: try old + c^k full_step for
     k = 0, 1, ... and accept the first that improves the surrogate while keeping the mean KL <= delta.
     evaluate(params) gives (surrogate, KL) at params. If no try passes, keep the old parameters."""
     for k in range(backtrack_iters):
