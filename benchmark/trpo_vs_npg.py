@@ -9,6 +9,7 @@ bound, the mean KL reached, and (TRPO) the fraction of updates whose line search
 
     python -m benchmark.trpo_vs_npg                                   # Hopper-v5, 3 seeds, 300k steps each
     python -m benchmark.trpo_vs_npg --preset classic --env-id CartPole-v1 --total-timesteps 100000
+    python -m benchmark.trpo_vs_npg --preset classic --env-id CartPole-v1 --cg-damping 0.001
     python -m benchmark.trpo_vs_npg --dry-run                         # print the runs' command lines
 """
 
@@ -33,18 +34,21 @@ import trpo  # noqa: E402
 VARIANTS = {"trpo": True, "npg": False}  # variant name -> line_search
 
 
-def run_args(variant: str, preset: str, env_id: str, seed: int, total_timesteps: int, eval_episodes: int) -> trpo.Args:
-    """The settings of one run: the preset's, with the variant's line search, this seed and budget."""
+def run_args(variant: str, preset: str, env_id: str, seed: int, total_timesteps: int, eval_episodes: int,
+             **overrides) -> trpo.Args:
+    """The settings of one run: the preset's, with the variant's line search, this seed and budget, and any
+    other overrides (max_kl, cg_damping)."""
     return dataclasses.replace(trpo.PRESETS[preset], env_id=env_id, seed=seed, total_timesteps=total_timesteps,
                                line_search=VARIANTS[variant], eval_episodes=eval_episodes,
-                               exp_name=f"trpo_vs_npg_{variant}")
+                               exp_name=f"trpo_vs_npg_{variant}", **overrides)
 
 
 def command_line(args: trpo.Args) -> str:
     """The shell command that repeats a run of run_args."""
     flags = ["--preset", args.preset, "--env-id", args.env_id, "--seed", str(args.seed),
              "--total-timesteps", str(args.total_timesteps), "--eval-episodes", str(args.eval_episodes),
-             "--exp-name", args.exp_name] + ([] if args.line_search else ["--no-line-search"])
+             "--exp-name", args.exp_name, "--max-kl", str(args.max_kl), "--cg-damping", str(args.cg_damping)]
+    flags += [] if args.line_search else ["--no-line-search"]
     return shlex.join(["python", "algos/trpo.py", *flags])
 
 
@@ -108,14 +112,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds, each run by both variants")
     parser.add_argument("--total-timesteps", type=int, default=300_000, help="env steps per run (default 300000)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes of each run's final evaluation")
+    parser.add_argument("--max-kl", type=float, help="delta (default: the preset's)")
+    parser.add_argument("--cg-damping", type=float,
+                        help="Fisher damping (default: the preset's); with less, NPG's full step overshoots delta more often")
     parser.add_argument("--out", help="also write the results to this JSON file")
     parser.add_argument("--dry-run", action="store_true", help="print the runs' command lines and stop")
     options = parser.parse_args(argv)
     if options.total_timesteps <= 0 or options.eval_episodes < 0:
         parser.error("--total-timesteps must be positive and --eval-episodes non-negative")
 
-    runs = [run_args(variant, options.preset, options.env_id, seed, options.total_timesteps, options.eval_episodes)
-            for seed in options.seeds for variant in VARIANTS]
+    overrides = {name: value for name, value in (("max_kl", options.max_kl), ("cg_damping", options.cg_damping))
+                 if value is not None}
+    runs = [run_args(variant, options.preset, options.env_id, seed, options.total_timesteps, options.eval_episodes,
+                     **overrides) for seed in options.seeds for variant in VARIANTS]
     if options.dry_run:
         print("\n".join(command_line(args) for args in runs))
         return []
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"[{i + 1}/{len(runs)}] {command_line(args)}", file=sys.stderr, flush=True)
         results.append(run_one(args))
     print(f"{options.env_id}, preset {options.preset}, {options.total_timesteps:,} steps per run, "
-          f"delta {runs[0].max_kl}")
+          f"delta {runs[0].max_kl}, damping {runs[0].cg_damping}")
     print(format_table(results))
     if options.out:
         report = {"versions": trpo.package_versions(), "preset": options.preset, "env_id": options.env_id,
