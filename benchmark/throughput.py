@@ -1,4 +1,4 @@
-"""Training throughput of algos/ppo.py and algos/a2c_atari.py next to the raw throughput of their envs.
+"""Training throughput of algos/ppo.py, algos/a2c_atari.py and algos/trpo.py next to the raw throughput of their envs.
 
 For each row, two numbers are measured one after the other in this process:
 
@@ -16,7 +16,8 @@ the numbers we quote are the ratios, measured side by side in one run.
 Rows: PPO on CartPole-v1 with the defaults of CleanRL's ppo.py (4 envs x 128 steps, minibatch 128,
 4 epochs) and with ppo.py's classic preset; A2C on CartPole-v1 (classic preset); PPO and A2C on Breakout
 with their atari presets on the gymnasium and EnvPool backends (EnvPool rows are skipped, with a note,
-when envpool is not installed).
+when envpool is not installed); TRPO on CartPole-v1 (classic preset), Hopper-v5 (mujoco preset) and
+Breakout (atari preset).
 
     python -m benchmark.throughput                     # every row, about 8 minutes on 2 cores
     python -m benchmark.throughput --only cartpole --steps-scale 0.2 --out throughput.json
@@ -27,7 +28,6 @@ import contextlib
 import dataclasses
 import gc
 import io
-import json
 import os
 import sys
 import tempfile
@@ -38,11 +38,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from benchmark.common import write_json_atomic
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
 import a2c_atari  # noqa: E402
 import ppo  # noqa: E402
+import trpo  # noqa: E402
 
-SCRIPTS = {"ppo": ppo, "a2c": a2c_atari}
+SCRIPTS = {"ppo": ppo, "a2c": a2c_atari, "trpo": trpo}
 
 # ppo.main sets torch's thread count (1 for vector observations, the current count for images) and leaves
 # it set; restoring the count of a fresh process before each measurement keeps one row from slowing another.
@@ -71,6 +74,9 @@ ROWS = [
         dict(env_backend="envpool")),
     Row("a2c", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset", 30_720, 8_000),
     Row("a2c", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset", 30_720, 8_000, dict(env_backend="envpool")),
+    Row("trpo", "cartpole", "CartPole-v1", "classic", "classic preset, 32-32", 100_000, 150_000),
+    Row("trpo", "mujoco", "Hopper-v5", "mujoco", "mujoco preset, 32-32, obs normalised", 30_720, 30_000),
+    Row("trpo", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset, delta 0.001", 30_720, 8_000),
 ]
 
 
@@ -169,7 +175,7 @@ def format_table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every step budget (default 1)")
-    parser.add_argument("--only", choices=["cartpole", "atari"], help="measure only these rows")
+    parser.add_argument("--only", choices=sorted({row.group for row in ROWS}), help="measure only these rows")
     parser.add_argument("--out", help="also write the results to this JSON file")
     options = parser.parse_args(argv)
     if options.steps_scale <= 0:
@@ -189,10 +195,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if options.out:
         report = {"versions": versions, "cpu_count": os.cpu_count(), "steps_scale": options.steps_scale,
                   "loadavg_before": load_before, "loadavg_after": load_after, "rows": results}
-        tmp = f"{options.out}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, options.out)  # readers never see half a file
+        write_json_atomic(options.out, report)
     return results
 
 

@@ -8,6 +8,7 @@ import time
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 ALGOS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos")
 
@@ -44,6 +45,19 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 90.0) -> Non
         assert process.poll() is None, process.stdout.read()
         assert time.time() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def gae_of_lists(compute_gae, rewards, values, next_value, terminated=None, truncated=None, final_values=None,
+                 gamma=0.9, lam=1.0):
+    """A script's compute_gae on plain lists of one env's [T] steps, for tests with hand-worked values."""
+    T = len(rewards)
+    col = lambda xs, dtype=torch.float32: torch.tensor(xs, dtype=dtype).reshape(T, 1)  # noqa: E731
+    terminated = col(terminated or [False] * T, torch.bool)
+    truncated = col(truncated or [False] * T, torch.bool)
+    final_values = col(final_values or [0.0] * T)
+    adv, ret = compute_gae(col(rewards), col(values), torch.tensor([next_value]), terminated, truncated,
+                           final_values, gamma, lam)
+    return adv.flatten().tolist(), ret.flatten().tolist()
 
 
 def mean_of_last_episodes(run_dir: str, n: int = 20) -> float:

@@ -11,8 +11,8 @@ def test_cartpole_rows_at_tiny_scale(tmp_path):
     out = tmp_path / "throughput.json"
     rows = throughput.main(["--steps-scale", "0.02", "--only", "cartpole", "--out", str(out)])
 
-    assert [row["env_id"] for row in rows] == ["CartPole-v1"] * 3
-    assert [row["config"].split()[0] for row in rows] == ["ppo", "ppo", "a2c"]
+    assert [row["env_id"] for row in rows] == ["CartPole-v1"] * 4
+    assert [row["config"].split()[0] for row in rows] == ["ppo", "ppo", "a2c", "trpo"]
     for row in rows:
         assert row["backend"] == "gymnasium"
         assert row["raw_sps"] > 0 and row["train_sps"] > 0

@@ -8,18 +8,11 @@ import pytest
 import torch
 
 import ppo
+from helpers import gae_of_lists
 
 
-def gae(rewards, values, next_value, terminated=None, truncated=None, final_values=None, gamma=0.9, lam=1.0):
-    """compute_gae on plain lists of a single env ([T] lists, one env)."""
-    T = len(rewards)
-    col = lambda xs, dtype=torch.float32: torch.tensor(xs, dtype=dtype).reshape(T, 1)  # noqa: E731
-    terminated = col(terminated or [False] * T, torch.bool)
-    truncated = col(truncated or [False] * T, torch.bool)
-    final_values = col(final_values or [0.0] * T)
-    adv, ret = ppo.compute_gae(col(rewards), col(values), torch.tensor([next_value]), terminated, truncated,
-                               final_values, gamma, lam)
-    return adv.flatten().tolist(), ret.flatten().tolist()
+def gae(*args, **kwargs):
+    return gae_of_lists(ppo.compute_gae, *args, **kwargs)
 
 
 def test_gae_lambda_0_is_the_td_error():

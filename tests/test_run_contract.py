@@ -34,6 +34,12 @@ SCRIPTS = {
         envs=16,
         loss="actor_critic_loss",
     ),
+    "trpo": dict(
+        tiny=["--preset", "classic", "--total-timesteps", "512", "--num-steps", "128"],
+        long=["--preset", "classic", "--total-timesteps", "16384", "--num-steps", "1024", "--checkpoint-every", "1024"],
+        envs=1,
+        loss="surrogate_loss",
+    ),
 }
 
 
