@@ -48,8 +48,8 @@ SCRIPTS = {
     "sac": dict(
         tiny=["--total-timesteps", "600", "--learning-starts", "200", "--batch-size", "32", "--hidden-size", "32",
               "--eval-every", "0"],
-        long=["--total-timesteps", "6000", "--learning-starts", "500", "--batch-size", "64", "--hidden-size", "64",
-              "--eval-every", "0", "--checkpoint-every", "500"],
+        long=["--total-timesteps", "4000", "--learning-starts", "3000", "--batch-size", "32", "--hidden-size", "32",
+              "--eval-every", "0", "--checkpoint-every", "400"],
         envs=1,
         loss="critic_loss",
         env="Pendulum-v1",
