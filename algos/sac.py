@@ -50,7 +50,7 @@ class Args:
     env_id: str = "Hopper-v5"
     """the gymnasium environment id (vector observations, a 1-D box of continuous actions)"""
     total_timesteps: int = 1_000_000
-    """environment steps to train for (the paper's curves for Hopper, Walker2d and Ant run to 1M or more)"""
+    """environment steps to train for (1M: where the paper's MuJoCo returns are usually read off its curves)"""
     torch_deterministic: bool = True
     """make cuDNN deterministic so a seed repeats on GPU too (on CPU, runs repeat exactly anyway)"""
     cuda: bool = True
