@@ -266,7 +266,8 @@ def store_step(buffer: ReplayBuffer, obs: np.ndarray, action: np.ndarray, reward
 # --------------------------------------------------------------------------------------------------
 
 
-def squashed_gaussian(mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def squashed_gaussian(mean: torch.Tensor, log_std: torch.Tensor,
+                      noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The action a = tanh(u), u = mean + std * noise, and its log-density (the paper's appendix on
     bounded actions): log N(u; mean, std) - sum_i log(1 - tanh(u_i)^2). The correction is written as
     2 (log 2 - u - softplus(-2u)), equal to log(1 - tanh(u)^2) but finite where tanh(u) rounds to +-1."""
@@ -336,7 +337,8 @@ class TwinQ(nn.Module):
     def forward(self, obs: torch.Tensor, action: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         """[2, B]: Q_1 and Q_2 of each (s, a). frozen: use the weights as constants, so gradients reach
         the action but not the weights (the policy's loss)."""
-        w1, b1, w2, b2, w3, b3 = (p.detach() if frozen else p for p in (self.w1, self.b1, self.w2, self.b2, self.w3, self.b3))
+        params = (self.w1, self.b1, self.w2, self.b2, self.w3, self.b3)
+        w1, b1, w2, b2, w3, b3 = (p.detach() if frozen else p for p in params)
         x = torch.cat([obs, action], -1)
         h = torch.relu(torch.addmm(b1, x, w1)).view(-1, 2, self.hidden).transpose(0, 1)
         h = torch.relu(torch.baddbmm(b2, h, w2))
@@ -350,7 +352,9 @@ class Actor(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, hidden: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2 * action_dim),
+            nn.Linear(obs_dim, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, 2 * action_dim),
         )
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -592,7 +596,8 @@ def main(args: Args) -> dict:
         agent.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         buffer.load_state_dict(checkpoint["buffer"])
-        global_step, elapsed_before, evaluations = checkpoint["global_step"], checkpoint["elapsed"], checkpoint["evaluations"]
+        global_step, elapsed_before = checkpoint["global_step"], checkpoint["elapsed"]
+        evaluations = checkpoint["evaluations"]
         set_rng_state(checkpoint["rng"])
     row_bytes = ReplayBuffer.bytes_per_transition(obs_dim, action_dim)
     print(f"replay buffer: {row_bytes} bytes a transition ({obs_dim}-dim observations twice, {action_dim}-dim "
@@ -712,7 +717,8 @@ def main(args: Args) -> dict:
                         *((("losses/alpha_loss", last["alpha_loss"]),) if learn_alpha else ()),
                     ):
                         writer.add_scalar(name, value.item(), global_step)
-                writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)), global_step)
+                sps = int((global_step - start_step) / (time.time() - start_time))
+                writer.add_scalar("charts/SPS", sps, global_step)
             if args.eval_every and args.eval_episodes and global_step % args.eval_every == 0:
                 check_finite()
                 run_evaluation()
