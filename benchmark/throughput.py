@@ -1,4 +1,4 @@
-"""Training throughput of algos/ppo.py, algos/a2c_atari.py and algos/trpo.py next to the raw throughput of their envs.
+"""Training throughput of the scripts in algos/ next to the raw throughput of their envs.
 
 For each row, two numbers are measured one after the other in this process:
 
@@ -17,7 +17,9 @@ Rows: PPO on CartPole-v1 with the defaults of CleanRL's ppo.py (4 envs x 128 ste
 4 epochs) and with ppo.py's classic preset; A2C on CartPole-v1 (classic preset); PPO and A2C on Breakout
 with their atari presets on the gymnasium and EnvPool backends (EnvPool rows are skipped, with a note,
 when envpool is not installed); TRPO on CartPole-v1 (classic preset), Hopper-v5 (mujoco preset) and
-Breakout (atari preset).
+Breakout (atari preset); SAC on Hopper-v5 with the paper's settings, learning from the first step
+(--learning-starts 0, no periodic evaluation), so that its train SPS is the speed after learning starts:
+one gradient step of batch 256 per env step.
 
     python -m benchmark.throughput                     # every row, about 8 minutes on 2 cores
     python -m benchmark.throughput --only cartpole --steps-scale 0.2 --out throughput.json
@@ -43,9 +45,10 @@ from benchmark.common import write_json_atomic
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
 import a2c_atari  # noqa: E402
 import ppo  # noqa: E402
+import sac  # noqa: E402
 import trpo  # noqa: E402
 
-SCRIPTS = {"ppo": ppo, "a2c": a2c_atari, "trpo": trpo}
+SCRIPTS = {"ppo": ppo, "a2c": a2c_atari, "trpo": trpo, "sac": sac}
 
 # ppo.main sets torch's thread count (1 for vector observations, the current count for images) and leaves
 # it set; restoring the count of a fresh process before each measurement keeps one row from slowing another.
@@ -59,7 +62,7 @@ class Row:
     env_id: str
     preset: str
     label: str
-    train_steps: int  # env steps of training at --steps-scale 1 (rounded to whole batches)
+    train_steps: int  # env steps of training at --steps-scale 1 (rounded to whole rollouts)
     raw_steps: int  # env steps of the raw measurement at --steps-scale 1 (summed over the envs)
     overrides: dict = field(default_factory=dict)
 
@@ -77,15 +80,23 @@ ROWS = [
     Row("trpo", "cartpole", "CartPole-v1", "classic", "classic preset, 32-32", 100_000, 150_000),
     Row("trpo", "mujoco", "Hopper-v5", "mujoco", "mujoco preset, 32-32, obs normalised", 30_720, 30_000),
     Row("trpo", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset, delta 0.001", 30_720, 8_000),
+    Row("sac", "mujoco", "Hopper-v5", "mujoco", "paper settings, learning from step 1", 3_000, 20_000,
+        dict(learning_starts=0, eval_every=0)),
 ]
 
 
+def rollout_size(args) -> int:
+    """Env steps between updates: a whole rollout of the on-policy scripts; 1 for the off-policy ones,
+    which update after every env step (and whose batch_size is a minibatch drawn from the buffer)."""
+    return args.num_envs * args.num_steps if hasattr(args, "num_steps") else 1
+
+
 def row_args(row: Row, steps_scale: float):
-    """The script's settings of a row, with its training budget scaled and rounded to whole batches."""
+    """The script's settings of a row, with its training budget scaled and rounded to whole rollouts."""
     script = SCRIPTS[row.algo]
     args = dataclasses.replace(script.PRESETS[row.preset], env_id=row.env_id, eval_episodes=0, **row.overrides)
-    batches = max(1, round(row.train_steps * steps_scale / args.batch_size))
-    return dataclasses.replace(args, total_timesteps=batches * args.batch_size)
+    rollouts = max(1, round(row.train_steps * steps_scale / rollout_size(args)))
+    return dataclasses.replace(args, total_timesteps=rollouts * rollout_size(args))
 
 
 def start_clean() -> None:
@@ -133,7 +144,13 @@ def envpool_problem() -> str | None:
 
 
 def config_name(row: Row, args) -> str:
+    if not hasattr(args, "num_steps"):  # off-policy: one env, a gradient step per env step
+        return f"{row.algo} 1 env, batch {args.batch_size}, {row.label}"
     return f"{row.algo} {args.num_envs}x{args.num_steps}, {row.label}"
+
+
+def backend(args) -> str:
+    return getattr(args, "env_backend", "gymnasium")
 
 
 def run(steps_scale: float = 1.0, only: str | None = None) -> list[dict]:
@@ -141,13 +158,14 @@ def run(steps_scale: float = 1.0, only: str | None = None) -> list[dict]:
     results = []
     for i, row in enumerate(r for r in ROWS if only in (None, r.group)):
         args = row_args(row, steps_scale)
-        result = {"env_id": row.env_id, "backend": args.env_backend, "config": config_name(row, args)}
-        if args.env_backend == "envpool" and (problem := envpool_problem()):
+        result = {"env_id": row.env_id, "backend": backend(args), "config": config_name(row, args)}
+        if backend(args) == "envpool" and (problem := envpool_problem()):
             results.append({**result, "skipped": problem})
             continue
-        vector_steps = max(10, int(row.raw_steps * steps_scale) // args.num_envs)
-        raw_steps = vector_steps * args.num_envs
-        print(f"[{i + 1}] {row.env_id} {args.env_backend} {result['config']}: raw {raw_steps:,} steps, "
+        num_envs = getattr(args, "num_envs", 1)
+        vector_steps = max(10, int(row.raw_steps * steps_scale) // num_envs)
+        raw_steps = vector_steps * num_envs
+        print(f"[{i + 1}] {row.env_id} {backend(args)} {result['config']}: raw {raw_steps:,} steps, "
               f"training {args.total_timesteps:,} steps", file=sys.stderr, flush=True)
         raw = measure_raw(SCRIPTS[row.algo], args, vector_steps)
         train = measure_train(SCRIPTS[row.algo], args)

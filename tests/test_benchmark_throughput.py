@@ -22,10 +22,18 @@ def test_cartpole_rows_at_tiny_scale(tmp_path):
     assert not (tmp_path / "throughput.json.tmp").exists()
 
 
-def test_budgets_round_to_whole_batches():
+def test_budgets_round_to_whole_rollouts():
     for row in throughput.ROWS:
         for scale in (0.001, 0.02, 1.0):
             args = throughput.row_args(row, scale)
-            assert args.total_timesteps >= args.batch_size
-            assert args.total_timesteps % args.batch_size == 0
+            size = throughput.rollout_size(args)
+            assert args.total_timesteps >= size
+            assert args.total_timesteps % size == 0
             assert args.eval_episodes == 0
+
+
+def test_the_sac_row_measures_learning_from_the_first_step():
+    (row,) = [row for row in throughput.ROWS if row.algo == "sac"]
+    args = throughput.row_args(row, 1.0)
+    assert throughput.rollout_size(args) == 1 and args.total_timesteps == 3_000
+    assert args.learning_starts == 0 and args.eval_every == 0 and args.batch_size == 256

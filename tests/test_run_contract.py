@@ -5,16 +5,27 @@ What is particular to one algorithm is tested in its own test_<algo>_*.py files.
 import glob
 import importlib
 import json
+import math
 import os
 import signal
 
+import gymnasium as gym
 import pytest
 import torch
 
 from helpers import read_episodes, returns_of, run_cli, start_run, wait_for
 
-# For each script: flags for a tiny CartPole run, flags for a longer one that checkpoints often, the
-# number of envs the longer one steps in parallel, and the module-level function that computes its loss.
+# What the checks need to know of each env the scripts run on: the range of one step's reward (CartPole
+# +1 a step; Pendulum -(theta^2 + 0.1 theta_dot^2 + 0.001 u^2), at most pi^2 + 0.1 * 8^2 + 0.001 * 2^2),
+# and a budget that gives a script's long settings more than 20 episodes.
+ENVS = {
+    "CartPole-v1": dict(reward=(1.0, 1.0), steps_for_20_episodes=4096),
+    "Pendulum-v1": dict(reward=(-(math.pi**2 + 6.4 + 0.004), 0.0), steps_for_20_episodes=4400),
+}
+
+# For each script: flags for a tiny run, flags for a longer one that checkpoints often, the number of envs
+# the longer one steps in parallel, the module-level function that computes its loss, and the env of its
+# runs (CartPole-v1 unless given: scripts for continuous actions only use Pendulum-v1).
 SCRIPTS = {
     "ppo": dict(
         tiny=["--total-timesteps", "512", "--num-steps", "128", "--minibatch-size", "64", "--update-epochs", "2"],
@@ -40,13 +51,39 @@ SCRIPTS = {
         envs=1,
         loss="surrogate_loss",
     ),
+    "sac": dict(
+        tiny=["--total-timesteps", "600", "--learning-starts", "200", "--batch-size", "32", "--hidden-size", "32",
+              "--eval-every", "0"],
+        long=["--total-timesteps", "4000", "--learning-starts", "3000", "--batch-size", "32", "--hidden-size", "32",
+              "--eval-every", "0", "--checkpoint-every", "400"],
+        envs=1,
+        loss="critic_loss",
+        env="Pendulum-v1",
+    ),
 }
 
 
 @pytest.fixture(params=list(SCRIPTS))
 def script(request):
-    """(name, module, flags) of one script."""
-    return request.param, importlib.import_module(request.param), SCRIPTS[request.param]
+    """(name, module, flags) of one script; flags["env"] is its env id."""
+    flags = {"env": "CartPole-v1", **SCRIPTS[request.param]}
+    env_flag = ["--env-id", flags["env"]]
+    return request.param, importlib.import_module(request.param), {
+        **flags, "tiny": env_flag + flags["tiny"], "long": env_flag + flags["long"]}
+
+
+def possible_return(env_id: str, episodic_return: float, length: int) -> bool:
+    """Whether an episode of this length can have this return in env_id."""
+    low, high = ENVS[env_id]["reward"]
+    return low * length - 1e-6 <= episodic_return <= high * length + 1e-6
+
+
+def possible_mean_return(env_id: str, mean_return: float) -> bool:
+    """Whether this can be the mean return of some episodes of env_id, leaving out 0 (no steps, or nothing
+    rewarded: a sign the episodes were not played)."""
+    low, high = ENVS[env_id]["reward"]
+    longest = gym.spec(env_id).max_episode_steps
+    return min(low, 0) * longest - 1e-6 <= mean_return <= max(high, 0) * longest + 1e-6 and mean_return != 0
 
 
 def train(module, *flags: str) -> dict:
@@ -61,30 +98,30 @@ def test_a_run_writes_its_directory_and_gives_back_the_callers_threads(script):
     torch.set_num_threads(1)
     rows = read_episodes("run")
     assert rows and list(rows[0]) == ["global_step", "episodic_return", "episodic_length", "wall_time"]
-    assert all(float(r["episodic_return"]) == int(r["episodic_length"]) for r in rows)  # CartPole: +1 a step
+    assert all(possible_return(flags["env"], float(r["episodic_return"]), int(r["episodic_length"])) for r in rows)
     written = json.load(open("run/summary.json"))
     assert written == json.loads(json.dumps(summary))
     assert written["total_steps"] > 0 and written["sps"] > 0 and written["wall_time"] > 0
-    assert written["args"]["env_id"] == "CartPole-v1" and "torch" in written["versions"]
-    assert written["eval"]["episodes"] == 2 and written["eval"]["mean_return"] > 0
+    assert written["args"]["env_id"] == flags["env"] and "torch" in written["versions"]
+    assert written["eval"]["episodes"] == 2 and possible_mean_return(flags["env"], written["eval"]["mean_return"])
     assert glob.glob("run/events.out.tfevents.*")
 
 
 def test_the_default_run_dir_follows_the_naming_scheme(script):
     name, module, flags = script
     train(module, *flags["tiny"], "--eval-episodes", "0", "--exp-name", "naming", "--seed", "3")
-    (run_dir,) = glob.glob("runs/CartPole-v1__naming__3__*")
+    (run_dir,) = glob.glob(f"runs/{flags['env']}__naming__3__*")
     assert os.path.isfile(os.path.join(run_dir, "summary.json"))
 
 
 def test_save_model_then_evaluate_from_the_command_line(script):
     name, module, flags = script
     train(module, *flags["tiny"], "--run-dir", "run", "--eval-episodes", "0", "--save-model")
-    assert torch.load("run/model.pt", weights_only=True)["args"]["env_id"] == "CartPole-v1"
+    assert torch.load("run/model.pt", weights_only=True)["args"]["env_id"] == flags["env"]
     out = run_cli(name, "evaluate", "run/model.pt", "--episodes", "3")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["episodes"] == 3 and result["mean_return"] > 0
+    assert result["episodes"] == 3 and possible_mean_return(flags["env"], result["mean_return"])
 
 
 def test_capture_video(script):
@@ -104,7 +141,7 @@ def test_the_same_seed_gives_identical_episodes(script):
     name, module, flags = script
     for run_dir, seed in (("a", "1"), ("b", "1"), ("c", "2")):
         train(module, *flags["long"], "--run-dir", run_dir, "--eval-episodes", "0", "--seed", seed,
-              "--total-timesteps", "4096")
+              "--total-timesteps", str(ENVS[flags["env"]]["steps_for_20_episodes"]))
     assert len(returns_of("a")) > 20
     assert returns_of("a") == returns_of("b")
     assert returns_of("a") != returns_of("c")
@@ -138,8 +175,8 @@ def test_resume_after_a_kill_ends_at_the_same_steps_without_duplicate_or_lost_ep
     # resumed run's first episodes would step back below them.
     steps = [int(r["global_step"]) for r in after]
     assert steps == sorted(steps)
-    # The first episode after the checkpoint ends within one CartPole episode (500 steps per env) of it.
-    assert saved_step < steps[len(kept)] <= saved_step + 500 * flags["envs"]
+    # The first episode after the checkpoint ends within one episode's time limit (per env) of it.
+    assert saved_step < steps[len(kept)] <= saved_step + gym.spec(flags["env"]).max_episode_steps * flags["envs"]
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(script):

@@ -1,0 +1,138 @@
+"""sac.py end to end with tiny budgets: real MuJoCo, the periodic evaluation, the fixed temperature, the
+replay buffer across a kill and resume, and the refusal of bad input. The run contract shared by every
+script (run directory, resume of the episode log, signals, NaN stop, video, wandb, determinism) is in
+test_run_contract.py."""
+
+import dataclasses
+import os
+import shutil
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import sac
+from helpers import FixedSpacesEnv, read_episodes, returns_of, start_run, wait_for
+
+gym.register("TestUnboundedActions-v0", entry_point=FixedSpacesEnv,
+             kwargs=dict(observation_space=gym.spaces.Box(-1, 1, (3,)),
+                         action_space=gym.spaces.Box(-np.inf, np.inf, (2,))))
+
+
+def tiny(**overrides) -> sac.Args:
+    """A few hundred Pendulum steps with small networks: every code path, far too short to learn."""
+    settings = dict(env_id="Pendulum-v1", total_timesteps=600, learning_starts=200, batch_size=32, hidden_size=32,
+                    eval_every=0, eval_episodes=2, run_dir="run")
+    settings.update(overrides)
+    return dataclasses.replace(sac.Args(), **settings)
+
+
+def test_real_mujoco_hopper_with_the_paper_networks():
+    summary = sac.main(tiny(env_id="Hopper-v5", total_timesteps=300, learning_starts=100, batch_size=256,
+                            hidden_size=256, eval_episodes=1))
+    assert summary["total_steps"] == 300 and summary["buffer_size"] == 300 and summary["eval"]["episodes"] == 1
+    assert len(read_episodes("run")) > 3  # a random Hopper falls within a few dozen steps
+
+
+def test_the_buffer_memory_is_stated_at_the_start(capsys):
+    sac.main(tiny(env_id="Hopper-v5", total_timesteps=50, learning_starts=100, eval_episodes=0))
+    line = capsys.readouterr().out.splitlines()[0]
+    # Hopper: 27 float32 = 108 bytes a transition; 1M of them 108e6 bytes = 103 MiB.
+    assert line.startswith("replay buffer: 108 bytes a transition") and "103 MiB for 1M transitions" in line
+    assert "50 allocated" in line  # no more than the run can fill
+
+
+def test_periodic_evaluations_are_logged_and_recorded():
+    summary = sac.main(tiny(eval_every=200, eval_episodes=2))
+    assert [step for step, _, _ in summary["evaluations"]] == [200, 400, 600]
+    # Pendulum returns are negative; the deterministic policy repeats the same two seeded episodes, so
+    # the evaluation after learning starts is a different number from the one before.
+    assert all(mean < 0 for _, mean, _ in summary["evaluations"])
+    assert summary["evaluations"][0][1] != summary["evaluations"][-1][1]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator("run")
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/mean_return")][:3] == [200, 400, 600]
+    assert {"losses/q_loss", "losses/policy_loss", "losses/alpha", "losses/entropy"} <= set(events.Tags()["scalars"])
+
+
+def test_a_fixed_alpha_is_not_learned_and_a_free_one_is():
+    sac.main(tiny(alpha=0.1, save_model=True, eval_episodes=0))
+    assert torch.load("run/model.pt", weights_only=True)["model"]["log_alpha"].item() == 0.0
+    sac.main(tiny(save_model=True, eval_episodes=0, run_dir="free"))
+    assert torch.load("free/model.pt", weights_only=True)["model"]["log_alpha"].item() != 0.0
+
+
+def test_save_model_then_evaluate_acts_the_same():
+    summary = sac.main(tiny(save_model=True, eval_episodes=2))
+    result = sac.main_evaluate(sac.EvalArgs("run/model.pt", episodes=2, seed=1 + 100_000))
+    assert result["mean_return"] == pytest.approx(summary["eval"]["mean_return"])
+
+
+def test_a_killed_run_resumes_with_its_replay_buffer_and_step_count(capsys):
+    flags = ["--env-id", "Pendulum-v1", "--total-timesteps", "3000", "--learning-starts", "500", "--batch-size", "32",
+             "--hidden-size", "32", "--eval-every", "0", "--checkpoint-every", "400"]
+    process = start_run("sac", *flags)
+    wait_for(lambda: os.path.exists("run/checkpoint.pt"), process)
+    process.kill()
+    process.wait()
+    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
+    saved_step = checkpoint["global_step"]
+    assert 0 < saved_step < 3000 and saved_step % 400 == 0
+    assert checkpoint["buffer"]["size"] == saved_step == len(checkpoint["buffer"]["data"])  # every step stored
+    shutil.copytree("run", "again")
+
+    capsys.readouterr()
+    summary = sac.main(sac.parse_args(["--resume", "run"]))
+    assert f"resumed with {saved_step:,} stored, at step {saved_step:,}" in capsys.readouterr().out
+    assert summary["total_steps"] == 3000
+    # The buffer continued from the checkpoint's transitions, not from empty.
+    assert summary["buffer_size"] == 3000
+    assert torch.load("run/checkpoint.pt", weights_only=True)["buffer"]["size"] == 3000
+    steps = [int(r["global_step"]) for r in read_episodes("run")]
+    assert steps == sorted(steps) and steps[-1] > saved_step
+    # Resuming is itself exact: the same checkpoint resumed twice gives the same episodes.
+    sac.main(sac.parse_args(["--resume", "again"]))
+    assert returns_of("again") == returns_of("run")
+
+
+def test_presets_and_paper_defaults():
+    args = sac.parse_args([])
+    assert (args.env_id, args.buffer_size, args.learning_starts) == ("Hopper-v5", 1_000_000, 10_000)
+    assert args.batch_size == 256
+    assert (args.learning_rate, args.gamma, args.tau, args.hidden_size) == (3e-4, 0.99, 0.005, 256)
+    assert args.alpha is None and args.target_entropy is None and args.eval_deterministic
+    assert sac.parse_args(["--alpha", "0.2"]).alpha == 0.2
+    assert isinstance(sac.parse_args(["evaluate", "m.pt"]), sac.EvalArgs)
+    with pytest.raises(sac.ConfigError, match="unknown --preset 'atari'"):
+        sac.parse_args(["--preset", "atari"])
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(env_id="CartPole-v1"), "for discrete actions use ppo.py, a2c_atari.py or reinforce.py"),
+        (dict(env_id="TestMultiBinaryActions-v0"), "supports 1-D Box action spaces only, not MultiBinary"),
+        (dict(env_id="TestUnboundedActions-v0"), "which must be finite"),
+        (dict(env_id="Hoper-v5"), "unknown environment id 'Hoper-v5'; did you mean Hopper-v5"),
+        (dict(learning_rate=0.0), "--learning-rate must be positive"),
+        (dict(batch_size=0), "--batch-size must be positive"),
+        (dict(buffer_size=-1), "--buffer-size must be positive"),
+        (dict(total_timesteps=0), "--total-timesteps must be positive"),
+        (dict(tau=1.5), "--tau must be in [0, 1]"),
+        (dict(gamma=0.0), "--gamma must be in (0, 1]"),
+        (dict(alpha=-0.1), "--alpha must be non-negative"),
+        (dict(learning_starts=-1), "--learning-starts must be non-negative"),
+        (dict(eval_every=-5), "--eval-every must be non-negative"),
+    ],
+)
+def test_bad_settings_are_refused_before_training(overrides, message):
+    with pytest.raises(sac.ConfigError) as error:
+        sac.main(tiny(**overrides))
+    assert message in str(error.value)
+    assert not os.path.exists("run")  # nothing was written
