@@ -742,7 +742,7 @@ def run_worker(k: int, args: Args, shared: Shared, start_state: dict | None, env
                 target.data.copy_(shared_param.data)
         updates += 1
         if k == 0 and updates % 200 == 0:  # losses for TensorBoard, from one worker, now and then
-            shared.messages.put(("stats", k, end, loss.item() / steps, float(q_taken.mean()), epsilon,
+            shared.messages.put(("stats", k, end, loss.item() / steps, float(q_taken.detach().mean()), epsilon,
                                  shared.optimizer.param_groups[0]["lr"]))
 
 
@@ -841,8 +841,10 @@ def main(args: Args) -> dict:
     recent_returns: deque = deque(maxlen=20)
     start_time, start_step = time.time(), global_step
     progress = Progress(args.total_timesteps, global_step)
-    finished: set[int] = set()
+    finished: set[int] = set()  # workers whose "done" arrived
+    paused: dict[int, dict] = {}  # worker -> its state, for the checkpoint being written
     checkpoint_number = 0
+    last_check = time.time()
 
     def handle(message) -> None:
         kind = message[0]
@@ -859,6 +861,9 @@ def main(args: Args) -> dict:
                                  ("charts/learning_rate", lr),
                                  ("charts/SPS", (shared.global_step.value - start_step) / (time.time() - start_time))):
                 writer.add_scalar(name, scalar, step)
+        elif kind == "paused":
+            if message[2] == checkpoint_number:
+                paused[message[1]] = message[3]
         elif kind == "done":
             finished.add(message[1])
         elif kind == "nan":
@@ -866,18 +871,28 @@ def main(args: Args) -> dict:
         elif kind == "error":
             raise RuntimeError(f"worker {message[1]} failed:\n{message[2]}")
 
-    def next_message(timeout: float):
+    def receive(timeout: float) -> None:
+        """Handle the next message, if one comes within timeout; about every half second, make sure that
+        no worker has died without a word (killed from outside, say)."""
+        nonlocal last_check
         try:
-            return shared.messages.get(timeout=timeout)
+            handle(shared.messages.get(timeout=timeout))
         except queue_module.Empty:
-            for k, process in enumerate(workers):
-                if k not in finished and process.exitcode is not None:
-                    time.sleep(0.2)  # its last message may still be on its way
-                    try:
-                        return shared.messages.get(timeout=0.5)
-                    except queue_module.Empty:
-                        raise RuntimeError(f"worker {k} died with exit code {process.exitcode}") from None
-            return None
+            pass
+        if time.time() - last_check < 0.5:
+            return
+        last_check = time.time()
+        for k, process in enumerate(workers):
+            if k in finished or process.exitcode is None:
+                continue
+            deadline = time.time() + 2.0  # its last messages may still be on their way
+            while k not in finished and time.time() < deadline:
+                try:
+                    handle(shared.messages.get(timeout=0.1))
+                except queue_module.Empty:
+                    pass
+            if k not in finished:
+                raise RuntimeError(f"worker {k} died with exit code {process.exitcode}")
 
     def save_checkpoint() -> None:
         """Pause every worker at its next safe point, write what they and the shared state hold, release them.
@@ -885,22 +900,17 @@ def main(args: Args) -> dict:
         step is in episodes.csv before checkpoint.pt names that step."""
         nonlocal checkpoint_number
         checkpoint_number += 1
+        paused.clear()
         shared.pause_requested.value = checkpoint_number
-        states: dict[int, dict] = {}
-        while len(states) + len(finished - set(states)) < args.num_workers:
-            message = next_message(0.1)
-            if message is None:
-                continue
-            if message[0] == "paused":
-                states[message[1]] = message[3]
-            else:
-                handle(message)
-        for k in finished - set(states):  # a finished worker's state no longer matters
-            states[k] = worker_states[k] or {"rng": rng_state(np.random.default_rng(0)), "final_epsilon": 1.0}
+        while any(k not in paused and k not in finished for k in range(args.num_workers)):
+            receive(0.05)
+        # A finished worker's state no longer matters; keep what it started from.
+        states = [paused.get(k) or worker_states[k] or {"rng": rng_state(np.random.default_rng(0)), "final_epsilon": 1.0}
+                  for k in range(args.num_workers)]
         save_torch({
             "args": dataclasses.asdict(args), "model": q_net.state_dict(), "target": target_net.state_dict(),
             "optimizer": optimizer.state_dict(), "global_step": shared.global_step.value,
-            "elapsed": elapsed_before + time.time() - start_time, "workers": [states[k] for k in range(args.num_workers)],
+            "elapsed": elapsed_before + time.time() - start_time, "workers": states,
         }, os.path.join(run_dir, "checkpoint.pt"))
         shared.pause_released.value = checkpoint_number
 
@@ -908,9 +918,7 @@ def main(args: Args) -> dict:
     interrupted = False
     try:
         while len(finished) < args.num_workers:
-            message = next_message(0.05)
-            if message is not None:
-                handle(message)
+            receive(0.05)
             step = shared.global_step.value
             progress.update(min(step, args.total_timesteps), recent_returns)
             if stop_signal:
@@ -920,18 +928,16 @@ def main(args: Args) -> dict:
             if next_checkpoint is not None and step >= next_checkpoint and len(finished) < args.num_workers:
                 save_checkpoint()
                 next_checkpoint = (shared.global_step.value // args.checkpoint_every + 1) * args.checkpoint_every
-        while not interrupted:  # the last messages, sent before each worker's "done"
-            try:
-                handle(shared.messages.get(timeout=0.05))
-            except queue_module.Empty:
-                if all(process.exitcode is not None for process in workers):
-                    break
+    except BaseException:
+        writer.close()  # its thread would keep the process alive
+        raise
     finally:
+        # Stop whatever still runs: at once after an error or a signal, and in any case within seconds.
         shared.stop.set()
         shared.pause_released.value = checkpoint_number + 1
         deadline = time.time() + 5
         while any(process.is_alive() for process in workers) and time.time() < deadline:
-            try:  # keep the queue drained so that no worker blocks on exit flushing it
+            try:  # keep the queue drained, so that no worker blocks on exit flushing it
                 shared.messages.get(timeout=0.05)
             except queue_module.Empty:
                 pass
