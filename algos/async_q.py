@@ -650,6 +650,16 @@ def run_worker(k: int, args: Args, shared: Shared, start_state: dict | None, env
     crash_at = int(os.environ.get("ASYNC_Q_CRASH_WORKER_AT", "-1")) if k == 1 else -1  # hook for the tests
 
     envs = make_worker_env(args, k, video_dir)
+    try:
+        train_worker(k, args, shared, envs, rng, final_epsilon, crash_at, env_seed, parent)
+    finally:
+        envs.close()  # and, with --capture-video, the last video written
+
+
+def train_worker(k: int, args: Args, shared: Shared, envs, rng: np.random.Generator, final_epsilon: float,
+                 crash_at: int, env_seed: int, parent: int) -> None:
+    """The actor-learner loop of Algorithm 1 / S2: claim up to I_AsyncUpdate global steps, act, compute
+    the targets with the shared target network, apply the summed gradient with the shared optimiser."""
     n_actions = int(envs.single_action_space.n)
     local_net = QNetwork(envs.single_observation_space, envs.single_action_space)
     local_params, global_params = list(local_net.parameters()), list(shared.q_net.parameters())
