@@ -466,19 +466,20 @@ def load_checkpoint(run_dir: str) -> dict:
 
 
 def rng_state(generator: np.random.Generator) -> dict:
-    """A worker's random state: python's, torch's and its numpy Generator's (PCG64's 128-bit integers as
-    text, which torch.load(weights_only=True) accepts)."""
+    """A worker's random state: python's, torch's and its numpy Generator's, in plain Python types: it
+    travels through the message queue (a tensor there would need its sender alive to be received) and
+    PCG64's 128-bit integers are kept as text, which torch.load(weights_only=True) accepts."""
     bits = generator.bit_generator.state
     return {
         "python": list(random.getstate()[1]),
-        "torch": torch.get_rng_state(),
+        "torch": torch.get_rng_state().tolist(),
         "numpy": [str(bits["state"]["state"]), str(bits["state"]["inc"]), bits["has_uint32"], bits["uinteger"]],
     }
 
 
 def set_rng_state(state: dict, generator: np.random.Generator) -> None:
     random.setstate((3, tuple(state["python"]), None))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     key, inc, has_uint32, uinteger = state["numpy"]
     generator.bit_generator.state = {"bit_generator": "PCG64", "state": {"state": int(key), "inc": int(inc)},
                                      "has_uint32": has_uint32, "uinteger": uinteger}
@@ -697,8 +698,8 @@ def train_worker(k: int, args: Args, shared: Shared, envs, rng: np.random.Genera
             start = shared.global_step.value
             steps = min(n, args.total_timesteps - start)
             shared.global_step.value = start + max(steps, 0)
-        if steps <= 0:
-            shared.messages.put(("done", k))
+        if steps <= 0:  # the budget is spent; the state goes with the news, for the final checkpoint
+            shared.messages.put(("done", k, {"rng": rng_state(rng), "final_epsilon": final_epsilon}))
             return
         if updates == crash_at:
             raise RuntimeError(f"simulated crash of worker {k} (ASYNC_Q_CRASH_WORKER_AT={crash_at})")
@@ -876,6 +877,7 @@ def main(args: Args) -> dict:
                 paused[message[1]] = message[3]
         elif kind == "done":
             finished.add(message[1])
+            worker_states[message[1]] = message[2]
         elif kind == "nan":
             raise FloatingPointError(message[2])
         elif kind == "error":
@@ -914,9 +916,7 @@ def main(args: Args) -> dict:
         shared.pause_requested.value = checkpoint_number
         while any(k not in paused and k not in finished for k in range(args.num_workers)):
             receive(0.05)
-        # A finished worker's state no longer matters; keep what it started from.
-        states = [paused.get(k) or worker_states[k] or {"rng": rng_state(np.random.default_rng(0)), "final_epsilon": 1.0}
-                  for k in range(args.num_workers)]
+        states = [paused.get(k) or worker_states[k] for k in range(args.num_workers)]  # finished: as it ended
         save_torch({
             "args": dataclasses.asdict(args), "model": q_net.state_dict(), "target": target_net.state_dict(),
             "optimizer": optimizer.state_dict(), "global_step": shared.global_step.value,
