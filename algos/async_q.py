@@ -627,8 +627,10 @@ def worker(k: int, args: Args, shared: Shared, start_state: dict | None, env_see
     """Worker k: an actor-learner process. Any exception goes to the main process as text."""
     parent = os.getppid()
     die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process decides
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C reaches the whole process group, and so does SIGTERM from `timeout` or a cluster's scheduler:
+    # the main process decides, pausing the workers for a checkpoint, then stopping them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)
     try:
         run_worker(k, args, shared, start_state, env_seed, video_dir, parent)

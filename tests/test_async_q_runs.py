@@ -127,13 +127,16 @@ def running_workers(process: subprocess.Popen) -> list[int]:
     return workers
 
 
-def test_ctrl_c_checkpoints_and_stops_every_process():
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_group_checkpoints_and_stops_every_process(sig):
+    # Ctrl-C in a terminal signals the whole foreground group; so do `timeout` and cluster schedulers
+    # with SIGTERM. The workers leave it to the main process, which checkpoints first.
     process = start()
     workers = running_workers(process)
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    os.killpg(process.pid, sig)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
-    assert "stopped by signal 2" in output and "--resume run" in output
+    assert f"stopped by signal {int(sig)}" in output and "--resume run" in output
     assert torch.load("run/checkpoint.pt", weights_only=True)["global_step"] > 0
     time.sleep(0.5)
     assert not any(process_exists(pid) for pid in workers)
