@@ -60,6 +60,14 @@ SCRIPTS = {
         loss="critic_loss",
         env="Pendulum-v1",
     ),
+    # Hogwild workers race, so only a run with one worker repeats exactly and logs its episodes in step
+    # order: the long runs (determinism, kill-and-resume, SIGTERM) use one, the tiny ones two.
+    "async_q": dict(
+        tiny=["--total-timesteps", "600", "--num-workers", "2"],
+        long=["--total-timesteps", "20000", "--num-workers", "1", "--checkpoint-every", "1000"],
+        envs=1,
+        loss="q_loss",
+    ),
 }
 
 
