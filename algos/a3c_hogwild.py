@@ -335,14 +335,18 @@ class SharedRMSprop(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                state["step"] += 1
-                square_avg = state["square_avg"]
-                square_avg.mul_(group["decay"]).addcmul_(p.grad, p.grad, value=1 - group["decay"])
-                p.addcdiv_(p.grad, (square_avg + group["eps"]).sqrt_(), value=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads, states = [p.grad for p in params], [self.state[p] for p in params]
+            square_avgs = [state["square_avg"] for state in states]
+            # torch's _foreach ops: one call for every parameter instead of one per parameter.
+            torch._foreach_add_([state["step"] for state in states], 1)
+            torch._foreach_mul_(square_avgs, group["decay"])
+            torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - group["decay"])
+            denominators = torch._foreach_add(square_avgs, group["eps"])
+            torch._foreach_sqrt_(denominators)
+            torch._foreach_addcdiv_(params, grads, denominators, value=-group["lr"])
 
 
 class SharedAdam(torch.optim.Optimizer):
@@ -538,8 +542,9 @@ class Agent(nn.Module):
             hidden = torch.cat(outputs)
         else:
             hidden = self.features(obs)
-        dist = Categorical(logits=self.actor(hidden), validate_args=False)
-        return dist.log_prob(actions), dist.entropy(), self.critic(hidden).squeeze(-1)
+        log_probs = self.actor(hidden).log_softmax(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1), entropy, self.critic(hidden).squeeze(-1)
 
     def policy(self, obs: torch.Tensor, state, deterministic: bool = False):
         """Actions for evaluation: sampled, or the most likely; returns (action, next state)."""
