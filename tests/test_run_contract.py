@@ -15,6 +15,8 @@ from helpers import read_episodes, returns_of, run_cli, start_run, wait_for
 
 # For each script: flags for a tiny CartPole run, flags for a longer one that checkpoints often, the
 # number of envs the longer one steps in parallel, and the module-level function that computes its loss.
+# Optional, `repeatable`: flags added where two runs of one seed must give identical episodes, for
+# scripts that repeat exactly only in some settings (Hogwild repeats with one worker, not with several).
 SCRIPTS = {
     "ppo": dict(
         tiny=["--total-timesteps", "512", "--num-steps", "128", "--minibatch-size", "64", "--update-epochs", "2"],
@@ -33,6 +35,13 @@ SCRIPTS = {
         long=["--total-timesteps", "40000", "--checkpoint-every", "1000"],
         envs=16,
         loss="actor_critic_loss",
+    ),
+    "a3c_hogwild": dict(
+        tiny=["--total-timesteps", "400", "--num-workers", "2"],
+        long=["--total-timesteps", "40000", "--num-workers", "2", "--checkpoint-every", "1000"],
+        envs=2,
+        loss="actor_critic_loss",
+        repeatable=["--num-workers", "1"],
     ),
 }
 
@@ -98,7 +107,7 @@ def test_the_same_seed_gives_identical_episodes(script):
     name, module, flags = script
     for run_dir, seed in (("a", "1"), ("b", "1"), ("c", "2")):
         train(module, *flags["long"], "--run-dir", run_dir, "--eval-episodes", "0", "--seed", seed,
-              "--total-timesteps", "4096")
+              "--total-timesteps", "4096", *flags.get("repeatable", []))
     assert len(returns_of("a")) > 20
     assert returns_of("a") == returns_of("b")
     assert returns_of("a") != returns_of("c")
