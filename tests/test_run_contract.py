@@ -38,7 +38,7 @@ SCRIPTS = {
     ),
     "a3c_hogwild": dict(
         tiny=["--total-timesteps", "400", "--num-workers", "2"],
-        long=["--total-timesteps", "40000", "--num-workers", "2", "--checkpoint-every", "1000"],
+        long=["--total-timesteps", "12000", "--num-workers", "2", "--checkpoint-every", "1000"],
         envs=2,
         loss="actor_critic_loss",
         repeatable=["--num-workers", "1"],
