@@ -26,6 +26,8 @@ ENVS = {
 # For each script: flags for a tiny run, flags for a longer one that checkpoints often, the number of envs
 # the longer one steps in parallel, the module-level function that computes its loss, and the env of its
 # runs (CartPole-v1 unless given: scripts for continuous actions only use Pendulum-v1).
+# Optional, `repeatable`: flags added where two runs of one seed must give identical episodes, for
+# scripts that repeat exactly only in some settings (Hogwild repeats with one worker, not with several).
 SCRIPTS = {
     "ppo": dict(
         tiny=["--total-timesteps", "512", "--num-steps", "128", "--minibatch-size", "64", "--update-epochs", "2"],
@@ -67,6 +69,13 @@ SCRIPTS = {
         long=["--total-timesteps", "20000", "--num-workers", "1", "--checkpoint-every", "1000"],
         envs=1,
         loss="q_loss",
+    ),
+    "a3c_hogwild": dict(
+        tiny=["--total-timesteps", "400", "--num-workers", "2"],
+        long=["--total-timesteps", "12000", "--num-workers", "2", "--checkpoint-every", "1000"],
+        envs=2,
+        loss="actor_critic_loss",
+        repeatable=["--num-workers", "1"],
     ),
 }
 
@@ -149,7 +158,7 @@ def test_the_same_seed_gives_identical_episodes(script):
     name, module, flags = script
     for run_dir, seed in (("a", "1"), ("b", "1"), ("c", "2")):
         train(module, *flags["long"], "--run-dir", run_dir, "--eval-episodes", "0", "--seed", seed,
-              "--total-timesteps", str(ENVS[flags["env"]]["steps_for_20_episodes"]))
+              "--total-timesteps", str(ENVS[flags["env"]]["steps_for_20_episodes"]), *flags.get("repeatable", []))
     assert len(returns_of("a")) > 20
     assert returns_of("a") == returns_of("b")
     assert returns_of("a") != returns_of("c")
