@@ -21,10 +21,11 @@ import contextlib
 import dataclasses
 import importlib
 import io
-import json
 import os
 import sys
 import tempfile
+
+from benchmark.common import write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
 
@@ -38,10 +39,12 @@ PAPER_SPEEDUP = {
 }
 
 # What --algo can select: the script in algos/ (it must have Args, PRESETS and main, and take num_workers),
-# settings applied over its preset, and the paper's row to print beside it. async_q.py's methods join as
-# e.g. "async_q/one-step-q": dict(script="async_q", overrides=dict(method="one-step-q"), paper="1-step Q").
+# settings applied over its preset, and the paper's row to print beside it.
 METHODS = {
     "a3c_hogwild": dict(script="a3c_hogwild", overrides={}, paper="A3C"),
+    "async_q/one-step-q": dict(script="async_q", overrides=dict(method="one-step-q"), paper="1-step Q"),
+    "async_q/one-step-sarsa": dict(script="async_q", overrides=dict(method="one-step-sarsa"), paper="1-step SARSA"),
+    "async_q/n-step-q": dict(script="async_q", overrides=dict(method="n-step-q"), paper="n-step Q"),
 }
 
 
@@ -134,10 +137,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if options.out:
         report = {"cores": cores, "steps_per_worker": options.steps_per_worker, "loadavg_before": load_before,
                   "loadavg_after": load_after, "rows": results}
-        tmp = f"{options.out}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, options.out)  # readers never see half a file
+        write_json(options.out, report)
     return results
 
 

@@ -1,12 +1,26 @@
-"""What the benchmark scripts share."""
+"""What the benchmark modules share."""
 
 import json
 import os
 
 
-def write_json_atomic(path: str, obj: dict) -> None:
-    """Write obj as JSON through a temporary file renamed over path, so readers never see half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+def atomic_write(path: str, write) -> None:
+    """Write through a temporary file beside path, then rename it over path: readers (and a sweep killed at
+    any moment) never see half a file. `write(tmp_path)` writes the file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: str, obj) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, write)

@@ -22,7 +22,8 @@ import numpy as np
 from scipy import stats
 
 from benchmark import registry, suites
-from benchmark.sweep import atomic_write, read_json
+from benchmark.common import atomic_write
+from benchmark.sweep import read_json
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 RESAMPLES = 10_000

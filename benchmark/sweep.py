@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from benchmark import registry
+from benchmark.common import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """the repository root: script paths are relative to it and runs start in it"""
@@ -135,28 +136,6 @@ def suite_runs(suite, budget_scale: float = 1.0, seeds=None, configs=None, envs=
 # --------------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------------
-
-
-def atomic_write(path: str, write) -> None:
-    """Write through a temporary file beside path, then rename it over path: readers (and a sweep killed at
-    any moment) never see half a file. `write(tmp_path)` writes the file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(path: str, obj) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_write(path, write)
 
 
 def read_json(path: str) -> dict | None:

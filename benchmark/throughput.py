@@ -40,7 +40,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from benchmark.common import write_json_atomic
+from benchmark.common import write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
 import a2c_atari  # noqa: E402
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if options.out:
         report = {"versions": versions, "cpu_count": os.cpu_count(), "steps_scale": options.steps_scale,
                   "loadavg_before": load_before, "loadavg_after": load_after, "rows": results}
-        write_json_atomic(options.out, report)
+        write_json(options.out, report)
     return results
 
 

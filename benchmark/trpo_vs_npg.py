@@ -26,7 +26,7 @@ import traceback
 
 import numpy as np
 
-from benchmark.common import write_json_atomic
+from benchmark.common import write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
 import trpo  # noqa: E402
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if options.out:
         report = {"versions": trpo.package_versions(), "preset": options.preset, "env_id": options.env_id,
                   "total_timesteps": options.total_timesteps, "runs": results}
-        write_json_atomic(options.out, report)
+        write_json(options.out, report)
     return results
 
 

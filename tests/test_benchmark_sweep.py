@@ -15,7 +15,7 @@ import pytest
 from benchmark_helpers import calls, install_fake, status
 
 from benchmark import __main__ as cli
-from benchmark import registry, suites, sweep
+from benchmark import common, registry, suites, sweep
 
 ALL_SCRIPTS = ("reinforce", "a2c_atari", "a3c_hogwild", "async_q", "paac", "trpo", "ppo", "ddpg", "td3", "sac")
 
@@ -305,7 +305,7 @@ def test_progress_line_and_eta():
 
 def test_atomic_write_never_leaves_half_a_file(tmp_path):
     path = tmp_path / "status.json"
-    sweep.write_json(str(path), {"a": 1})
+    common.write_json(str(path), {"a": 1})
 
     def crash(tmp):
         with open(tmp, "w") as f:
@@ -313,7 +313,7 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path):
         raise KeyboardInterrupt  # killed while writing
 
     with pytest.raises(KeyboardInterrupt):
-        sweep.atomic_write(str(path), crash)
+        common.atomic_write(str(path), crash)
     assert json.loads(path.read_text()) == {"a": 1}
     assert os.listdir(tmp_path) == ["status.json"]
 
