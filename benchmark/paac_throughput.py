@@ -9,10 +9,10 @@ The two speeds are measured one after the other in this process, with benchmark.
 
 ratio = train SPS / raw SPS; 1 - ratio is what the learner costs (target: ratio >= 0.6).
 
---profile runs the training measurement again with timers around its phases: env stepping, inference
-while acting (the batched forward pass that picks n_e actions, and the bootstrap values), the training
-forward pass, backward, the optimiser step with gradient clipping, the n-step returns, and the rest of the
-loop (copies into the rollout storage, episode bookkeeping, logging). Each phase gets its wall time and
+--profile runs the training measurement again with timers around its phases: env stepping, the batched
+forward pass that picks the n_e actions (its graph is kept: the update differentiates it, so there is no
+second forward pass), the bootstrap values, backward, the optimiser step with gradient clipping, the
+n-step returns, and the rest of the loop (tensor copies, the loss, episode bookkeeping, logging). Each phase gets its wall time and
 the CPU time of the whole process while in it (EnvPool's threads included), the better guide on a shared
 machine.
 
@@ -111,9 +111,8 @@ def profile_training(args: paac.Args) -> dict:
 
     try:
         paac.make_vector_env = timed_envs
-        timer.wrap(paac.Agent, "act", "inference (acting)")
-        timer.wrap(paac.Agent, "get_value", "inference (acting)")
-        timer.wrap(paac.Agent, "get_action_and_value", "training forward")
+        timer.wrap(paac.Agent, "forward", "forward (acting, graph kept)")
+        timer.wrap(paac.Agent, "get_value", "inference (bootstrap values)")
         timer.wrap(torch.autograd, "backward", "backward")
         timer.wrap(torch.nn.utils, "clip_grad_norm_", "optimiser (clip + RMSProp)")
         timer.wrap(paac.RMSpropTF, "step", "optimiser (clip + RMSProp)")

@@ -33,5 +33,5 @@ def test_a_tiny_measurement_with_the_profile(capsys):
     assert result["raw_sps"] > 0 and result["train_sps"] > 0
     assert result["ratio"] == pytest.approx(result["train_sps"] / result["raw_sps"])
     phases = result["profile"]["wall"]
-    assert {"env step", "inference (acting)", "training forward", "backward", "n-step returns"} <= set(phases)
+    assert {"env step", "forward (acting, graph kept)", "backward", "n-step returns"} <= set(phases)
     assert "ratio" in capsys.readouterr().out
