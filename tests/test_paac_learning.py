@@ -26,7 +26,8 @@ def test_paac_learns_minatar_breakout_from_pixels():
     pytest.importorskip("minatar")
     # The minatar preset: 10x10x4 bool frames through MinAtar's small CNN. Random play scores 0.41 +- 0.65
     # a game (200 games, measured for a2c_atari.py's test), its best 20-game mean 0.70, so a 20-game mean
-    # of 3 is well clear of chance. MINATAR_FIGURES
+    # of 3 is well clear of chance. Seeds 1 and 2 first reached it after about 37k and 38k steps,
+    # ended (lr annealed to 0) at 5.45 and 4.75, and evaluated at 5.4 and 4.6. 51 s of CPU each.
     args = dataclasses.replace(paac.PRESETS["minatar"], env_id="MinAtar/Breakout-v1", seed=1,
                                total_timesteps=400_000, run_dir="run", eval_episodes=10)
     summary = paac.main(args)
