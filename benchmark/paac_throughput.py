@@ -60,9 +60,10 @@ def table1_commands(seeds: tuple[int, ...] = (1,), out_dir: str = "runs/paac_tab
     return commands
 
 
-def bench_args(backend: str, num_workers: int | None, train_steps: int) -> paac.Args:
+def bench_args(backend: str, num_workers: int | None, train_steps: int, threads: int | None = None) -> paac.Args:
     """The atari preset on Breakout with the chosen engine, its budget rounded to whole batches."""
-    args = dataclasses.replace(paac.PRESETS["atari"], env_id=ENV_ID, env_backend=backend, eval_episodes=0)
+    args = dataclasses.replace(paac.PRESETS["atari"], env_id=ENV_ID, env_backend=backend, eval_episodes=0,
+                               threads=threads)
     if num_workers is not None:
         args = dataclasses.replace(args, num_workers=num_workers)
     batches = max(1, round(train_steps / args.batch_size))
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--backend", choices=["auto", "gymnasium", "envpool"], default="auto",
                         help="the environment engine (default auto: EnvPool when installed)")
     parser.add_argument("--num-workers", type=int, help="n_w (default: the atari preset's 8)")
+    parser.add_argument("--threads", type=int, help="torch threads of the learner (default: paac.py's, all cores)")
     parser.add_argument("--train-steps", type=int, default=20_480, help="env steps of training (default 20,480)")
     parser.add_argument("--raw-steps", type=int, default=16_000, help="env steps of the raw measurement")
     parser.add_argument("--profile", action="store_true", help="also train once more with timers on each phase")
@@ -161,14 +163,14 @@ def main(argv: list[str] | None = None) -> dict:
     if options.train_steps <= 0 or options.raw_steps <= 0:
         parser.error("--train-steps and --raw-steps must be positive")
 
-    args = bench_args(options.backend, options.num_workers, options.train_steps)
+    args = bench_args(options.backend, options.num_workers, options.train_steps, options.threads)
     versions = paac.package_versions()
     print(f"torch {versions['torch']}, envpool {versions.get('envpool', 'not installed')}, {os.cpu_count()} CPUs, "
           f"torch threads {DEFAULT_THREADS}, load average {os.getloadavg()[0]:.2f}", flush=True)
     vector_steps = max(10, options.raw_steps // args.num_envs)
     raw = measure_raw(paac, args, vector_steps)
     train = measure_train(paac, args)
-    config = f"paac {args.num_envs}x{args.num_steps}, n_w {args.num_workers}, {args.arch}"
+    config = f"paac {args.num_envs}x{args.num_steps}, n_w {args.num_workers}, {args.arch}, threads {args.threads or DEFAULT_THREADS}"
     result = {"env_id": ENV_ID, "backend": args.env_backend, "config": config, "raw_steps": vector_steps * args.num_envs,
               "train_steps": args.total_timesteps, "raw_sps": raw, "train_sps": train, "ratio": train / raw}
     print(format_table([result]))
