@@ -78,8 +78,8 @@ def test_both_architectures_of_table_1():
         agent = paac.Agent(frames, actions, arch)
         convs = [m for m in agent.trunk.modules() if isinstance(m, torch.nn.Conv2d)]
         shapes[arch] = ([(c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs], agent.actor.in_features)
-        action, value = agent.act(torch.zeros(3, 4, 84, 84, dtype=torch.uint8))
-        assert action.shape == value.shape == (3,)
+        action, logits, value = agent.act(torch.zeros(3, 4, 84, 84, dtype=torch.uint8))
+        assert action.shape == value.shape == (3,) and logits.shape == (3, 4)
     assert shapes["nips"] == ([(16, 8, 4), (32, 4, 2)], 256)
     assert shapes["nature"] == ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512)
     # MinAtar's 10x10 frames get its small network under either setting; vectors an MLP.
