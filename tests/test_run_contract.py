@@ -77,6 +77,12 @@ SCRIPTS = {
         loss="actor_critic_loss",
         repeatable=["--num-workers", "1"],
     ),
+    "paac": dict(  # the long run steps its 32 envs in 2 worker processes, so killing and SIGTERM reach them
+        tiny=["--total-timesteps", "400", "--num-envs", "2", "--num-steps", "5"],
+        long=["--total-timesteps", "40000", "--checkpoint-every", "1000", "--num-workers", "2"],
+        envs=32,
+        loss="actor_critic_loss",
+    ),
 }
 
 

@@ -1,0 +1,1027 @@
+"""Parallel advantage actor-critic, PAAC (Clemente, Castejon & Chandra 2017, "Efficient Parallel Methods
+for Deep Reinforcement Learning", Algorithm 1).
+
+One learner and n_e environments stepped by n_w workers: at every step the n_e observations go through
+the network in one batch to pick n_e actions; after t_max steps the n_e x t_max n-step returns give one
+synchronous RMSProp step on the mean actor-critic loss. The point is throughput: the single network stays
+busy while the environments step in parallel.
+
+    python algos/paac.py --env-id CartPole-v1
+    python algos/paac.py --preset atari --env-id BreakoutNoFrameskip-v4 --arch nature
+    python algos/paac.py --preset minatar --env-id MinAtar/Breakout-v1
+    python algos/paac.py evaluate runs/<run>/model.pt --episodes 10
+"""
+
+import csv
+import dataclasses
+import difflib
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Annotated, Literal
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.distributions import Categorical
+from torch.utils.tensorboard import SummaryWriter
+
+gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
+try:  # the MinAtar/*-v1 ids (Young & Tian 2019), when the minatar package is installed
+    import minatar.gym
+
+    if "MinAtar/Breakout-v1" not in gym.envs.registry:
+        minatar.gym.register_envs()
+except ImportError:
+    pass
+
+
+@dataclass
+class Args:
+    # --- common to every script ---
+    preset: Literal["classic", "atari", "minatar"] = "classic"
+    """settings for a family of environments: classic (classic control, tuned here: the paper has no such table), atari (the paper's Atari settings), minatar (atari's, for MinAtar's 10x10 games). Other flags override its values; `--preset atari --help` shows its defaults"""
+    exp_name: str = os.path.basename(__file__).removesuffix(".py")
+    """the name of this experiment, part of the run directory's name"""
+    seed: int = 1
+    """seed of random, numpy, torch and the environments (env i gets seed + i)"""
+    env_id: str = "CartPole-v1"
+    """the gymnasium environment id"""
+    total_timesteps: int = 500_000
+    """environment steps to train for, summed over the parallel envs and rounded down to whole batches (on Atari a step is 4 frames)"""
+    torch_deterministic: bool = True
+    """make cuDNN deterministic so a seed repeats on GPU too (on CPU, runs repeat exactly anyway)"""
+    cuda: bool = True
+    """use a CUDA GPU when one is present"""
+    threads: int | None = None
+    """torch CPU threads; default: 1 for vector observations (small MLPs run fastest on one), torch's own choice for images (all cores, or OMP_NUM_THREADS). Give runs that share a machine 1 each"""
+    track: bool = False
+    """log to Weights & Biases (works offline with WANDB_MODE=offline)"""
+    wandb_project_name: str = "paac"
+    """the wandb project"""
+    wandb_entity: str | None = None
+    """the wandb entity (team or user)"""
+    capture_video: bool = False
+    """record videos of env 0 into RUN_DIR/videos"""
+    save_model: bool = False
+    """write RUN_DIR/model.pt at the end: weights and args"""
+    run_dir: str | None = None
+    """where the run writes its files; default runs/{env_id}__{exp_name}__{seed}__{timestamp}"""
+    checkpoint_every: int = 0
+    """write RUN_DIR/checkpoint.pt every this many env steps (0: only when interrupted)"""
+    resume: str | None = None
+    """continue the run in this run directory from its checkpoint (its saved args are used)"""
+    eval_episodes: int = 10
+    """episodes of the final evaluation written to summary.json (0 skips it)"""
+    eval_deterministic: bool = False
+    """evaluate with the most likely action instead of sampling"""
+
+    # --- PAAC ---
+    env_backend: Literal["auto", "gymnasium", "envpool"] = "auto"
+    """the environment engine. auto: EnvPool for Atari ids when envpool is installed, gymnasium otherwise. EnvPool steps Atari several times faster; both apply the same DQN preprocessing"""
+    num_envs: int = 32
+    """n_e, the environments stepped in parallel. Paper: 32 (Algorithm 1 and Section 5)"""
+    num_workers: int = 8
+    """n_w, the workers stepping them: processes each holding num_envs / num_workers gymnasium envs, or EnvPool's threads. Paper: 8. 0: the gymnasium envs step in this process, one after another (gymnasium's SyncVectorEnv)"""
+    num_steps: int = 5
+    """t_max, the steps each env takes between updates. Paper: 5"""
+    arch: Literal["nips", "nature"] = "nips"
+    """the network on Atari frames. nips: the A3C (DQN 2013) network, 16 8x8/4, 32 4x4/2, 256; nature: the DQN 2015 one, 32 8x8/4, 64 4x4/2, 64 3x3/1, 512. Paper Table 1 reports both. Vector observations get an MLP and MinAtar's 10x10 frames MinAtar's network, whatever this says"""
+    learning_rate: float = 0.0224
+    """RMSProp step size. Paper: 0.0007 * n_e = 0.0224; classic: 1e-3"""
+    anneal: bool = True
+    """anneal the learning rate linearly to 0 over the run. Paper: annealed to 0 over its 80M steps (authors' code: --lr_annealing_steps)"""
+    gamma: float = 0.99
+    """discount factor. Paper: 0.99"""
+    ent_coef: float = 0.01
+    """entropy bonus beta. Paper: 0.01 (authors' code: 0.02); classic: 0"""
+    vf_coef: float = 0.25
+    """weight of the value loss mean((R - V)^2). Authors' code: 0.25 (the paper writes the value step as a separate gradient of the same mean)"""
+    loss_scale: float = 5.0
+    """the whole loss is multiplied by this. Authors' code: 5.0 (= t_max, so that the mean over n_e * t_max of Algorithm 1, lines 16-17, steps like the per-env sum over t_max their learning rate was tuned on)"""
+    rms_decay: float = 0.99
+    """RMSProp decay of the mean square. Paper: 0.99"""
+    rms_eps: float = 0.1
+    """RMSProp epsilon, added inside the square root (TensorFlow's placement, which the authors used). Paper: 0.1; classic and minatar: 1e-5"""
+    max_grad_norm: float = 3.0
+    """clip the global gradient norm to this. Authors' code: 3.0 (--clip_norm, global); classic: 0.5"""
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_iterations(self) -> int:
+        return self.total_timesteps // self.batch_size
+
+
+PRESETS = {
+    # The paper has no classic-control settings. Tuned here on CartPole-v1 (tests/test_paac_learning.py),
+    # as for a2c_atari.py: epsilon 1e-5 (with 0.1 a CartPole-sized gradient is far below sqrt(0.1) and the
+    # step becomes plain SGD), lr 1e-3, no entropy bonus, and baselines a2c's clip at 0.5: with the
+    # authors' 3.0, seeds 1-3 passed a 20-episode mean of 450 and fell back (500k steps ended at 500,
+    # 203 and, at lr 7e-4, 66, 181, 235); with 0.5 they ended at 480, 449 and 489. The envs step in this
+    # process (a CartPole step costs microseconds, far less than a message to a worker process).
+    "classic": Args(learning_rate=1e-3, rms_eps=1e-5, ent_coef=0.0, max_grad_norm=0.5, num_workers=0),
+    # The paper's Atari settings: 80M steps (320M frames), the authors' --max_global_steps, over which the
+    # learning rate anneals to 0.
+    "atari": Args(preset="atari", env_id="BreakoutNoFrameskip-v4", total_timesteps=80_000_000),
+    # MinAtar (Young & Tian 2019): the Atari settings on its 10x10 games with its small network, except
+    # epsilon 1e-5 and lr 2e-3, tuned here on MinAtar/Breakout-v1 (tests/test_paac_learning.py); its
+    # envs are cheap enough to step in this process.
+    "minatar": Args(preset="minatar", env_id="MinAtar/Breakout-v1", total_timesteps=5_000_000,
+                    learning_rate=2e-3, rms_eps=1e-5, num_workers=0),
+}
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a model saved with --save-model."""
+
+    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
+    """the model.pt file of a run"""
+    episodes: int = 10
+    """episodes to average over"""
+    seed: int = 12345
+    """seed of the evaluation environments"""
+    deterministic: bool = False
+    """act with the most likely action instead of sampling"""
+    capture_video: bool = False
+    """record the episodes next to the model, in videos/"""
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before training starts."""
+
+
+def check_args(args: Args) -> None:
+    """Refuse settings that cannot work, each with one line that names the fix."""
+    if args.total_timesteps <= 0 or args.num_envs <= 0 or args.num_steps <= 0:
+        raise ConfigError("--total-timesteps, --num-envs and --num-steps must be positive")
+    if args.total_timesteps < args.batch_size:
+        raise ConfigError(
+            f"--total-timesteps {args.total_timesteps} is less than one batch of --num-envs x --num-steps "
+            f"= {args.batch_size}; raise it or shrink the batch"
+        )
+    if not 0 <= args.num_workers <= args.num_envs:
+        raise ConfigError(f"--num-workers must be between 0 and --num-envs ({args.num_envs}), got {args.num_workers}")
+    if args.learning_rate <= 0:
+        raise ConfigError(f"--learning-rate must be positive, got {args.learning_rate}")
+    for name in ("gamma", "rms_decay"):
+        value = getattr(args, name)
+        if not 0 < value <= 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {value}")
+    if args.rms_eps <= 0 or args.max_grad_norm <= 0 or args.loss_scale <= 0:
+        raise ConfigError("--rms-eps, --max-grad-norm and --loss-scale must be positive, got "
+                          f"{args.rms_eps}, {args.max_grad_norm} and {args.loss_scale}")
+    if args.ent_coef < 0 or args.vf_coef < 0:
+        raise ConfigError("--ent-coef and --vf-coef must be non-negative")
+    if args.checkpoint_every < 0 or args.eval_episodes < 0:
+        raise ConfigError("--checkpoint-every and --eval-episodes must be non-negative")
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
+
+
+def check_env_id(env_id: str) -> None:
+    """Refuse an unknown environment id, suggesting the closest registered ones."""
+    if env_id in gym.envs.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+    raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+
+
+def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
+    """PAAC here handles vector or image observations, and discrete actions (a softmax policy)."""
+    if isinstance(action_space, gym.spaces.Box):
+        raise ConfigError(f"paac.py supports Discrete action spaces only, not {action_space}; "
+                          "for continuous actions use ppo.py or sac.py")
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise ConfigError(f"paac.py supports Discrete action spaces only, not {action_space}")
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (1, 3):
+        raise ConfigError(f"paac.py supports 1-D vector or image observations, not {observation_space}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Environments
+# --------------------------------------------------------------------------------------------------
+
+def is_atari(env_id: str) -> bool:
+    return "ale_py" in str(gym.spec(env_id).entry_point)
+
+
+def envpool_installed() -> bool:
+    try:
+        import envpool  # noqa: F401
+    except Exception:  # ImportError, or a broken binary
+        return False
+    return True
+
+
+def resolve_backend(args: Args) -> str:
+    """The engine a run uses: --env-backend, with auto meaning EnvPool for Atari when it is installed."""
+    if args.env_backend == "auto":
+        return "envpool" if is_atari(args.env_id) and envpool_installed() else "gymnasium"
+    if args.env_backend == "envpool" and not is_atari(args.env_id):
+        raise ConfigError("--env-backend envpool is for Atari ids here; use gymnasium for " + args.env_id)
+    return args.env_backend
+
+
+def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
+    """A thunk for one env. Atari gets the DQN preprocessing the paper used (Mnih et al. 2015): 30 no-op
+    starts, 4-frame skip with a max over the last two, life loss as episode end, fire on reset, rewards
+    clipped to their sign, 84x84 greyscale, 4 frames stacked."""
+
+    def thunk():
+        render_mode = "rgb_array" if capture_video and idx == 0 else None
+        # ALE renders greyscale itself, a third of the work of RGB then conversion (as EnvPool does).
+        env = gym.make(env_id, render_mode=render_mode, **({"obs_type": "grayscale"} if is_atari(env_id) else {}))
+        if capture_video and idx == 0:
+            env = gym.wrappers.RecordVideo(env, video_dir)
+        if not is_atari(env_id):
+            return gym.wrappers.RecordEpisodeStatistics(env)
+        from stable_baselines3.common.atari_wrappers import (
+            ClipRewardEnv, EpisodicLifeEnv, FireResetEnv, MaxAndSkipEnv, NoopResetEnv,
+        )
+
+        env = NoopResetEnv(env, noop_max=30)
+        env = MaxAndSkipEnv(env, skip=4)
+        # Inside the life-loss and reward-clip wrappers: it records the real game score, per whole game,
+        # with lengths in agent steps.
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = EpisodicLifeEnv(env)
+        if "FIRE" in env.unwrapped.get_action_meanings():
+            env = FireResetEnv(env)
+        env = ClipRewardEnv(env)
+        env = gym.wrappers.ResizeObservation(env, (84, 84))
+        return gym.wrappers.FrameStackObservation(env, 4)
+
+    return thunk
+
+
+def episode_infos(num_envs: int, done: np.ndarray, final_obs: np.ndarray | None, game_over: np.ndarray,
+                  returns: np.ndarray, lengths: np.ndarray) -> dict:
+    """The infos of a SAME_STEP gymnasium vector env for one step: the final observations of the envs
+    whose episode ended (final_obs holds them in the order of their ids) and the statistics of the
+    whole episodes (games) that ended."""
+    infos = {}
+    if done.any():
+        infos["final_obs"] = np.empty(num_envs, dtype=object)
+        for i, obs in zip(np.flatnonzero(done), final_obs):
+            infos["final_obs"][i] = obs
+        infos["_final_obs"] = done
+    if game_over.any():
+        infos["final_info"] = {"_episode": game_over, "episode": {"r": returns, "l": lengths}}
+    return infos
+
+
+class EnvPoolVecEnv:
+    """EnvPool's Atari behind the interface of a SAME_STEP gymnasium vector env, with the gymnasium
+    chain's preprocessing (make_env): EnvPool's own defaults differ (no episodic life, no reward clip).
+
+    Its traps, handled here:
+    - EnvPool resets an env on the step *after* its episode ends, ignoring that step's action. Here that
+      reset step is taken at once, for the finished envs only, so the caller sees the final observation
+      in infos["final_obs"] and the first one of the next episode in obs, as from gymnasium.
+    - Statistics are of whole games with true scores (EnvPool's info["reward"] is unclipped), like the
+      gymnasium chain's; a game ends at its last life (info["terminated"]) or at the time limit, and the
+      running return restarts after either, a truncation included.
+    The envs are seeded when built (env i with seed + i, EnvPool's rule), so reset's seed is ignored.
+    Time limit: EnvPool's 27,000 steps (108,000 frames)."""
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, num_threads: int = 0):
+        import envpool
+
+        task = env_id.removesuffix("NoFrameskip-v4").removeprefix("ALE/").split("-")[0] + "-v5"
+        self.envs = envpool.make(
+            task, env_type="gymnasium", num_envs=num_envs, seed=seed, num_threads=num_threads,
+            episodic_life=True, reward_clip=True, repeat_action_probability=0.0, noop_max=30, frame_skip=4,
+            stack_num=4, img_height=84, img_width=84,
+        )
+        self.num_envs = num_envs
+        self.single_observation_space = self.envs.observation_space
+        self.single_action_space = self.envs.action_space
+        self.episode_returns = np.zeros(num_envs)
+        self.episode_lengths = np.zeros(num_envs, dtype=np.int64)
+        self.noop = np.zeros(num_envs, dtype=np.int32)
+
+    def reset(self, seed: int | None = None):
+        self.episode_returns[:] = 0
+        self.episode_lengths[:] = 0
+        obs, _ = self.envs.reset()
+        return obs, {}
+
+    def step(self, actions: np.ndarray):
+        obs, rewards, terminated, truncated, info = self.envs.step(actions)
+        self.episode_returns += info["reward"]
+        self.episode_lengths += 1
+        done = terminated | truncated
+        if not done.any():
+            return obs, rewards, terminated, truncated, {}
+        ids = np.flatnonzero(done)
+        final_obs = obs[ids]  # a copy (fancy indexing), before the reset observations overwrite obs
+        obs[ids] = self.envs.step(self.noop[: len(ids)], ids)[0]
+        game_over = done & ((info["terminated"] == 1) | truncated)
+        infos = episode_infos(self.num_envs, done, final_obs, game_over, self.episode_returns.copy(),
+                              self.episode_lengths.copy())
+        self.episode_returns[game_over] = 0
+        self.episode_lengths[game_over] = 0
+        return obs, rewards, terminated, truncated, infos
+
+    def close(self):
+        self.envs.close()
+
+
+def run_worker(conn, env_fns: list, first: int, obs_buffer, obs_shape: tuple, obs_dtype) -> None:
+    """A worker process: steps its slice of the envs (ids first, first + 1, ...) as a SAME_STEP
+    SyncVectorEnv, writes their observations into the shared buffer and sends back the rest."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the learner, which stops the workers
+    try:
+        envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        obs_view = np.frombuffer(obs_buffer, dtype=obs_dtype).reshape(-1, *obs_shape)[first: first + len(env_fns)]
+        conn.send((envs.single_observation_space, envs.single_action_space))
+        while True:
+            command, data = conn.recv()
+            if command == "step":
+                obs, rewards, terminated, truncated, infos = envs.step(data)
+                obs_view[:] = obs
+                done = terminated | truncated
+                final_obs = np.stack(infos["final_obs"][done]) if done.any() else None
+                final = infos.get("final_info", {})
+                game_over = final.get("_episode", np.zeros(len(env_fns), dtype=bool))
+                stats = (final["episode"]["r"], final["episode"]["l"]) if game_over.any() else None
+                conn.send((rewards, terminated, truncated, final_obs, game_over, stats))
+            elif command == "reset":
+                obs_view[:] = envs.reset(seed=data)[0]
+                conn.send(None)
+            else:
+                envs.close()
+                conn.send(None)
+                return
+    except Exception as error:  # reported to the learner, which raises it
+        conn.send(RuntimeError(f"env worker for envs {first}..{first + len(env_fns) - 1}: {type(error).__name__}: {error}"))
+
+
+class WorkerVecEnv:
+    """n_e gymnasium envs stepped by n_w worker processes, each holding n_e / n_w of them, as in the
+    paper's Figure 1 (gymnasium's AsyncVectorEnv gives each env its own process instead). Observations
+    come back through shared memory; actions, rewards and episode ends through pipes. The interface,
+    seeding (env i gets seed + i) and SAME_STEP semantics are those of gymnasium's SyncVectorEnv, so the
+    same seed gives the same episodes with any number of workers."""
+
+    def __init__(self, env_fns: list, num_workers: int):
+        # fork: the workers inherit the env thunks (closures cannot be pickled) and use no torch.
+        context = mp.get_context("fork")
+        self.num_envs = len(env_fns)
+        probe = env_fns[-1]()  # the spaces, from a throwaway env (the last: never the one that records video)
+        self.single_observation_space, self.single_action_space = probe.observation_space, probe.action_space
+        probe.close()
+        shape, dtype = self.single_observation_space.shape, np.dtype(self.single_observation_space.dtype)
+        self.obs_buffer = context.RawArray("b", self.num_envs * int(np.prod(shape)) * dtype.itemsize)
+        self.obs = np.frombuffer(self.obs_buffer, dtype=dtype).reshape(self.num_envs, *shape)
+        self.slices = [(int(s[0]), int(s[-1]) + 1) for s in np.array_split(np.arange(self.num_envs), num_workers)]
+        self.conns, self.processes = [], []
+        for first, end in self.slices:
+            parent, child = context.Pipe()
+            process = context.Process(target=run_worker, daemon=True,
+                                      args=(child, env_fns[first:end], first, self.obs_buffer, shape, dtype))
+            process.start()
+            child.close()
+            self.conns.append(parent)
+            self.processes.append(process)
+        for _ in self.receive():  # each worker sends its spaces once its envs are built
+            pass
+
+    def receive(self) -> list:
+        replies = [conn.recv() for conn in self.conns]
+        for reply in replies:
+            if isinstance(reply, Exception):
+                self.close()
+                raise reply
+        return replies
+
+    def reset(self, seed: int | None = None):
+        for conn, (first, _) in zip(self.conns, self.slices):
+            conn.send(("reset", None if seed is None else seed + first))
+        self.receive()
+        return self.obs.copy(), {}
+
+    def step(self, actions: np.ndarray):
+        for conn, (first, end) in zip(self.conns, self.slices):
+            conn.send(("step", actions[first:end]))
+        replies = self.receive()
+        rewards, terminated, truncated, game_over = (np.concatenate([reply[k] for reply in replies]) for k in (0, 1, 2, 4))
+        done = terminated | truncated
+        infos = {}
+        if done.any():
+            final_obs = [obs for r in replies if r[3] is not None for obs in r[3]]
+            returns, lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
+            for (first, end), reply in zip(self.slices, replies):
+                if reply[5] is not None:
+                    returns[first:end], lengths[first:end] = reply[5]
+            infos = episode_infos(self.num_envs, done, final_obs, game_over, returns, lengths)
+        return self.obs.copy(), rewards, terminated, truncated, infos
+
+    def close(self):
+        for conn, process in zip(self.conns, self.processes):
+            try:
+                conn.send(("close", None))
+                conn.recv()
+            except (BrokenPipeError, EOFError, OSError):
+                pass
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+        self.conns, self.processes = [], []
+
+
+def make_vector_env(args: Args, seed: int, video_dir: str, num_envs: int | None = None):
+    """The n_e envs on the run's engine. Evaluation asks for one env, which steps in this process."""
+    num_envs = num_envs or args.num_envs
+    if resolve_backend(args) == "envpool":
+        return EnvPoolVecEnv(args.env_id, num_envs, seed, num_threads=min(args.num_workers, num_envs))
+    env_fns = [make_env(args.env_id, i, args.capture_video, video_dir) for i in range(num_envs)]
+    if args.num_workers == 0 or num_envs == 1:
+        return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    return WorkerVecEnv(env_fns, min(args.num_workers, num_envs))
+
+
+def finished_episodes(infos: dict):
+    """(returns, lengths) of the episodes that ended in this step of a SAME_STEP vector env."""
+    final = infos.get("final_info")
+    if final is None or "episode" not in final:
+        return (), ()
+    mask = final["_episode"]
+    return final["episode"]["r"][mask], final["episode"]["l"][mask]
+
+# --------------------------------------------------------------------------------------------------
+# The math
+# --------------------------------------------------------------------------------------------------
+
+
+def nstep_returns(
+    rewards: torch.Tensor,
+    next_value: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    final_values: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """The n_e x t_max matrix of n-step returns of Algorithm 1 (lines 10-14), laid out [t_max, n_e]:
+    R = V(s_{t_max}) after the last step, then R_t = r_t + gamma * R_{t+1} backwards, so step t looks
+    ahead t_max - t steps (the first step of a rollout t_max, the last one 1). All envs at once.
+
+    When an env's episode ends at step t its return restarts: terminated means no future (R_{t+1} = 0,
+    the paper's terminal state), truncated means the episode was cut off, so bootstrap from
+    final_values[t], the value of its final observation. Terminated and truncated together count as
+    terminated.
+    """
+    returns = torch.zeros_like(rewards)
+    future = next_value
+    for t in reversed(range(rewards.shape[0])):
+        future = torch.where(truncated[t], final_values[t], future)
+        future = torch.where(terminated[t], torch.zeros_like(future), future)
+        future = rewards[t] + gamma * future
+        returns[t] = future
+    return returns
+
+
+class RMSpropTF(torch.optim.Optimizer):
+    """RMSProp as in TensorFlow, which the paper's and baselines' code used: epsilon inside the root.
+
+        v <- decay * v + (1 - decay) * g^2
+        p <- p - lr * g / sqrt(v + eps)
+
+    torch.optim.RMSprop computes g / (sqrt(v) + eps) instead. With the paper's eps = 0.1 the two differ
+    a lot: the TF form caps the step at lr * g / sqrt(0.1) for small gradients, the torch form at lr * g
+    / 0.1. v starts at 0 as in torch and current TF (TF1's RMSPropOptimizer started it at 1).
+    """
+
+    def __init__(self, params, lr: float = 7e-4, decay: float = 0.99, eps: float = 0.1):
+        super().__init__(params, dict(lr=lr, decay=decay, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["square_avg"] = torch.zeros_like(p)
+                square_avg = state["square_avg"]
+                square_avg.mul_(group["decay"]).addcmul_(p.grad, p.grad, value=1 - group["decay"])
+                p.addcdiv_(p.grad, (square_avg + group["eps"]).sqrt_(), value=-group["lr"])
+
+
+def actor_critic_loss(
+    logprob: torch.Tensor, entropy: torch.Tensor, value: torch.Tensor, returns: torch.Tensor,
+    ent_coef: float, vf_coef: float, loss_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The PAAC loss, means over the n_e * t_max batch (Algorithm 1, lines 16-17): policy gradient with
+    advantage R - V (V not differentiated there), minus beta times the entropy, plus vf_coef times the
+    squared error of V; all times loss_scale, as in the authors' code. Returns (loss, policy loss, value
+    loss, entropy), the last three unscaled."""
+    advantages = returns - value.detach()
+    pg_loss = -(logprob * advantages).mean()
+    v_loss = ((returns - value) ** 2).mean()
+    entropy_mean = entropy.mean()
+    return loss_scale * (pg_loss - ent_coef * entropy_mean + vf_coef * v_loss), pg_loss, v_loss, entropy_mean
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var[target - predicted] / Var[target]: 1 is perfect, 0 no better than a constant."""
+    if target.numel() < 2:  # one-step actor-critic's batch of one
+        return float("nan")
+    variance = target.var()
+    return float("nan") if variance == 0 else float(1 - (target - predicted).var() / variance)
+
+
+
+# --------------------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------------------
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights and constant biases, as in the authors' baselines code."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+
+def is_channel_last(shape: tuple[int, ...]) -> bool:
+    """Image observations come as C x H x W from the Atari chain and EnvPool (4 x 84 x 84) but as
+    H x W x C from MinAtar (10 x 10 x C, C = 4 to 10). Read as channel-last when the last axis is no
+    longer than either of the first two; such observations are transposed before the convolutions."""
+    return len(shape) == 3 and shape[2] <= min(shape[0], shape[1])
+
+
+class Agent(nn.Module):
+    """Policy and value heads on one shared trunk, as in the paper:
+    - Atari-sized images, arch nips: the A3C network (the DQN 2013 one), 16 8x8 stride 4, 32 4x4
+      stride 2, 256 dense; arch nature: the DQN 2015 network, 32 8x8 stride 4, 64 4x4 stride 2, 64 3x3
+      stride 1, 512 dense; ReLU (paper Section 5; authors' code, networks.py);
+    - images smaller than 20x20, which those networks cannot take: MinAtar's network (Young & Tian 2019),
+      16 3x3 stride 1, 128 dense, ReLU;
+    - vector observations: an MLP of 64-64 tanh units, one for the policy and one for the value (as in
+      ppo.py; separate, so the value error's scale cannot disturb the policy's features).
+    Pixels scale to [0, 1] (uint8 / 255; MinAtar's bool channels as 0 or 1)."""
+
+    def __init__(self, observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete, arch: str = "nips"):
+        super().__init__()
+        shape = observation_space.shape
+        self.image = len(shape) == 3
+        self.channel_last = is_channel_last(shape)
+        n_out = int(action_space.n)
+        if self.image:
+            channels, height, width = (shape[2], shape[0], shape[1]) if self.channel_last else shape
+            if min(height, width) < 20:
+                convs, hidden = [layer_init(nn.Conv2d(channels, 16, 3, stride=1)), nn.ReLU()], 128
+            elif arch == "nips":
+                convs = [layer_init(nn.Conv2d(channels, 16, 8, stride=4)), nn.ReLU(),
+                         layer_init(nn.Conv2d(16, 32, 4, stride=2)), nn.ReLU()]
+                hidden = 256
+            else:
+                convs = [layer_init(nn.Conv2d(channels, 32, 8, stride=4)), nn.ReLU(),
+                         layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+                         layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU()]
+                hidden = 512
+            body = nn.Sequential(*convs, nn.Flatten())
+            with torch.no_grad():
+                n_flat = body(torch.zeros(1, channels, height, width)).shape[1]
+            self.trunk = nn.Sequential(body, layer_init(nn.Linear(n_flat, hidden)), nn.ReLU())
+            self.actor = layer_init(nn.Linear(hidden, n_out), std=0.01)
+            self.critic = layer_init(nn.Linear(hidden, 1), std=1.0)
+        else:
+            n_in = int(np.prod(shape))
+            self.trunk = nn.Identity()
+            self.actor = nn.Sequential(
+                layer_init(nn.Linear(n_in, 64)), nn.Tanh(),
+                layer_init(nn.Linear(64, 64)), nn.Tanh(),
+                layer_init(nn.Linear(64, n_out), std=0.01),
+            )
+            self.critic = nn.Sequential(
+                layer_init(nn.Linear(n_in, 64)), nn.Tanh(),
+                layer_init(nn.Linear(64, 64)), nn.Tanh(),
+                layer_init(nn.Linear(64, 1), std=1.0),
+            )
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.image:
+            return obs.float()
+        x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
+        if self.channel_last:
+            x = x.permute(0, 3, 1, 2)
+        return self.trunk(x)
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.features(obs)).squeeze(-1)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's logits and the values of a batch of observations."""
+        hidden = self.features(obs)
+        return self.actor(hidden), self.critic(hidden).squeeze(-1)
+
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample actions at an env step; give them with the logits and values, whose graph (when grad is
+        on) the update reuses. No distribution object: cheaper."""
+        logits, value = self(obs)
+        with torch.no_grad():
+            # Gumbel-max: argmax(log p - log E), E ~ Exp(1), is a sample of p; cheaper than torch.multinomial.
+            action = (logits.log_softmax(-1) - torch.empty_like(logits).exponential_().log()).argmax(-1)
+        return action, logits, value
+
+    def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None, deterministic: bool = False):
+        hidden = self.features(obs)
+        dist = Categorical(logits=self.actor(hidden), validate_args=False)
+        if action is None:
+            action = dist.probs.argmax(-1) if deterministic else dist.sample()
+        return action, dist.log_prob(action), dist.entropy(), self.critic(hidden).squeeze(-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Run directory, checkpoints, evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def atomic_write(path: str, write) -> None:
+    """Write through a temporary file and rename it over path, so readers never see half a file."""
+    tmp = f"{path}.tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_torch(obj, path: str) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_json(path: str, obj: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    atomic_write(path, write)
+
+
+def load_checkpoint(run_dir: str) -> dict:
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there (was it run with --checkpoint-every?)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unpickling failure means the file cannot be trusted
+        raise ConfigError(f"--resume {run_dir}: checkpoint.pt is corrupt ({type(error).__name__}: {error})") from None
+
+
+def rng_state() -> dict:
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": list(random.getstate()[1]),
+        "numpy": [torch.from_numpy(key.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((3, tuple(state["python"]), None))
+    key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+
+
+EPISODE_FIELDS = ["global_step", "episodic_return", "episodic_length", "wall_time"]
+
+
+def open_episode_log(run_dir: str, keep_until_step: int | None):
+    """Open episodes.csv for appending. On resume, first drop the rows written after the checkpoint:
+    those episodes are replayed, and keeping both would duplicate them."""
+    path = os.path.join(run_dir, "episodes.csv")
+    if keep_until_step is not None and os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["global_step"]) <= keep_until_step]
+
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, EPISODE_FIELDS)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(path, write)
+    new = not os.path.exists(path)
+    f = open(path, "a", newline="")
+    writer = csv.writer(f)
+    if new:
+        writer.writerow(EPISODE_FIELDS)
+    return f, writer
+
+
+def package_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for package in ("torch", "gymnasium", "numpy", "ale-py", "minatar", "envpool", "tyro"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def evaluate(agent: Agent, args: Args, episodes: int, seed: int, deterministic: bool, video_dir: str) -> list[float]:
+    """The undiscounted returns of `episodes` whole episodes (whole games on Atari)."""
+    envs = make_vector_env(args, seed, video_dir, num_envs=1)
+    device = next(agent.parameters()).device
+    obs, _ = envs.reset(seed=seed)
+    returns: list[float] = []
+    while len(returns) < episodes:
+        with torch.inference_mode():
+            action = agent.get_action_and_value(torch.as_tensor(obs, device=device), deterministic=deterministic)[0]
+        action = action.cpu().numpy()
+        obs, _, _, _, infos = envs.step(action)
+        returns.extend(float(r) for r in finished_episodes(infos)[0])
+    envs.close()
+    return returns[:episodes]
+
+
+def load_agent(model_path: str) -> tuple[Agent, Args]:
+    """Rebuild the agent saved by --save-model: weights and args."""
+    try:
+        saved = torch.load(model_path, map_location="cpu", weights_only=True)
+        args = Args(**saved["args"])
+    except Exception as error:  # missing, truncated or foreign file
+        raise ConfigError(f"cannot load an paac.py model from {model_path} ({type(error).__name__}: {error})") from None
+    envs = make_vector_env(dataclasses.replace(args, capture_video=False), args.seed, "", num_envs=1)
+    agent = Agent(envs.single_observation_space, envs.single_action_space, args.arch)
+    envs.close()
+    agent.load_state_dict(saved["model"])
+    return agent, args
+
+
+def main_evaluate(eval_args: EvalArgs) -> dict:
+    agent, args = load_agent(eval_args.model_path)
+    args = dataclasses.replace(args, capture_video=eval_args.capture_video)
+    video_dir = os.path.join(os.path.dirname(os.path.abspath(eval_args.model_path)), "videos")
+    returns = evaluate(agent, args, eval_args.episodes, eval_args.seed, eval_args.deterministic, video_dir)
+    result = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+    print(json.dumps(result))
+    return result
+
+
+class Progress:
+    """One status line: rewritten in place on a terminal, printed every `every` seconds otherwise."""
+
+    def __init__(self, total: int, start_step: int, every: float = 30.0):
+        self.total, self.start_step, self.every = total, start_step, every
+        self.tty = sys.stdout.isatty()
+        self.start = self.last = time.time()
+
+    def update(self, step: int, recent_returns, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self.last < (0.5 if self.tty else self.every):
+            return
+        self.last = now
+        sps = (step - self.start_step) / max(now - self.start, 1e-9)
+        eta = (self.total - step) / max(sps, 1e-9)
+        recent = f"{np.mean(recent_returns):9.2f}" if recent_returns else "      n/a"
+        line = (f"step {step:>10,}/{self.total:,} ({100 * step / self.total:5.1f}%) | {sps:7,.0f} steps/s | "
+                f"return (last {len(recent_returns)}) {recent} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+        if self.tty:
+            print(f"\r{line}", end="", flush=True)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print()
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+def main(args: Args) -> dict:
+    """Train PAAC and return the summary that is also written to RUN_DIR/summary.json. A run stopped by
+    SIGINT or SIGTERM returns {"interrupted": True, "global_step", "run_dir"} and writes no summary."""
+    checkpoint = None
+    if args.resume:
+        checkpoint = load_checkpoint(args.resume)
+        args = dataclasses.replace(Args(**checkpoint["args"]), resume=args.resume, run_dir=args.resume)
+    check_args(args)
+    check_env_id(args.env_id)
+    run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    # The engine auto chose is written into the run's args, so evaluating and resuming use the same one.
+    args = dataclasses.replace(args, run_dir=run_dir, env_backend=resolve_backend(args))
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # A resumed run cannot restore the environments' internal states: it starts fresh episodes, seeded
+    # from the step it resumes at, so that resuming is itself reproducible.
+    env_seed = args.seed + (checkpoint["global_step"] if checkpoint else 0)
+    envs = make_vector_env(args, env_seed, os.path.join(run_dir, "videos"))
+    try:
+        check_spaces(envs.single_observation_space, envs.single_action_space)
+    except ConfigError:
+        envs.close()
+        raise
+    image_obs = len(envs.single_observation_space.shape) == 3
+    threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
+    torch.set_num_threads(args.threads or (threads_before if image_obs else 1))
+
+    agent = Agent(envs.single_observation_space, envs.single_action_space, args.arch).to(device)
+    optimizer = RMSpropTF(agent.parameters(), lr=args.learning_rate, decay=args.rms_decay, eps=args.rms_eps)
+    global_step, start_iteration, elapsed_before = 0, 1, 0.0
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        global_step = checkpoint["global_step"]
+        start_iteration, elapsed_before = checkpoint["iteration"] + 1, checkpoint["elapsed"]
+        set_rng_state(checkpoint["rng"])
+
+    os.makedirs(run_dir, exist_ok=True)
+    episode_file, episode_log = open_episode_log(run_dir, global_step if checkpoint else None)
+    if args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
+                   name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
+                   sync_tensorboard=True)
+    writer = SummaryWriter(run_dir)
+    if checkpoint is None:
+        table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+
+    # Rollout storage, allocated once. No observations: the update reuses the acting forward passes.
+    T, N = args.num_steps, args.num_envs
+    action_buf = torch.zeros((T, N), dtype=torch.long, device=device)
+    value_buf, final_value_buf = torch.zeros((T, N), device=device), torch.zeros((T, N), device=device)
+    # What the envs return stays in numpy until the rollout ends: one conversion instead of one a step.
+    reward_buf = np.zeros((T, N), dtype=np.float32)
+    terminated_buf, truncated_buf = np.zeros((T, N), dtype=bool), np.zeros((T, N), dtype=bool)
+
+    stop_signal = []
+    previous_handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous_handlers[sig] = signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+
+    def save_checkpoint(iteration: int) -> None:
+        save_torch({
+            "args": dataclasses.asdict(args), "model": agent.state_dict(), "optimizer": optimizer.state_dict(),
+            "global_step": global_step, "iteration": iteration,
+            "elapsed": elapsed_before + time.time() - start_time, "rng": rng_state(),
+        }, os.path.join(run_dir, "checkpoint.pt"))
+
+    next_obs_np, _ = envs.reset(seed=env_seed)
+    next_obs = torch.as_tensor(next_obs_np, device=device)
+    recent_returns: deque = deque(maxlen=20)
+    start_time, start_step = time.time(), global_step
+    progress = Progress(args.num_iterations * args.batch_size, global_step)
+    log_every = max(1, 1000 // args.batch_size)  # losses to TensorBoard about every 1000 steps, not every update
+    iteration = start_iteration - 1
+    try:
+        for iteration in range(start_iteration, args.num_iterations + 1):
+            alpha = 1.0 - (iteration - 1) / args.num_iterations if args.anneal else 1.0
+            optimizer.param_groups[0]["lr"] = alpha * args.learning_rate
+
+            # The acting forward passes keep their graphs, and the update differentiates those same outputs:
+            # the parameters do not change within a rollout, so running the n_e x t_max observations through
+            # the network again (as the authors' code did) would give the same numbers at a third more cost.
+            step_logits, step_values = [], []
+            for step in range(T):
+                global_step += N
+                action, logits, value = agent.act(next_obs)
+                step_logits.append(logits)
+                step_values.append(value)
+                action_buf[step], value_buf[step] = action, value.detach()
+                next_obs_np, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
+                next_obs = torch.as_tensor(next_obs_np, device=device)
+                reward_buf[step], terminated_buf[step], truncated_buf[step] = reward, terminated, truncated
+                if truncated.any():  # rare: the value of each cut-off episode's final observation
+                    ids = np.flatnonzero(truncated)
+                    final_obs = torch.as_tensor(np.stack(infos["final_obs"][ids]), device=device)
+                    with torch.inference_mode():
+                        final_value_buf[step, ids] = agent.get_value(final_obs)
+                for episodic_return, episodic_length in zip(*finished_episodes(infos)):
+                    wall_time = elapsed_before + time.time() - start_time
+                    episode_log.writerow([global_step, float(episodic_return), int(episodic_length), round(wall_time, 3)])
+                    episode_file.flush()
+                    writer.add_scalar("charts/episodic_return", episodic_return, global_step)
+                    writer.add_scalar("charts/episodic_length", episodic_length, global_step)
+                    recent_returns.append(float(episodic_return))
+
+            with torch.inference_mode():
+                next_value = agent.get_value(next_obs)
+            rewards, terminated, truncated = (torch.from_numpy(x).to(device) for x in (reward_buf, terminated_buf, truncated_buf))
+            returns = nstep_returns(rewards, next_value, terminated, truncated, final_value_buf, args.gamma).reshape(-1)
+
+            log_probs = torch.cat(step_logits).log_softmax(-1)
+            logprob = log_probs.gather(1, action_buf.reshape(-1, 1)).squeeze(1)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            value = torch.cat(step_values)
+            loss, pg_loss, v_loss, entropy_mean = actor_critic_loss(logprob, entropy, value, returns,
+                                                                    args.ent_coef, args.vf_coef, args.loss_scale)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the loss became {loss.item()} at step {global_step}; the last good checkpoint "
+                    "(if any) is kept. Try a lower --learning-rate or --max-grad-norm")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            optimizer.step()
+
+            if iteration % log_every == 0 or iteration == args.num_iterations:
+                # Measured on the batch before the update (PAAC makes one step per batch).
+                sps = int((global_step - start_step) / (time.time() - start_time))
+                for name, scalar in (
+                    ("charts/learning_rate", optimizer.param_groups[0]["lr"]), ("charts/SPS", sps),
+                    ("losses/policy_loss", pg_loss.item()), ("losses/value_loss", v_loss.item()),
+                    ("losses/entropy", entropy_mean.item()),
+                    ("losses/explained_variance", explained_variance(value_buf.reshape(-1), returns)),
+                ):
+                    writer.add_scalar(name, scalar, global_step)
+            progress.update(global_step, recent_returns, force=iteration == args.num_iterations)
+
+            if stop_signal:
+                save_checkpoint(iteration)
+                print(f"\nstopped by signal {stop_signal[0]} at step {global_step}; resume with --resume {run_dir}")
+                writer.close()
+                return {"interrupted": True, "global_step": global_step, "run_dir": run_dir}
+            if args.checkpoint_every and global_step // args.checkpoint_every > (global_step - args.batch_size) // args.checkpoint_every:
+                save_checkpoint(iteration)
+    finally:
+        progress.close()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+        episode_file.close()
+        envs.close()
+        writer.flush()
+        torch.set_num_threads(threads_before)
+
+    if args.checkpoint_every:
+        save_checkpoint(iteration)
+    elapsed = elapsed_before + time.time() - start_time
+    summary = {
+        "algo": "paac", "env_id": args.env_id, "seed": args.seed, "total_steps": global_step,
+        "sps": int((global_step - start_step) / (time.time() - start_time)), "wall_time": round(elapsed, 1),
+        "args": dataclasses.asdict(args), "versions": package_versions(),
+    }
+    if args.save_model:
+        save_torch({"args": dataclasses.asdict(args), "model": agent.state_dict()}, os.path.join(run_dir, "model.pt"))
+    if args.eval_episodes:
+        eval_returns = evaluate(agent, dataclasses.replace(args, capture_video=False), args.eval_episodes,
+                                args.seed + 100_000, args.eval_deterministic, "")
+        summary["eval"] = {"episodes": len(eval_returns), "deterministic": args.eval_deterministic,
+                           "mean_return": float(np.mean(eval_returns)), "std_return": float(np.std(eval_returns))}
+        writer.add_scalar("eval/mean_return", summary["eval"]["mean_return"], global_step)
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    writer.close()
+    if args.track:
+        wandb.finish()
+    result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} over "
+              f"{args.eval_episodes} episodes" if args.eval_episodes else "")
+    print(f"done: {global_step:,} steps at {summary['sps']:,} steps/s in {run_dir}{result}")
+    return summary
+
+
+def parse_args(argv: list[str]) -> Args | EvalArgs:
+    """`evaluate MODEL ...` gives EvalArgs. Anything else gives training Args: the preset named by
+    --preset (default classic), with the other flags applied over it."""
+    if argv[:1] == ["evaluate"]:
+        return tyro.cli(EvalArgs, args=argv[1:], prog="paac.py evaluate")
+    preset = "classic"
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            preset = argv[i + 1]
+        elif arg.startswith("--preset="):
+            preset = arg.split("=", 1)[1]
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
+
+
+if __name__ == "__main__":
+    try:
+        args = parse_args(sys.argv[1:])
+        main_evaluate(args) if isinstance(args, EvalArgs) else main(args)
+    except ConfigError as error:
+        sys.exit(f"paac.py: error: {error}")
