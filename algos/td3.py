@@ -699,7 +699,7 @@ def main(args: Args) -> dict:
             if global_step % 1000 == 0 or global_step == args.total_timesteps:
                 check_finite()
                 sps = int((global_step - start_step) / (time.time() - start_time))
-                for name, value in (("losses/qf_loss", qf_loss), ("losses/actor_loss", pg_loss),
+                for name, value in (("losses/qf_loss", qf_loss.detach()), ("losses/actor_loss", pg_loss.detach()),
                                     ("losses/qf_values", q_mean), ("charts/SPS", sps)):
                     writer.add_scalar(name, float(value), global_step)
             if args.eval_every and args.eval_episodes and global_step % args.eval_every == 0:
