@@ -283,8 +283,10 @@ class ReplayBuffer:
             self.pos = (self.pos + 1) % self.capacity
             self.size = min(self.size + 1, self.capacity)
 
-    def sample(self, indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The transitions at `indices` (draw them in [0, size): only filled slots hold data)."""
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """batch_size transitions drawn uniformly, with replacement, from the filled slots: (obs, actions,
+        rewards, next_obs, terminated). The indices come from torch's generator on the device, no host sync."""
+        indices = torch.randint(0, self.size, (batch_size,), device=self.obs.device)
         return (self.obs[indices], self.actions[indices], self.rewards[indices], self.next_obs[indices],
                 self.terminated[indices])
 
@@ -672,8 +674,7 @@ def main(args: Args) -> dict:
                 if learn_start_time is None:
                     learn_start_time, learn_start_step = time.time(), global_step - 1
                 updates += 1
-                b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(
-                    torch.randint(0, buffer.size, (args.batch_size,), device=device))
+                b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(args.batch_size)
                 with torch.no_grad():
                     next_actions = target_policy_action(agent.actor_target(b_next_obs), torch.randn_like(b_actions),
                                                         args.policy_noise, args.noise_clip)

@@ -13,8 +13,11 @@ import torch
 
 from helpers import read_episodes, returns_of, run_cli, start_run, wait_for
 
-# For each script: flags for a tiny CartPole run, flags for a longer one that checkpoints often, the
-# number of envs the longer one steps in parallel, and the module-level function that computes its loss.
+# For each script: flags for a tiny run, flags for a longer one that checkpoints often, the number of envs
+# the longer one steps in parallel, and the module-level function that computes its loss. Runs are on
+# CartPole-v1 unless the entry names another env (which its flags then select with --env-id), and the
+# determinism check runs `determinism_steps` env steps (default 4096).
+SMALL_NETS = ["--hidden-sizes", "32", "32", "--batch-size", "32", "--eval-every", "0"]
 SCRIPTS = {
     "ppo": dict(
         tiny=["--total-timesteps", "512", "--num-steps", "128", "--minibatch-size", "64", "--update-epochs", "2"],
@@ -34,7 +37,42 @@ SCRIPTS = {
         envs=16,
         loss="actor_critic_loss",
     ),
+    "ddpg": dict(
+        env="Pendulum-v1",
+        tiny=["--env-id", "Pendulum-v1", "--total-timesteps", "400", "--learning-starts", "100", *SMALL_NETS],
+        long=["--env-id", "Pendulum-v1", "--total-timesteps", "6000", "--learning-starts", "500", *SMALL_NETS,
+              "--checkpoint-every", "1000"],
+        envs=1,
+        loss="critic_loss",
+        determinism_steps=4400,
+    ),
+    "td3": dict(
+        env="Pendulum-v1",
+        tiny=["--env-id", "Pendulum-v1", "--total-timesteps", "400", "--learning-starts", "100", *SMALL_NETS],
+        long=["--env-id", "Pendulum-v1", "--total-timesteps", "6000", "--learning-starts", "500", *SMALL_NETS,
+              "--checkpoint-every", "1000"],
+        envs=1,
+        loss="critic_loss",
+        determinism_steps=4400,
+    ),
 }
+
+# What the checks may assume of each env: the bounds of one step's reward and the longest episode.
+ENVS = {
+    "CartPole-v1": dict(reward=(1.0, 1.0), episode_steps=500),
+    "Pendulum-v1": dict(reward=(-16.2736044, 0.0), episode_steps=200),  # -(pi^2 + 0.1 * 8^2 + 0.001 * 2^2)
+}
+
+
+def env_of(flags: dict) -> str:
+    return flags.get("env", "CartPole-v1")
+
+
+def possible_return(env_id: str, episodic_return: float, length: int | None = None) -> bool:
+    """Whether a return could come from an episode of env_id (of that length, when given)."""
+    low, high = ENVS[env_id]["reward"]
+    lengths = [length] if length is not None else [1, ENVS[env_id]["episode_steps"]]
+    return min(low * n for n in lengths) - 1e-6 <= episodic_return <= max(high * n for n in lengths) + 1e-6
 
 
 @pytest.fixture(params=list(SCRIPTS))
@@ -54,31 +92,32 @@ def test_a_run_writes_its_directory_and_gives_back_the_callers_threads(script):
     assert torch.get_num_threads() == 2
     torch.set_num_threads(1)
     rows = read_episodes("run")
+    env_id = env_of(flags)
     assert rows and list(rows[0]) == ["global_step", "episodic_return", "episodic_length", "wall_time"]
-    assert all(float(r["episodic_return"]) == int(r["episodic_length"]) for r in rows)  # CartPole: +1 a step
+    assert all(possible_return(env_id, float(r["episodic_return"]), int(r["episodic_length"])) for r in rows)
     written = json.load(open("run/summary.json"))
     assert written == json.loads(json.dumps(summary))
     assert written["total_steps"] > 0 and written["sps"] > 0 and written["wall_time"] > 0
-    assert written["args"]["env_id"] == "CartPole-v1" and "torch" in written["versions"]
-    assert written["eval"]["episodes"] == 2 and written["eval"]["mean_return"] > 0
+    assert written["args"]["env_id"] == env_id and "torch" in written["versions"]
+    assert written["eval"]["episodes"] == 2 and possible_return(env_id, written["eval"]["mean_return"])
     assert glob.glob("run/events.out.tfevents.*")
 
 
 def test_the_default_run_dir_follows_the_naming_scheme(script):
     name, module, flags = script
     train(module, *flags["tiny"], "--eval-episodes", "0", "--exp-name", "naming", "--seed", "3")
-    (run_dir,) = glob.glob("runs/CartPole-v1__naming__3__*")
+    (run_dir,) = glob.glob(f"runs/{env_of(flags)}__naming__3__*")
     assert os.path.isfile(os.path.join(run_dir, "summary.json"))
 
 
 def test_save_model_then_evaluate_from_the_command_line(script):
     name, module, flags = script
     train(module, *flags["tiny"], "--run-dir", "run", "--eval-episodes", "0", "--save-model")
-    assert torch.load("run/model.pt", weights_only=True)["args"]["env_id"] == "CartPole-v1"
+    assert torch.load("run/model.pt", weights_only=True)["args"]["env_id"] == env_of(flags)
     out = run_cli(name, "evaluate", "run/model.pt", "--episodes", "3")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["episodes"] == 3 and result["mean_return"] > 0
+    assert result["episodes"] == 3 and possible_return(env_of(flags), result["mean_return"])
 
 
 def test_capture_video(script):
@@ -98,7 +137,7 @@ def test_the_same_seed_gives_identical_episodes(script):
     name, module, flags = script
     for run_dir, seed in (("a", "1"), ("b", "1"), ("c", "2")):
         train(module, *flags["long"], "--run-dir", run_dir, "--eval-episodes", "0", "--seed", seed,
-              "--total-timesteps", "4096")
+              "--total-timesteps", str(flags.get("determinism_steps", 4096)))
     assert len(returns_of("a")) > 20
     assert returns_of("a") == returns_of("b")
     assert returns_of("a") != returns_of("c")
@@ -132,8 +171,8 @@ def test_resume_after_a_kill_ends_at_the_same_steps_without_duplicate_or_lost_ep
     # resumed run's first episodes would step back below them.
     steps = [int(r["global_step"]) for r in after]
     assert steps == sorted(steps)
-    # The first episode after the checkpoint ends within one CartPole episode (500 steps per env) of it.
-    assert saved_step < steps[len(kept)] <= saved_step + 500 * flags["envs"]
+    # The first episode after the checkpoint ends within one longest episode (per env) of it.
+    assert saved_step < steps[len(kept)] <= saved_step + ENVS[env_of(flags)]["episode_steps"] * flags["envs"]
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(script):
