@@ -1,4 +1,4 @@
-"""Training throughput of algos/ppo.py and algos/a2c_atari.py next to the raw throughput of their envs.
+"""Training throughput of the scripts in algos/ next to the raw throughput of their envs.
 
 For each row, two numbers are measured one after the other in this process:
 
@@ -7,7 +7,10 @@ For each row, two numbers are measured one after the other in this process:
   that only `envs.step` is timed. SPS = num_envs x steps / seconds.
 - train SPS: the script's `main` itself on the same settings (no evaluation, run files in a temporary directory),
   the "sps" of its summary: env steps over the wall time of the training loop (acting, env stepping,
-  GAE, the updates and the logging; setup excluded, as in the raw measurement).
+  GAE, the updates and the logging; setup excluded, as in the raw measurement). For the off-policy scripts
+  (ddpg.py, td3.py), which act randomly for --learning-starts steps and then update once per env step, it
+  is their "learning_sps": env steps/s from the first update on, the figure that compares them with other
+  implementations; the row's training budget counts those steps only.
 
 ratio = train SPS / raw SPS is the share of the env's own speed that training keeps; 1 - ratio is what
 the agent costs. Absolute steps/s on a small shared machine drift by tens of percent between runs, so
@@ -16,7 +19,7 @@ the numbers we quote are the ratios, measured side by side in one run.
 Rows: PPO on CartPole-v1 with the defaults of CleanRL's ppo.py (4 envs x 128 steps, minibatch 128,
 4 epochs) and with ppo.py's classic preset; A2C on CartPole-v1 (classic preset); PPO and A2C on Breakout
 with their atari presets on the gymnasium and EnvPool backends (EnvPool rows are skipped, with a note,
-when envpool is not installed).
+when envpool is not installed); DDPG and TD3 on Hopper-v5 with each preset, 1,000 random steps first.
 
     python -m benchmark.throughput                     # every row, about 8 minutes on 2 cores
     python -m benchmark.throughput --only cartpole --steps-scale 0.2 --out throughput.json
@@ -40,9 +43,11 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
 import a2c_atari  # noqa: E402
+import ddpg  # noqa: E402
 import ppo  # noqa: E402
+import td3  # noqa: E402
 
-SCRIPTS = {"ppo": ppo, "a2c": a2c_atari}
+SCRIPTS = {"ppo": ppo, "a2c": a2c_atari, "ddpg": ddpg, "td3": td3}
 
 # ppo.main sets torch's thread count (1 for vector observations, the current count for images) and leaves
 # it set; restoring the count of a fresh process before each measurement keeps one row from slowing another.
@@ -56,7 +61,7 @@ class Row:
     env_id: str
     preset: str
     label: str
-    train_steps: int  # env steps of training at --steps-scale 1 (rounded to whole batches)
+    train_steps: int  # env steps of training at --steps-scale 1 (rounded to whole batches; off-policy: after learning starts)
     raw_steps: int  # env steps of the raw measurement at --steps-scale 1 (summed over the envs)
     overrides: dict = field(default_factory=dict)
 
@@ -71,13 +76,29 @@ ROWS = [
         dict(env_backend="envpool")),
     Row("a2c", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset", 30_720, 8_000),
     Row("a2c", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset", 30_720, 8_000, dict(env_backend="envpool")),
+    Row("ddpg", "mujoco", "Hopper-v5", "paper", "paper preset, 400-300, batch 64", 5_000, 20_000,
+        dict(learning_starts=1_000)),
+    Row("ddpg", "mujoco", "Hopper-v5", "our-ddpg", "our-ddpg preset, 400-300, batch 100", 5_000, 20_000,
+        dict(learning_starts=1_000)),
+    Row("td3", "mujoco", "Hopper-v5", "paper", "paper preset, 400-300, batch 100", 5_000, 20_000,
+        dict(learning_starts=1_000)),
+    Row("td3", "mujoco", "Hopper-v5", "authors", "authors preset, 256-256, batch 256", 5_000, 20_000,
+        dict(learning_starts=1_000)),
 ]
+
+
+def off_policy(args) -> bool:
+    """Whether the script learns from a replay buffer after --learning-starts random steps (ddpg, td3)."""
+    return hasattr(args, "learning_starts")
 
 
 def row_args(row: Row, steps_scale: float):
     """The script's settings of a row, with its training budget scaled and rounded to whole batches."""
     script = SCRIPTS[row.algo]
     args = dataclasses.replace(script.PRESETS[row.preset], env_id=row.env_id, eval_episodes=0, **row.overrides)
+    if off_policy(args):
+        steps = max(1, round(row.train_steps * steps_scale))
+        return dataclasses.replace(args, eval_every=0, total_timesteps=args.learning_starts + steps)
     batches = max(1, round(row.train_steps * steps_scale / args.batch_size))
     return dataclasses.replace(args, total_timesteps=batches * args.batch_size)
 
@@ -108,13 +129,14 @@ def measure_raw(script, args, steps: int) -> float:
 
 
 def measure_train(script, args) -> float:
-    """The steps/s that the script's main reports for a run of these settings (its progress line is silenced)."""
+    """The steps/s that the script's main reports for a run of these settings (its progress line is silenced);
+    for off-policy scripts, those after learning starts."""
     start_clean()
     with tempfile.TemporaryDirectory() as run_dir, contextlib.redirect_stdout(io.StringIO()):
         summary = script.main(dataclasses.replace(args, run_dir=run_dir))
     if summary.get("interrupted"):  # main turns Ctrl-C into a checkpoint and a normal return
         raise KeyboardInterrupt
-    return float(summary["sps"])
+    return float(summary["learning_sps"] if off_policy(args) else summary["sps"])
 
 
 def envpool_problem() -> str | None:
@@ -127,6 +149,8 @@ def envpool_problem() -> str | None:
 
 
 def config_name(row: Row, args) -> str:
+    if off_policy(args):
+        return f"{row.algo} 1 env, {row.label}"
     return f"{row.algo} {args.num_envs}x{args.num_steps}, {row.label}"
 
 
@@ -135,13 +159,15 @@ def run(steps_scale: float = 1.0, only: str | None = None) -> list[dict]:
     results = []
     for i, row in enumerate(r for r in ROWS if only in (None, r.group)):
         args = row_args(row, steps_scale)
-        result = {"env_id": row.env_id, "backend": args.env_backend, "config": config_name(row, args)}
-        if args.env_backend == "envpool" and (problem := envpool_problem()):
+        backend = getattr(args, "env_backend", "gymnasium")
+        result = {"env_id": row.env_id, "backend": backend, "config": config_name(row, args)}
+        if backend == "envpool" and (problem := envpool_problem()):
             results.append({**result, "skipped": problem})
             continue
-        vector_steps = max(10, int(row.raw_steps * steps_scale) // args.num_envs)
-        raw_steps = vector_steps * args.num_envs
-        print(f"[{i + 1}] {row.env_id} {args.env_backend} {result['config']}: raw {raw_steps:,} steps, "
+        num_envs = getattr(args, "num_envs", 1)
+        vector_steps = max(10, int(row.raw_steps * steps_scale) // num_envs)
+        raw_steps = vector_steps * num_envs
+        print(f"[{i + 1}] {row.env_id} {backend} {result['config']}: raw {raw_steps:,} steps, "
               f"training {args.total_timesteps:,} steps", file=sys.stderr, flush=True)
         raw = measure_raw(SCRIPTS[row.algo], args, vector_steps)
         train = measure_train(SCRIPTS[row.algo], args)
@@ -169,7 +195,7 @@ def format_table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every step budget (default 1)")
-    parser.add_argument("--only", choices=["cartpole", "atari"], help="measure only these rows")
+    parser.add_argument("--only", choices=["cartpole", "atari", "mujoco"], help="measure only these rows")
     parser.add_argument("--out", help="also write the results to this JSON file")
     options = parser.parse_args(argv)
     if options.steps_scale <= 0:

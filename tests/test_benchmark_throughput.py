@@ -26,6 +26,16 @@ def test_budgets_round_to_whole_batches():
     for row in throughput.ROWS:
         for scale in (0.001, 0.02, 1.0):
             args = throughput.row_args(row, scale)
-            assert args.total_timesteps >= args.batch_size
-            assert args.total_timesteps % args.batch_size == 0
+            if throughput.off_policy(args):  # whole env steps after the random ones, no periodic evaluation
+                assert args.total_timesteps > args.learning_starts and args.eval_every == 0
+            else:
+                assert args.total_timesteps >= args.batch_size
+                assert args.total_timesteps % args.batch_size == 0
             assert args.eval_episodes == 0
+
+
+def test_mujoco_rows_at_tiny_scale():
+    rows = throughput.main(["--steps-scale", "0.01", "--only", "mujoco"])
+    assert [row["config"].split()[0] for row in rows] == ["ddpg", "ddpg", "td3", "td3"]
+    assert all(row["env_id"] == "Hopper-v5" and row["train_sps"] > 0 and row["raw_sps"] > 0 for row in rows)
+    assert all(row["train_steps"] == 1_050 for row in rows)  # 1,000 random steps, then 50 with updates
