@@ -40,8 +40,8 @@ SCRIPTS = {
     "ddpg": dict(
         env="Pendulum-v1",
         tiny=["--env-id", "Pendulum-v1", "--total-timesteps", "400", "--learning-starts", "100", *SMALL_NETS],
-        long=["--env-id", "Pendulum-v1", "--total-timesteps", "6000", "--learning-starts", "500", *SMALL_NETS,
-              "--checkpoint-every", "1000"],
+        long=["--env-id", "Pendulum-v1", "--total-timesteps", "3000", "--learning-starts", "300", *SMALL_NETS,
+              "--checkpoint-every", "500"],
         envs=1,
         loss="critic_loss",
         determinism_steps=4400,
@@ -49,8 +49,8 @@ SCRIPTS = {
     "td3": dict(
         env="Pendulum-v1",
         tiny=["--env-id", "Pendulum-v1", "--total-timesteps", "400", "--learning-starts", "100", *SMALL_NETS],
-        long=["--env-id", "Pendulum-v1", "--total-timesteps", "6000", "--learning-starts", "500", *SMALL_NETS,
-              "--checkpoint-every", "1000"],
+        long=["--env-id", "Pendulum-v1", "--total-timesteps", "3000", "--learning-starts", "300", *SMALL_NETS,
+              "--checkpoint-every", "500"],
         envs=1,
         loss="critic_loss",
         determinism_steps=4400,
