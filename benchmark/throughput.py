@@ -7,7 +7,10 @@ For each row, two numbers are measured one after the other in this process:
   that only `envs.step` is timed. SPS = num_envs x steps / seconds.
 - train SPS: the script's `main` itself on the same settings (no evaluation, run files in a temporary directory),
   the "sps" of its summary: env steps over the wall time of the training loop (acting, env stepping,
-  GAE, the updates and the logging; setup excluded, as in the raw measurement).
+  GAE, the updates and the logging; setup excluded, as in the raw measurement). For the off-policy scripts
+  (ddpg.py, td3.py), which act randomly for --learning-starts steps and then update once per env step, it
+  is their "learning_sps": env steps/s from the first update on, the figure that compares them with other
+  implementations; the row's training budget counts those steps only.
 
 ratio = train SPS / raw SPS is the share of the env's own speed that training keeps; 1 - ratio is what
 the agent costs. Absolute steps/s on a small shared machine drift by tens of percent between runs, so
@@ -17,9 +20,8 @@ Rows: PPO on CartPole-v1 with the defaults of CleanRL's ppo.py (4 envs x 128 ste
 4 epochs) and with ppo.py's classic preset; A2C on CartPole-v1 (classic preset); PPO and A2C on Breakout
 with their atari presets on the gymnasium and EnvPool backends (EnvPool rows are skipped, with a note,
 when envpool is not installed); TRPO on CartPole-v1 (classic preset), Hopper-v5 (mujoco preset) and
-Breakout (atari preset); SAC on Hopper-v5 with the paper's settings, learning from the first step
-(--learning-starts 0, no periodic evaluation), so that its train SPS is the speed after learning starts:
-one gradient step of batch 256 per env step.
+Breakout (atari preset); DDPG and TD3 on Hopper-v5 with each preset, 1,000 random steps first; SAC on
+Hopper-v5 with the paper's settings, learning from the first step (--learning-starts 0).
 
     python -m benchmark.throughput                     # every row, about 8 minutes on 2 cores
     python -m benchmark.throughput --only cartpole --steps-scale 0.2 --out throughput.json
@@ -44,11 +46,13 @@ from benchmark.common import write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
 import a2c_atari  # noqa: E402
+import ddpg  # noqa: E402
 import ppo  # noqa: E402
 import sac  # noqa: E402
+import td3  # noqa: E402
 import trpo  # noqa: E402
 
-SCRIPTS = {"ppo": ppo, "a2c": a2c_atari, "trpo": trpo, "sac": sac}
+SCRIPTS = {"ppo": ppo, "a2c": a2c_atari, "trpo": trpo, "ddpg": ddpg, "td3": td3, "sac": sac}
 
 # ppo.main sets torch's thread count (1 for vector observations, the current count for images) and leaves
 # it set; restoring the count of a fresh process before each measurement keeps one row from slowing another.
@@ -62,7 +66,7 @@ class Row:
     env_id: str
     preset: str
     label: str
-    train_steps: int  # env steps of training at --steps-scale 1 (rounded to whole rollouts)
+    train_steps: int  # env steps of training at --steps-scale 1 (rounded to whole batches; off-policy: after learning starts)
     raw_steps: int  # env steps of the raw measurement at --steps-scale 1 (summed over the envs)
     overrides: dict = field(default_factory=dict)
 
@@ -82,21 +86,31 @@ ROWS = [
     Row("trpo", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset, delta 0.001", 30_720, 8_000),
     Row("sac", "mujoco", "Hopper-v5", "mujoco", "paper settings, learning from step 1", 3_000, 20_000,
         dict(learning_starts=0, eval_every=0)),
+    Row("ddpg", "mujoco", "Hopper-v5", "paper", "paper preset, 400-300, batch 64", 5_000, 20_000,
+        dict(learning_starts=1_000)),
+    Row("ddpg", "mujoco", "Hopper-v5", "our-ddpg", "our-ddpg preset, 400-300, batch 100", 5_000, 20_000,
+        dict(learning_starts=1_000)),
+    Row("td3", "mujoco", "Hopper-v5", "paper", "paper preset, 400-300, batch 100", 5_000, 20_000,
+        dict(learning_starts=1_000)),
+    Row("td3", "mujoco", "Hopper-v5", "authors", "authors preset, 256-256, batch 256", 5_000, 20_000,
+        dict(learning_starts=1_000)),
 ]
 
 
-def rollout_size(args) -> int:
-    """Env steps between updates: a whole rollout of the on-policy scripts; 1 for the off-policy ones,
-    which update after every env step (and whose batch_size is a minibatch drawn from the buffer)."""
-    return args.num_envs * args.num_steps if hasattr(args, "num_steps") else 1
+def off_policy(args) -> bool:
+    """Whether the script learns from a replay buffer after --learning-starts random steps (ddpg, td3, sac)."""
+    return hasattr(args, "learning_starts")
 
 
 def row_args(row: Row, steps_scale: float):
     """The script's settings of a row, with its training budget scaled and rounded to whole rollouts."""
     script = SCRIPTS[row.algo]
     args = dataclasses.replace(script.PRESETS[row.preset], env_id=row.env_id, eval_episodes=0, **row.overrides)
-    rollouts = max(1, round(row.train_steps * steps_scale / rollout_size(args)))
-    return dataclasses.replace(args, total_timesteps=rollouts * rollout_size(args))
+    if off_policy(args):
+        steps = max(1, round(row.train_steps * steps_scale))
+        return dataclasses.replace(args, eval_every=0, total_timesteps=args.learning_starts + steps)
+    batches = max(1, round(row.train_steps * steps_scale / args.batch_size))
+    return dataclasses.replace(args, total_timesteps=batches * args.batch_size)
 
 
 def start_clean() -> None:
@@ -125,13 +139,15 @@ def measure_raw(script, args, steps: int) -> float:
 
 
 def measure_train(script, args) -> float:
-    """The steps/s that the script's main reports for a run of these settings (its progress line is silenced)."""
+    """The steps/s that the script's main reports for a run of these settings (its progress line is silenced);
+    for off-policy scripts, those after learning starts."""
     start_clean()
     with tempfile.TemporaryDirectory() as run_dir, contextlib.redirect_stdout(io.StringIO()):
         summary = script.main(dataclasses.replace(args, run_dir=run_dir))
     if summary.get("interrupted"):  # main turns Ctrl-C into a checkpoint and a normal return
         raise KeyboardInterrupt
-    return float(summary["sps"])
+    # ddpg and td3 report the steps/s from their first update on; sac's row learns from the first step
+    return float(summary.get("learning_sps") or summary["sps"])
 
 
 def envpool_problem() -> str | None:
@@ -144,8 +160,8 @@ def envpool_problem() -> str | None:
 
 
 def config_name(row: Row, args) -> str:
-    if not hasattr(args, "num_steps"):  # off-policy: one env, a gradient step per env step
-        return f"{row.algo} 1 env, batch {args.batch_size}, {row.label}"
+    if off_policy(args):
+        return f"{row.algo} 1 env, {row.label}"
     return f"{row.algo} {args.num_envs}x{args.num_steps}, {row.label}"
 
 
@@ -158,8 +174,9 @@ def run(steps_scale: float = 1.0, only: str | None = None) -> list[dict]:
     results = []
     for i, row in enumerate(r for r in ROWS if only in (None, r.group)):
         args = row_args(row, steps_scale)
-        result = {"env_id": row.env_id, "backend": backend(args), "config": config_name(row, args)}
-        if backend(args) == "envpool" and (problem := envpool_problem()):
+        backend = getattr(args, "env_backend", "gymnasium")
+        result = {"env_id": row.env_id, "backend": backend, "config": config_name(row, args)}
+        if backend == "envpool" and (problem := envpool_problem()):
             results.append({**result, "skipped": problem})
             continue
         num_envs = getattr(args, "num_envs", 1)

@@ -26,14 +26,26 @@ def test_budgets_round_to_whole_rollouts():
     for row in throughput.ROWS:
         for scale in (0.001, 0.02, 1.0):
             args = throughput.row_args(row, scale)
-            size = throughput.rollout_size(args)
-            assert args.total_timesteps >= size
-            assert args.total_timesteps % size == 0
+            if throughput.off_policy(args):  # whole env steps after the random ones, no periodic evaluation
+                assert args.total_timesteps > args.learning_starts and args.eval_every == 0
+            else:
+                assert args.total_timesteps >= args.batch_size
+                assert args.total_timesteps % args.batch_size == 0
             assert args.eval_episodes == 0
+
+
+def test_mujoco_rows_at_tiny_scale():
+    rows = throughput.main(["--steps-scale", "0.01", "--only", "mujoco"])
+    assert [row["config"].split()[0] for row in rows] == ["trpo", "sac", "ddpg", "ddpg", "td3", "td3"]
+    assert all(row["env_id"] == "Hopper-v5" and row["train_sps"] > 0 and row["raw_sps"] > 0 for row in rows)
+    steps = [row["train_steps"] for row in rows]
+    assert steps[0] == 1_024  # one rollout of trpo's mujoco preset
+    assert steps[1] == 30  # sac learns from the first step
+    assert steps[2:] == [1_050] * 4  # 1,000 random steps, then 50 with updates
 
 
 def test_the_sac_row_measures_learning_from_the_first_step():
     (row,) = [row for row in throughput.ROWS if row.algo == "sac"]
     args = throughput.row_args(row, 1.0)
-    assert throughput.rollout_size(args) == 1 and args.total_timesteps == 3_000
+    assert args.total_timesteps == 3_000
     assert args.learning_starts == 0 and args.eval_every == 0 and args.batch_size == 256

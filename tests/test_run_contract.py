@@ -28,6 +28,8 @@ ENVS = {
 # runs (CartPole-v1 unless given: scripts for continuous actions only use Pendulum-v1).
 # Optional, `repeatable`: flags added where two runs of one seed must give identical episodes, for
 # scripts that repeat exactly only in some settings (Hogwild repeats with one worker, not with several).
+# The off-policy scripts run with small networks and no periodic evaluation, to keep the suite fast.
+SMALL_NETS = ["--hidden-sizes", "32", "32", "--batch-size", "32", "--eval-every", "0"]
 SCRIPTS = {
     "ppo": dict(
         tiny=["--total-timesteps", "512", "--num-steps", "128", "--minibatch-size", "64", "--update-epochs", "2"],
@@ -83,8 +85,21 @@ SCRIPTS = {
         envs=32,
         loss="actor_critic_loss",
     ),
+    "ddpg": dict(
+        tiny=["--total-timesteps", "400", "--learning-starts", "100", *SMALL_NETS],
+        long=["--total-timesteps", "3000", "--learning-starts", "300", *SMALL_NETS, "--checkpoint-every", "500"],
+        envs=1,
+        loss="critic_loss",
+        env="Pendulum-v1",
+    ),
+    "td3": dict(
+        tiny=["--total-timesteps", "400", "--learning-starts", "100", *SMALL_NETS],
+        long=["--total-timesteps", "3000", "--learning-starts", "300", *SMALL_NETS, "--checkpoint-every", "500"],
+        envs=1,
+        loss="critic_loss",
+        env="Pendulum-v1",
+    ),
 }
-
 
 @pytest.fixture(params=list(SCRIPTS))
 def script(request):

@@ -1,0 +1,798 @@
+"""Deep Deterministic Policy Gradient, DDPG (Lillicrap et al. 2015, "Continuous control with deep
+reinforcement learning").
+
+A deterministic actor mu(s) and a critic Q(s, a) learned off-policy from a replay buffer: the critic by
+regression on r + gamma Q'(s', mu'(s')) with slowly tracking target networks, the actor by following the
+critic's gradient with respect to the action. One gradient step per env step; Ornstein-Uhlenbeck exploration
+noise. Without the paper's batch normalisation (its low-dimensional runs normalised the state input and the
+layers before the action; the TD3 paper's DDPG and most reimplementations drop it).
+
+    python algos/ddpg.py --env-id Hopper-v5                      # the paper's settings (Section 7)
+    python algos/ddpg.py --preset our-ddpg --env-id Hopper-v5    # the TD3 paper's tuned DDPG ("Our DDPG")
+    python algos/ddpg.py --env-id Pendulum-v1 --learning-starts 1000 --total-timesteps 20000
+    python algos/ddpg.py evaluate runs/<run>/model.pt --episodes 10
+"""
+
+import csv
+import dataclasses
+import difflib
+import json
+import os
+import random
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Annotated, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    # --- common to every script ---
+    preset: Literal["paper", "our-ddpg"] = "paper"
+    """paper: the settings of Lillicrap et al. (Section 7, Experiment details: 400-300 units with the action entering the critic at its second layer, Adam 1e-4 actor and 1e-3 critic with L2 weight decay 1e-2, tau 0.001, batch 64, Ornstein-Uhlenbeck noise, final layers U(+-3e-3)); our-ddpg: the tuned DDPG of Fujimoto et al. 2018 ("Our DDPG" of Tables 1 and 3: the action at the critic's first layer, Adam 1e-3 for both, no weight decay, tau 0.005, batch 100, Gaussian noise 0.1, PyTorch's default initialisation, 1,000 random start steps). Other flags override its values; `--preset our-ddpg --help` shows its defaults"""
+    exp_name: str = os.path.basename(__file__).removesuffix(".py")
+    """the name of this experiment, part of the run directory's name"""
+    seed: int = 1
+    """seed of random, numpy, torch and the environments"""
+    env_id: str = "Hopper-v5"
+    """the gymnasium environment id (continuous actions, vector observations: MuJoCo, Pendulum-v1, ...)"""
+    total_timesteps: int = 1_000_000
+    """environment steps to train for (the paper: 1M)"""
+    torch_deterministic: bool = True
+    """make cuDNN deterministic so a seed repeats on GPU too (on CPU, runs repeat exactly anyway)"""
+    cuda: bool = True
+    """use a CUDA GPU when one is present"""
+    threads: int | None = None
+    """torch CPU threads; default 1 (these small MLPs run fastest on one). Give runs that share a machine 1 each"""
+    track: bool = False
+    """log to Weights & Biases (works offline with WANDB_MODE=offline)"""
+    wandb_project_name: str = "ddpg"
+    """the wandb project"""
+    wandb_entity: str | None = None
+    """the wandb entity (team or user)"""
+    capture_video: bool = False
+    """record videos of the training env into RUN_DIR/videos"""
+    save_model: bool = False
+    """write RUN_DIR/model.pt at the end: weights and args"""
+    run_dir: str | None = None
+    """where the run writes its files; default runs/{env_id}__{exp_name}__{seed}__{timestamp}"""
+    checkpoint_every: int = 0
+    """write RUN_DIR/checkpoint.pt, replay buffer included, every this many env steps (0: only when interrupted)"""
+    resume: str | None = None
+    """continue the run in this run directory from its checkpoint (its saved args are used)"""
+    eval_episodes: int = 10
+    """episodes of each evaluation, the periodic ones and the final one in summary.json (0 skips them). The TD3 paper's protocol: 10"""
+    eval_deterministic: bool = True
+    """evaluate the policy without exploration noise (False adds Gaussian noise of std --exploration-noise)"""
+    eval_every: int = 5_000
+    """evaluate every this many env steps, logged as eval/mean_return (0: only at the end). The TD3 paper's protocol: 5,000"""
+
+    # --- DDPG ---
+    learning_starts: int = 64
+    """env steps of uniformly random actions before the first update. Paper: updates from the start (here once the buffer holds a batch, 64); the TD3 paper's DDPG: 1,000"""
+    buffer_size: int = 1_000_000
+    """replay buffer capacity in transitions. Paper: 1e6"""
+    hidden_sizes: tuple[int, ...] = (400, 300)
+    """units of the hidden ReLU layers of actor and critic. Paper: 400 300"""
+    critic_action_layer: int = 2
+    """the critic layer whose input the action joins (1: with the state at the input). Paper: 2; the TD3 paper's DDPG: 1"""
+    learning_rate: float = 1e-3
+    """Adam step size of the critic. Paper: 1e-3"""
+    actor_learning_rate: float | None = 1e-4
+    """Adam step size of the actor (None: --learning-rate). Paper: 1e-4; the TD3 paper's DDPG: 1e-3"""
+    critic_weight_decay: float = 1e-2
+    """L2 weight decay of the critic, as Adam's weight_decay (added to the gradient). Paper: 1e-2; the TD3 paper's DDPG: 0"""
+    batch_size: int = 64
+    """transitions per gradient step, sampled uniformly from the buffer. Paper: 64; the TD3 paper's DDPG: 100"""
+    gamma: float = 0.99
+    """discount factor. Paper: 0.99"""
+    tau: float = 0.001
+    """target networks move this fraction towards the online ones after each update. Paper: 0.001; the TD3 paper's DDPG: 0.005"""
+    exploration: Literal["ou", "gaussian"] = "ou"
+    """exploration noise: Ornstein-Uhlenbeck (paper) or independent Gaussian (the TD3 paper's DDPG)"""
+    exploration_noise: float = 0.2
+    """sigma of the noise, in units of half the action range. Paper: 0.2 (OU); the TD3 paper's DDPG: 0.1 (Gaussian)"""
+    ou_theta: float = 0.15
+    """the OU process's pull towards 0 per step (mu = 0, dt = 1). Paper: 0.15"""
+    final_layer_init: float | None = 3e-3
+    """initialise the last layer of actor and critic U(+-this), weights and biases (None: PyTorch's default, U(+-1/sqrt(fan_in)), which the paper uses for the other layers). Paper: 3e-3; the TD3 paper's DDPG: None"""
+
+
+PRESETS = {
+    "paper": Args(),
+    "our-ddpg": Args(preset="our-ddpg", learning_starts=1_000, critic_action_layer=1, actor_learning_rate=1e-3,
+                     critic_weight_decay=0.0, batch_size=100, tau=0.005, exploration="gaussian",
+                     exploration_noise=0.1, final_layer_init=None),
+}
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a model saved with --save-model."""
+
+    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
+    """the model.pt file of a run"""
+    episodes: int = 10
+    """episodes to average over"""
+    seed: int = 12345
+    """seed of the evaluation environment"""
+    deterministic: bool = True
+    """act without exploration noise (False adds Gaussian noise of the run's --exploration-noise)"""
+    capture_video: bool = False
+    """record the episodes next to the model, in videos/"""
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before training starts."""
+
+
+def check_args(args: Args) -> None:
+    """Refuse settings that cannot work, each with one line that names the fix."""
+    if args.total_timesteps <= 0 or args.batch_size <= 0 or args.buffer_size <= 0:
+        raise ConfigError("--total-timesteps, --batch-size and --buffer-size must be positive")
+    for name in ("learning_rate", "actor_learning_rate"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if not 0 < args.gamma <= 1:
+        raise ConfigError(f"--gamma must be in (0, 1], got {args.gamma}")
+    if not 0 < args.tau <= 1:
+        raise ConfigError(f"--tau must be in (0, 1], got {args.tau}")
+    if args.exploration_noise < 0 or args.critic_weight_decay < 0:
+        raise ConfigError("--exploration-noise and --critic-weight-decay must be non-negative")
+    if not 0 <= args.ou_theta <= 1:
+        raise ConfigError(f"--ou-theta must be in [0, 1], got {args.ou_theta}")
+    if args.final_layer_init is not None and args.final_layer_init <= 0:
+        raise ConfigError(f"--final-layer-init must be positive (or None), got {args.final_layer_init}")
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        raise ConfigError(f"--hidden-sizes needs one or more positive sizes, got {args.hidden_sizes}")
+    if not 1 <= args.critic_action_layer <= len(args.hidden_sizes):
+        raise ConfigError(f"--critic-action-layer must be a hidden layer, 1 to {len(args.hidden_sizes)}, "
+                          f"got {args.critic_action_layer}")
+    if min(args.learning_starts, args.checkpoint_every, args.eval_episodes, args.eval_every) < 0:
+        raise ConfigError("--learning-starts, --checkpoint-every, --eval-episodes and --eval-every must be non-negative")
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
+
+
+def check_env_id(env_id: str) -> None:
+    """Refuse an unknown environment id, suggesting the closest registered ones."""
+    if env_id in gym.envs.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+    raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+
+
+def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
+    """DDPG needs bounded continuous actions (its actor outputs them) and vector observations."""
+    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+        raise ConfigError(
+            f"ddpg.py needs a 1-D Box (continuous) action space, not {action_space}; for discrete actions "
+            "use ppo.py, a2c_atari.py or reinforce.py")
+    if not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
+        raise ConfigError(f"ddpg.py needs finite action bounds (its actor ends in tanh), not {action_space}")
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise ConfigError(f"ddpg.py supports 1-D vector observations, not {observation_space}; for images use ppo.py")
+
+
+# --------------------------------------------------------------------------------------------------
+# Environments
+# --------------------------------------------------------------------------------------------------
+
+
+def make_env(env_id: str, capture_video: bool, video_dir: str):
+    """A thunk for the one env; MuJoCo and classic control need no wrappers here."""
+
+    def thunk():
+        env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
+        if capture_video:
+            env = gym.wrappers.RecordVideo(env, video_dir)
+        return gym.wrappers.RecordEpisodeStatistics(env)
+
+    return thunk
+
+
+def make_vector_env(args: Args, seed: int, video_dir: str):
+    """One env behind the vector interface, resetting in the step that ends an episode (SAME_STEP): that
+    step's observation is already the next episode's first, and the true last one is in infos["final_obs"]."""
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, args.capture_video, video_dir)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    envs.single_action_space.seed(seed)
+    return envs
+
+
+def finished_episodes(infos: dict):
+    """(returns, lengths) of the episodes that ended in this step of a SAME_STEP vector env."""
+    final = infos.get("final_info")
+    if final is None or "episode" not in final:
+        return (), ()
+    mask = final["_episode"]
+    return final["episode"]["r"][mask], final["episode"]["l"][mask]
+
+
+def transition_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
+    """The observation each env's step led to. Where an episode ended, a SAME_STEP vector env returns the
+    next episode's first observation in next_obs and the true last one in infos["final_obs"]: the
+    transition needs the last one (to bootstrap from after a truncation)."""
+    if "_final_obs" not in infos or not infos["_final_obs"].any():
+        return next_obs
+    real = next_obs.copy()
+    for i in np.flatnonzero(infos["_final_obs"]):
+        real[i] = infos["final_obs"][i]
+    return real
+
+
+# --------------------------------------------------------------------------------------------------
+# The math
+# --------------------------------------------------------------------------------------------------
+
+
+def polyak_update(targets: list[torch.Tensor], sources: list[torch.Tensor], tau: float) -> None:
+    """theta' <- tau theta + (1 - tau) theta' for each pair, in place (the target update of Algorithm 1)."""
+    with torch.no_grad():
+        torch._foreach_lerp_(targets, sources, tau)  # one fused kernel for all the tensors
+
+
+def ou_step(x: torch.Tensor, eps: torch.Tensor, theta: float, sigma: float) -> torch.Tensor:
+    """One step of the Ornstein-Uhlenbeck process dx = theta (mu - x) dt + sigma dW with mu = 0 and dt = 1:
+    x' = (1 - theta) x + sigma eps, eps ~ N(0, 1). Its stationary variance is sigma^2 / (1 - (1 - theta)^2) and
+    its lag-k autocorrelation (1 - theta)^k: temporally correlated noise, for inertial systems (Section 3)."""
+    return (1.0 - theta) * x + sigma * eps
+
+
+def td_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, gamma: float) -> torch.Tensor:
+    """y = r + gamma (1 - terminated) Q'(s', mu'(s')). Only a true termination stops the bootstrap: after a
+    time-limit truncation s' is the episode's final observation and its value counts."""
+    return rewards + gamma * (1.0 - terminated) * next_q
+
+
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The mean squared TD error over the batch."""
+    return ((q - target) ** 2).mean()
+
+
+def actor_loss(q: torch.Tensor) -> torch.Tensor:
+    """The deterministic policy gradient's objective, -Q(s, mu(s)) averaged over the batch."""
+    return -q.mean()
+
+
+class ReplayBuffer:
+    """A ring buffer of transitions, allocated once. It keeps `terminated`, not `done`: a transition cut by a
+    time limit still bootstraps. next_obs is the true next observation, the final one at an episode's end."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
+        self.capacity, self.pos, self.size = capacity, 0, 0
+        self.obs = torch.zeros((capacity, obs_dim), device=device)
+        self.next_obs = torch.zeros((capacity, obs_dim), device=device)
+        self.actions = torch.zeros((capacity, act_dim), device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.terminated = torch.zeros(capacity, device=device)
+
+    @staticmethod
+    def bytes_per_transition(obs_dim: int, act_dim: int) -> int:
+        """float32 obs, next obs, action, reward and terminated flag."""
+        return 4 * (2 * obs_dim + act_dim + 2)
+
+    def add(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor,
+            terminated: torch.Tensor) -> None:
+        """Store a batch of transitions, one per env (a leading dimension on each), overwriting the oldest."""
+        for i in range(len(obs)):
+            self.obs[self.pos], self.actions[self.pos], self.next_obs[self.pos] = obs[i], action[i], next_obs[i]
+            self.rewards[self.pos], self.terminated[self.pos] = reward[i], terminated[i]
+            self.pos = (self.pos + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """batch_size transitions drawn uniformly, with replacement, from the filled slots: (obs, actions,
+        rewards, next_obs, terminated). The indices come from torch's generator on the device, no host sync."""
+        indices = torch.randint(0, self.size, (batch_size,), device=self.obs.device)
+        return (self.obs[indices], self.actions[indices], self.rewards[indices], self.next_obs[indices],
+                self.terminated[indices])
+
+    def state_dict(self) -> dict:
+        """The filled part only, so a checkpoint early in a run stays small."""
+        n = self.size
+        return {"pos": self.pos, "size": n, "obs": self.obs[:n], "actions": self.actions[:n],
+                "rewards": self.rewards[:n], "next_obs": self.next_obs[:n], "terminated": self.terminated[:n]}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = state["size"]
+        if n > self.capacity:
+            raise ConfigError(f"the checkpoint's replay buffer holds {n} transitions, more than --buffer-size {self.capacity}")
+        for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
+            getattr(self, name)[:n] = state[name]
+        self.pos, self.size = state["pos"], n
+
+
+# --------------------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------------------
+
+
+def init_final_layer(layer: nn.Linear, bound: float | None) -> nn.Linear:
+    """U(+-bound) weights and biases (Section 7: the outputs start near zero); None keeps
+    PyTorch's default, U(+-1/sqrt(fan_in)), which is the paper's initialisation of the other layers."""
+    if bound is not None:
+        nn.init.uniform_(layer.weight, -bound, bound)
+        nn.init.uniform_(layer.bias, -bound, bound)
+    return layer
+
+
+class Actor(nn.Module):
+    """mu(s): ReLU hidden layers and a tanh output in [-1, 1]."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: tuple[int, ...], final_layer_init: float | None):
+        super().__init__()
+        layers, n_in = [], obs_dim
+        for n_out in hidden_sizes:
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+            n_in = n_out
+        self.net = nn.Sequential(*layers, init_final_layer(nn.Linear(n_in, act_dim), final_layer_init), nn.Tanh())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)
+
+
+class Critic(nn.Module):
+    """Q(s, a): ReLU hidden layers and a linear output; the action joins the input of layer
+    `action_layer` (2 in the paper: "actions were not included until the 2nd hidden layer of Q")."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: tuple[int, ...], action_layer: int,
+                 final_layer_init: float | None):
+        super().__init__()
+        self.action_layer = action_layer
+        self.layers = nn.ModuleList()
+        n_in = obs_dim
+        for k, n_out in enumerate([*hidden_sizes, 1], start=1):
+            n_in += act_dim if k == action_layer else 0
+            self.layers.append(nn.Linear(n_in, n_out))
+            n_in = n_out
+        init_final_layer(self.layers[-1], final_layer_init)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        """[batch]: Q of each (s, a). detach_params holds the parameters fixed (for the actor's loss): the
+        gradient flows to the action only, and no critic gradients are computed that would be thrown away."""
+        x = obs
+        last = len(self.layers) - 1
+        for k, layer in enumerate(self.layers):
+            if k + 1 == self.action_layer:
+                x = torch.cat([x, action], -1)
+            weight, bias = (layer.weight.detach(), layer.bias.detach()) if detach_params else (layer.weight, layer.bias)
+            x = nn.functional.linear(x, weight, bias)
+            if k < last:
+                x = torch.relu(x)
+        return x.squeeze(-1)
+
+
+class Agent(nn.Module):
+    """The actor, the critic, and their target copies. Actions are in [-1, 1]; the env sees them mapped
+    linearly onto its bounds."""
+
+    def __init__(self, obs_dim: int, act_dim: int, args: "Args"):
+        super().__init__()
+        sizes, init = tuple(args.hidden_sizes), args.final_layer_init
+        self.actor = Actor(obs_dim, act_dim, sizes, init)
+        self.critic = Critic(obs_dim, act_dim, sizes, args.critic_action_layer, init)
+        self.actor_target = Actor(obs_dim, act_dim, sizes, init)
+        self.critic_target = Critic(obs_dim, act_dim, sizes, args.critic_action_layer, init)
+        self.actor_target.load_state_dict(self.actor.state_dict())
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        for p in [*self.actor_target.parameters(), *self.critic_target.parameters()]:
+            p.requires_grad_(False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Run directory, checkpoints, evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def atomic_write(path: str, write) -> None:
+    """Write through a temporary file and rename it over path, so readers never see half a file."""
+    tmp = f"{path}.tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_torch(obj, path: str) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_json(path: str, obj: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    atomic_write(path, write)
+
+
+def load_checkpoint(run_dir: str) -> dict:
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there (was it run with --checkpoint-every?)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unpickling failure means the file cannot be trusted
+        raise ConfigError(f"--resume {run_dir}: checkpoint.pt is corrupt ({type(error).__name__}: {error})") from None
+
+
+def rng_state() -> dict:
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": list(random.getstate()[1]),
+        "numpy": [torch.from_numpy(key.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((3, tuple(state["python"]), None))
+    key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+
+
+EPISODE_FIELDS = ["global_step", "episodic_return", "episodic_length", "wall_time"]
+
+
+def open_episode_log(run_dir: str, keep_until_step: int | None):
+    """Open episodes.csv for appending. On resume, first drop the rows written after the checkpoint:
+    those episodes are replayed, and keeping both would duplicate them."""
+    path = os.path.join(run_dir, "episodes.csv")
+    if keep_until_step is not None and os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["global_step"]) <= keep_until_step]
+
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, EPISODE_FIELDS)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(path, write)
+    new = not os.path.exists(path)
+    f = open(path, "a", newline="")
+    writer = csv.writer(f)
+    if new:
+        writer.writerow(EPISODE_FIELDS)
+    return f, writer
+
+
+def package_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for package in ("torch", "gymnasium", "numpy", "mujoco", "tyro"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def evaluate(actor: Actor, args: Args, episodes: int, seed: int, deterministic: bool, video_dir: str) -> list[float]:
+    """The undiscounted returns of `episodes` whole episodes of the policy, without exploration noise when
+    deterministic (with the training noise otherwise)."""
+    envs = make_vector_env(args, seed, video_dir)
+    device = next(actor.parameters()).device
+    space = envs.single_action_space
+    scale, centre = (space.high - space.low) / 2, (space.high + space.low) / 2
+    obs, _ = envs.reset(seed=seed)
+    returns: list[float] = []
+    while len(returns) < episodes:
+        with torch.no_grad():
+            action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device))
+            if not deterministic:
+                action = (action + args.exploration_noise * torch.randn_like(action)).clamp(-1.0, 1.0)
+        obs, _, _, _, infos = envs.step(centre + scale * action.cpu().numpy())
+        returns.extend(float(r) for r in finished_episodes(infos)[0])
+    envs.close()
+    return returns[:episodes]
+
+
+def load_agent(model_path: str) -> tuple[Actor, Args]:
+    """Rebuild the policy saved by --save-model from its weights and args."""
+    try:
+        saved = torch.load(model_path, map_location="cpu", weights_only=True)
+        args = Args(**saved["args"])
+        args = dataclasses.replace(args, hidden_sizes=tuple(args.hidden_sizes))
+    except Exception as error:  # missing, truncated or foreign file
+        raise ConfigError(f"cannot load a ddpg.py model from {model_path} ({type(error).__name__}: {error})") from None
+    envs = make_vector_env(dataclasses.replace(args, capture_video=False), args.seed, "")
+    agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space.shape[0], args)
+    envs.close()
+    agent.load_state_dict(saved["model"])
+    return agent.actor, args
+
+
+def main_evaluate(eval_args: EvalArgs) -> dict:
+    actor, args = load_agent(eval_args.model_path)
+    args = dataclasses.replace(args, capture_video=eval_args.capture_video)
+    video_dir = os.path.join(os.path.dirname(os.path.abspath(eval_args.model_path)), "videos")
+    returns = evaluate(actor, args, eval_args.episodes, eval_args.seed, eval_args.deterministic, video_dir)
+    result = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+    print(json.dumps(result))
+    return result
+
+
+class Progress:
+    """One status line: rewritten in place on a terminal, printed every `every` seconds otherwise."""
+
+    def __init__(self, total: int, start_step: int, every: float = 30.0):
+        self.total, self.start_step, self.every = total, start_step, every
+        self.tty = sys.stdout.isatty()
+        self.start = self.last = time.time()
+
+    def update(self, step: int, recent_returns, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self.last < (0.5 if self.tty else self.every):
+            return
+        self.last = now
+        sps = (step - self.start_step) / max(now - self.start, 1e-9)
+        eta = max(self.total - step, 0) / max(sps, 1e-9)
+        recent = f"{np.mean(recent_returns):9.2f}" if recent_returns else "      n/a"
+        line = (f"step {step:>10,}/{self.total:,} ({100 * step / self.total:5.1f}%) | {sps:7,.0f} steps/s | "
+                f"return (last {len(recent_returns)}) {recent} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+        if self.tty:
+            print(f"\r{line}", end="", flush=True)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print()
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+def main(args: Args) -> dict:
+    """Train DDPG and return the summary that is also written to RUN_DIR/summary.json. A run stopped by
+    SIGINT or SIGTERM returns {"interrupted": True, "global_step", "run_dir"} and writes no summary."""
+    checkpoint = None
+    if args.resume:
+        checkpoint = load_checkpoint(args.resume)
+        args = dataclasses.replace(Args(**checkpoint["args"]), resume=args.resume, run_dir=args.resume)
+    args = dataclasses.replace(args, hidden_sizes=tuple(args.hidden_sizes))
+    check_args(args)
+    check_env_id(args.env_id)
+    run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    args = dataclasses.replace(args, run_dir=run_dir)
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # A resumed run cannot restore the environment's internal state: it starts a fresh episode, seeded
+    # from the step it resumes at, so that resuming is itself reproducible.
+    env_seed = args.seed + (checkpoint["global_step"] if checkpoint else 0)
+    envs = make_vector_env(args, env_seed, os.path.join(run_dir, "videos"))
+    check_spaces(envs.single_observation_space, envs.single_action_space)
+    obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
+    threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
+    torch.set_num_threads(args.threads or 1)
+
+    agent = Agent(obs_dim, act_dim, args).to(device)
+    fused = dict(fused=True)  # one kernel for all parameters: several times faster than the loop on CPU
+    actor_optimizer = torch.optim.Adam(agent.actor.parameters(), lr=args.actor_learning_rate or args.learning_rate, **fused)
+    critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate,
+                                        weight_decay=args.critic_weight_decay, **fused)
+    capacity = min(args.buffer_size, args.total_timesteps)
+    buffer = ReplayBuffer(capacity, obs_dim, act_dim, device)
+    per_transition = ReplayBuffer.bytes_per_transition(obs_dim, act_dim)
+    print(f"replay buffer: {per_transition} bytes a transition of {args.env_id}; 1M transitions take "
+          f"{per_transition * 1e6 / 2**20:,.0f} MiB; this run's {capacity:,} take {per_transition * capacity / 2**20:,.1f} MiB")
+    global_step, updates, elapsed_before, evaluations = 0, 0, 0.0, []
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["model"])
+        actor_optimizer.load_state_dict(checkpoint["actor_optimizer"])
+        critic_optimizer.load_state_dict(checkpoint["critic_optimizer"])
+        buffer.load_state_dict(checkpoint["buffer"])
+        global_step, updates = checkpoint["global_step"], checkpoint["updates"]
+        elapsed_before, evaluations = checkpoint["elapsed"], checkpoint["evaluations"]
+        set_rng_state(checkpoint["rng"])
+
+    os.makedirs(run_dir, exist_ok=True)
+    episode_file, episode_log = open_episode_log(run_dir, global_step if checkpoint else None)
+    if args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
+                   name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
+                   sync_tensorboard=True)
+    writer = SummaryWriter(run_dir)
+    if checkpoint is None:
+        table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+
+    stop_signal = []
+    previous_handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous_handlers[sig] = signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+
+    # Losses stay on the device; the first non-finite one is kept and checked only where the run stops to
+    # log or to save, so that no step waits for the device.
+    qf_loss = pg_loss = q_mean = torch.zeros((), device=device)
+    first_bad = torch.zeros((), device=device)
+
+    def check_finite() -> None:
+        if not torch.isfinite(first_bad):
+            raise FloatingPointError(
+                f"the loss became {first_bad.item()} by step {global_step}; the last good checkpoint (if any) "
+                "is kept. Try a lower --learning-rate")
+
+    def save_checkpoint() -> None:
+        check_finite()
+        save_torch({
+            "args": dataclasses.asdict(args), "model": agent.state_dict(),
+            "actor_optimizer": actor_optimizer.state_dict(), "critic_optimizer": critic_optimizer.state_dict(),
+            "buffer": buffer.state_dict(), "global_step": global_step, "updates": updates,
+            "elapsed": elapsed_before + time.time() - start_time, "evaluations": evaluations, "rng": rng_state(),
+        }, os.path.join(run_dir, "checkpoint.pt"))
+
+    def run_evaluation() -> tuple[float, float]:
+        returns = evaluate(agent.actor, dataclasses.replace(args, capture_video=False), args.eval_episodes,
+                           args.seed + 100_000, args.eval_deterministic, "")
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        writer.add_scalar("eval/mean_return", mean, global_step)
+        writer.add_scalar("eval/std_return", std, global_step)
+        return mean, std
+
+    space = envs.single_action_space
+    scale, centre = (space.high - space.low) / 2, (space.high + space.low) / 2
+    obs_np, _ = envs.reset(seed=env_seed)
+    obs = torch.as_tensor(obs_np, dtype=torch.float32, device=device)
+    actor_params, critic_params = list(agent.actor.parameters()), list(agent.critic.parameters())
+    actor_target_params, critic_target_params = list(agent.actor_target.parameters()), list(agent.critic_target.parameters())
+    ou_state = torch.zeros((1, act_dim), device=device)  # a fresh episode's noise starts at mu = 0
+    recent_returns: deque = deque(maxlen=20)
+    start_time, start_step = time.time(), global_step
+    learn_start_time, learn_start_step = None, None
+    progress = Progress(args.total_timesteps, global_step)
+    try:
+        while global_step < args.total_timesteps:
+            global_step += 1
+            if global_step <= args.learning_starts:
+                action = torch.rand((1, act_dim), device=device) * 2 - 1
+            else:
+                with torch.no_grad():
+                    action = agent.actor(obs)
+                    if args.exploration == "ou":
+                        ou_state = ou_step(ou_state, torch.randn_like(action), args.ou_theta, args.exploration_noise)
+                        noise = ou_state
+                    else:
+                        noise = args.exploration_noise * torch.randn_like(action)
+                    action = (action + noise).clamp(-1.0, 1.0)
+            next_obs_np, reward, terminated, truncated, infos = envs.step(centre + scale * action.cpu().numpy())
+            real_next_obs = transition_next_obs(next_obs_np, infos)
+            buffer.add(obs, action, torch.as_tensor(reward, dtype=torch.float32),
+                       torch.as_tensor(real_next_obs, dtype=torch.float32), torch.as_tensor(terminated, dtype=torch.float32))
+            obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
+            if terminated[0] or truncated[0]:
+                ou_state.zero_()
+            for episodic_return, episodic_length in zip(*finished_episodes(infos)):
+                wall_time = elapsed_before + time.time() - start_time
+                episode_log.writerow([global_step, float(episodic_return), int(episodic_length), round(wall_time, 3)])
+                episode_file.flush()
+                writer.add_scalar("charts/episodic_return", episodic_return, global_step)
+                writer.add_scalar("charts/episodic_length", episodic_length, global_step)
+                recent_returns.append(float(episodic_return))
+
+            if global_step > args.learning_starts:
+                if learn_start_time is None:
+                    learn_start_time, learn_start_step = time.time(), global_step - 1
+                updates += 1
+                b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample(args.batch_size)
+                with torch.no_grad():
+                    next_q = agent.critic_target(b_next_obs, agent.actor_target(b_next_obs))
+                    target = td_target(b_rewards, b_terminated, next_q, args.gamma)
+                q = agent.critic(b_obs, b_actions)
+                qf_loss = critic_loss(q, target)
+                critic_optimizer.zero_grad(set_to_none=True)
+                qf_loss.backward()
+                critic_optimizer.step()
+                pg_loss = actor_loss(agent.critic(b_obs, agent.actor(b_obs), detach_params=True))
+                actor_optimizer.zero_grad(set_to_none=True)
+                pg_loss.backward()
+                actor_optimizer.step()
+                first_bad = torch.where(torch.isfinite(first_bad), qf_loss.detach() + pg_loss.detach(), first_bad)
+                polyak_update(actor_target_params, actor_params, args.tau)
+                polyak_update(critic_target_params, critic_params, args.tau)
+                if global_step % 1000 == 0:
+                    q_mean = q.detach().mean()
+
+            if global_step % 1000 == 0 or global_step == args.total_timesteps:
+                check_finite()
+                sps = int((global_step - start_step) / (time.time() - start_time))
+                for name, value in (("losses/qf_loss", qf_loss.detach()), ("losses/actor_loss", pg_loss.detach()),
+                                    ("losses/qf_values", q_mean), ("charts/SPS", sps)):
+                    writer.add_scalar(name, float(value), global_step)
+            if args.eval_every and args.eval_episodes and global_step % args.eval_every == 0:
+                check_finite()
+                evaluations.append([global_step, run_evaluation()[0]])
+            progress.update(global_step, recent_returns, force=global_step == args.total_timesteps)
+
+            if stop_signal:
+                save_checkpoint()
+                print(f"\nstopped by signal {stop_signal[0]} at step {global_step}; resume with --resume {run_dir}")
+                writer.close()
+                return {"interrupted": True, "global_step": global_step, "run_dir": run_dir}
+            if args.checkpoint_every and global_step % args.checkpoint_every == 0:
+                save_checkpoint()
+    finally:
+        progress.close()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+        episode_file.close()
+        envs.close()
+        writer.flush()
+        torch.set_num_threads(threads_before)
+
+    check_finite()
+    if args.checkpoint_every:
+        save_checkpoint()
+    now = time.time()
+    summary = {
+        "algo": "ddpg", "env_id": args.env_id, "seed": args.seed, "total_steps": global_step,
+        "sps": int((global_step - start_step) / (now - start_time)),
+        # env steps/s once updates run, one per step: the figure that compares off-policy implementations
+        "learning_sps": int((global_step - learn_start_step) / (now - learn_start_time)) if learn_start_time else None,
+        "wall_time": round(elapsed_before + now - start_time, 1), "buffer_size": buffer.size,
+        "evaluations": evaluations, "args": dataclasses.asdict(args), "versions": package_versions(),
+    }
+    if args.save_model:
+        save_torch({"args": dataclasses.asdict(args), "model": agent.state_dict()}, os.path.join(run_dir, "model.pt"))
+    if args.eval_episodes:
+        torch.set_num_threads(args.threads or 1)
+        mean, std = run_evaluation()
+        torch.set_num_threads(threads_before)
+        summary["eval"] = {"episodes": args.eval_episodes, "deterministic": args.eval_deterministic,
+                           "mean_return": mean, "std_return": std}
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    writer.close()
+    if args.track:
+        wandb.finish()
+    result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} over "
+              f"{args.eval_episodes} episodes" if args.eval_episodes else "")
+    print(f"done: {global_step:,} steps at {summary['sps']:,} steps/s in {run_dir}{result}")
+    return summary
+
+
+def parse_args(argv: list[str]) -> Args | EvalArgs:
+    """`evaluate MODEL ...` gives EvalArgs. Anything else gives training Args: the preset named by
+    --preset (default paper), with the other flags applied over it."""
+    if argv[:1] == ["evaluate"]:
+        return tyro.cli(EvalArgs, args=argv[1:], prog="ddpg.py evaluate")
+    preset = "paper"
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            preset = argv[i + 1]
+        elif arg.startswith("--preset="):
+            preset = arg.split("=", 1)[1]
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
+
+
+if __name__ == "__main__":
+    try:
+        args = parse_args(sys.argv[1:])
+        main_evaluate(args) if isinstance(args, EvalArgs) else main(args)
+    except ConfigError as error:
+        sys.exit(f"ddpg.py: error: {error}")

@@ -1,0 +1,87 @@
+"""ddpg.py's math against hand-worked values: Ornstein-Uhlenbeck noise, the Polyak update, the TD target,
+the paper's critic (action at the second layer) and initialisation, and the replay buffer. The final
+observation at episode ends is checked on td3.py's identical buffer in test_td3_math.py."""
+
+import pytest
+import torch
+
+import ddpg
+
+
+def test_ou_step_by_hand():
+    x = ddpg.ou_step(torch.tensor([1.0, 0.0]), torch.tensor([0.5, -1.0]), theta=0.15, sigma=0.2)
+    assert x.tolist() == pytest.approx([0.85 + 0.1, -0.2])
+
+
+def test_ou_noise_statistics():
+    # x' = (1 - theta) x + sigma eps is AR(1): stationary mean 0, variance sigma^2 / (1 - (1 - theta)^2)
+    # = 0.04 / 0.2775 = 0.1441, and lag-1 autocorrelation 1 - theta = 0.85.
+    torch.manual_seed(0)
+    x = torch.zeros(4000)
+    for _ in range(100):  # burn-in: (0.85)^200 of the start remains
+        x = ddpg.ou_step(x, torch.randn(4000), 0.15, 0.2)
+    samples = []
+    for _ in range(200):
+        x = ddpg.ou_step(x, torch.randn(4000), 0.15, 0.2)
+        samples.append(x)
+    samples = torch.stack(samples)  # [time, process]
+    assert samples.mean().item() == pytest.approx(0.0, abs=0.01)
+    assert samples.var().item() == pytest.approx(0.04 / (1 - 0.85**2), rel=0.03)
+    lag1 = (samples[1:] * samples[:-1]).mean() / samples.var()
+    assert lag1.item() == pytest.approx(0.85, abs=0.01)
+
+
+def test_polyak_update_at_tau_0_and_1():
+    source, target = [torch.tensor([1.0, 2.0])], [torch.tensor([5.0, -2.0])]
+    ddpg.polyak_update(target, source, 0.0)
+    assert target[0].tolist() == [5.0, -2.0]
+    ddpg.polyak_update(target, source, 0.001)
+    assert target[0].tolist() == pytest.approx([5.0 - 0.004, -2.0 + 0.004])
+    ddpg.polyak_update(target, source, 1.0)
+    assert target[0].tolist() == [1.0, 2.0]
+
+
+def test_td_target_and_losses():
+    target = ddpg.td_target(torch.tensor([1.0, 1.0]), torch.tensor([0.0, 1.0]), torch.tensor([10.0, 10.0]), 0.99)
+    assert target.tolist() == pytest.approx([10.9, 1.0])
+    assert ddpg.critic_loss(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0])).item() == pytest.approx(2.5)
+    assert ddpg.actor_loss(torch.tensor([1.0, 3.0])).item() == -2.0
+
+
+def test_the_paper_critic_takes_the_action_at_its_second_layer_and_starts_its_outputs_small():
+    torch.manual_seed(0)
+    agent = ddpg.Agent(obs_dim=11, act_dim=3, args=ddpg.Args())
+    first, second, last = agent.critic.layers
+    assert (first.in_features, second.in_features, last.in_features) == (11, 403, 300)
+    assert agent.actor.net[0].in_features == 11
+    for layer in (last, agent.actor.net[-2]):
+        assert layer.weight.abs().max() <= 3e-3 and layer.bias.abs().max() <= 3e-3
+        assert layer.weight.abs().max() > 2.9e-3  # drawn from the whole interval
+    assert first.weight.abs().max() <= 1 / 11**0.5 and first.weight.abs().max() > 0.9 / 11**0.5  # U(+-1/sqrt(f))
+    # The tuned DDPG of the TD3 paper: the action joins the state at the input.
+    tuned = ddpg.Agent(obs_dim=11, act_dim=3, args=ddpg.PRESETS["our-ddpg"])
+    assert tuned.critic.layers[0].in_features == 14 and tuned.critic.layers[1].in_features == 400
+
+
+def test_the_actor_loss_leaves_the_critic_without_gradients():
+    torch.manual_seed(0)
+    critic = ddpg.Critic(obs_dim=3, act_dim=2, hidden_sizes=(8, 8), action_layer=2, final_layer_init=3e-3)
+    obs, action = torch.randn(5, 3), torch.randn(5, 2, requires_grad=True)
+    assert torch.equal(critic(obs, action), critic(obs, action, detach_params=True))
+    critic(obs, action, detach_params=True).sum().backward()
+    assert action.grad.abs().sum() > 0 and all(p.grad is None for p in critic.parameters())
+
+
+def test_replay_buffer_wraps_and_samples_only_filled_slots():
+    torch.manual_seed(0)
+    buffer = ddpg.ReplayBuffer(capacity=4, obs_dim=1, act_dim=1, device=torch.device("cpu"))
+    for value in range(1, 7):  # 6 transitions into 4 slots: 5, 6, 3, 4
+        v = float(value)
+        buffer.add(torch.tensor([[v]]), torch.tensor([[v]]), torch.tensor([v]), torch.tensor([[v + 0.5]]),
+                   torch.tensor([0.0]))
+    assert buffer.rewards.tolist() == [5.0, 6.0, 3.0, 4.0] and (buffer.pos, buffer.size) == (2, 4)
+    partial = ddpg.ReplayBuffer(capacity=50, obs_dim=1, act_dim=1, device=torch.device("cpu"))
+    partial.add(torch.tensor([[1.0]]), torch.tensor([[1.0]]), torch.tensor([1.0]), torch.tensor([[2.0]]),
+                torch.tensor([1.0]))
+    obs, actions, rewards, next_obs, terminated = partial.sample(100)
+    assert rewards.eq(1.0).all() and next_obs.eq(2.0).all() and terminated.eq(1.0).all()
