@@ -19,3 +19,15 @@ def test_sac_swings_up_pendulum():
                                eval_every=0, eval_episodes=0, run_dir="run")
     sac.main(args)
     assert mean_of_last_episodes("run", 10) >= -250
+
+
+def test_sac_balances_inverted_pendulum():
+    # The paper's settings with 1,000 random start steps, and the papers' measure: a noise-free evaluation
+    # (the policy's mean action) over 10 episodes. At this budget the temperature is still high enough that
+    # training episodes are short (their last-10 mean was 316 for this seed), while the mean action balances.
+    # With a 10-episode evaluation every 1,000 steps, seeds 1, 2 and 3 first evaluated at >= 900 after 11k,
+    # 14k and 15k steps, and all three at 1000 at 15k. About 4 minutes of one core: the costliest learning test.
+    args = dataclasses.replace(sac.Args(), env_id="InvertedPendulum-v5", seed=2, learning_starts=1_000,
+                               total_timesteps=15_000, eval_every=1_000, eval_episodes=10, threads=1, run_dir="run")
+    summary = sac.main(args)
+    assert summary["eval"]["deterministic"] and summary["eval"]["mean_return"] >= 900
