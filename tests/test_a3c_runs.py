@@ -41,6 +41,17 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+@pytest.fixture
+def no_new_children():
+    """Checks after the test that it left no process behind. Processes the test process had before (a
+    wandb service or a Ray instance started by an earlier test in the same pytest-xdist worker) are not
+    the run's, and do not count."""
+    before = set(children_of(os.getpid())), set(multiprocessing.active_children())
+    yield
+    assert not set(children_of(os.getpid())) - before[0]
+    assert not set(multiprocessing.active_children()) - before[1]
+
+
 def processes_in_group(pgid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -55,14 +66,13 @@ def processes_in_group(pgid: int) -> list[int]:
     return found
 
 
-def test_workers_take_exactly_the_total_steps_and_episodes_are_written_in_step_order():
+def test_workers_take_exactly_the_total_steps_and_episodes_are_written_in_step_order(no_new_children):
     summary = a3c.main(tiny(total_timesteps=3000))
     assert summary["total_steps"] == 3000 and summary["num_workers"] == 2
     steps = [int(r["global_step"]) for r in read_episodes("run")]
     assert steps and steps == sorted(steps) and steps[-1] <= 3000
     # Every step taken belongs to at most one episode.
     assert sum(int(r["episodic_length"]) for r in read_episodes("run")) <= 3000
-    assert not children_of(os.getpid()) and not multiprocessing.active_children()
 
 
 def crash_in_worker_1(real):
@@ -74,7 +84,7 @@ def crash_in_worker_1(real):
     return wrapped
 
 
-def test_a_worker_that_raises_stops_every_process_and_its_error_is_printed(monkeypatch, capfd):
+def test_a_worker_that_raises_stops_every_process_and_its_error_is_printed(monkeypatch, capfd, no_new_children):
     # Workers are forked, so the patched function is the one they call.
     monkeypatch.setattr(a3c, "nstep_returns", crash_in_worker_1(a3c.nstep_returns))
     start = time.time()
@@ -82,11 +92,10 @@ def test_a_worker_that_raises_stops_every_process_and_its_error_is_printed(monke
         a3c.main(tiny(total_timesteps=10_000_000))
     assert time.time() - start < 60
     assert "Traceback" in capfd.readouterr().err  # the worker's own traceback
-    assert not children_of(os.getpid()) and not multiprocessing.active_children()
     assert not os.path.exists("run/summary.json")
 
 
-def test_a_worker_killed_outright_stops_every_process(monkeypatch):
+def test_a_worker_killed_outright_stops_every_process(monkeypatch, no_new_children):
     real = a3c.nstep_returns
 
     def die(*args, **kwargs):
@@ -97,7 +106,6 @@ def test_a_worker_killed_outright_stops_every_process(monkeypatch):
     monkeypatch.setattr(a3c, "nstep_returns", die)
     with pytest.raises(a3c.WorkerFailed, match="worker 0 died with exit code -9"):
         a3c.main(tiny(total_timesteps=10_000_000))
-    assert not children_of(os.getpid()) and not multiprocessing.active_children()
 
 
 def start_in_own_group(*flags: str) -> subprocess.Popen:
