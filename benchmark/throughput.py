@@ -174,9 +174,8 @@ def run(steps_scale: float = 1.0, only: str | None = None) -> list[dict]:
     results = []
     for i, row in enumerate(r for r in ROWS if only in (None, r.group)):
         args = row_args(row, steps_scale)
-        backend = getattr(args, "env_backend", "gymnasium")
-        result = {"env_id": row.env_id, "backend": backend, "config": config_name(row, args)}
-        if backend == "envpool" and (problem := envpool_problem()):
+        result = {"env_id": row.env_id, "backend": backend(args), "config": config_name(row, args)}
+        if backend(args) == "envpool" and (problem := envpool_problem()):
             results.append({**result, "skipped": problem})
             continue
         num_envs = getattr(args, "num_envs", 1)

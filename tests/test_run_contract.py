@@ -139,7 +139,8 @@ def test_a_run_writes_its_directory_and_gives_back_the_callers_threads(script):
     assert all(possible_return(flags["env"], float(r["episodic_return"]), int(r["episodic_length"])) for r in rows)
     written = json.load(open("run/summary.json"))
     assert written == json.loads(json.dumps(summary))
-    assert written["total_steps"] > 0 and written["sps"] > 0 and written["wall_time"] > 0
+    # wall_time is rounded to 0.1 s, so a tiny run may show 0.0
+    assert written["total_steps"] > 0 and written["sps"] > 0 and written["wall_time"] >= 0
     assert written["args"]["env_id"] == flags["env"] and "torch" in written["versions"]
     assert written["eval"]["episodes"] == 2 and possible_mean_return(flags["env"], written["eval"]["mean_return"])
     assert glob.glob("run/events.out.tfevents.*")
