@@ -26,8 +26,9 @@ def tiny(preset: str = "classic", **overrides) -> a3c.Args:
     return dataclasses.replace(a3c.PRESETS[preset], **settings)
 
 
-def children_of(pid: int) -> list[int]:
-    """The live processes whose parent is pid (from /proc; zombies not yet reaped count as gone)."""
+def live_processes_where(field: int, value: int) -> list[int]:
+    """The live processes whose /proc/PID/stat field (after the name: 1 = parent, 2 = process group) is
+    value; zombies not yet reaped count as gone."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -36,9 +37,17 @@ def children_of(pid: int) -> list[int]:
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid and fields[0] != "Z":
+            if int(fields[field]) == value and fields[0] != "Z":
                 found.append(int(entry))
     return found
+
+
+def children_of(pid: int) -> list[int]:
+    return live_processes_where(1, pid)
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    return live_processes_where(2, pgid)
 
 
 @pytest.fixture
@@ -50,20 +59,6 @@ def no_new_children():
     yield
     assert not set(children_of(os.getpid())) - before[0]
     assert not set(multiprocessing.active_children()) - before[1]
-
-
-def processes_in_group(pgid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                found.append(int(entry))
-    return found
 
 
 def test_workers_take_exactly_the_total_steps_and_episodes_are_written_in_step_order(no_new_children):
