@@ -203,7 +203,7 @@ def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
     """A3C here handles vector or image observations, and discrete actions (a softmax policy)."""
     if isinstance(action_space, gym.spaces.Box):
         raise ConfigError(f"a3c_hogwild.py supports Discrete action spaces only, not {action_space}; "
-                          "for continuous actions use ppo.py or sac.py")
+                          "for continuous actions use ppo.py, trpo.py, ddpg.py, td3.py or sac.py")
     if not isinstance(action_space, gym.spaces.Discrete):
         raise ConfigError(f"a3c_hogwild.py supports Discrete action spaces only, not {action_space}")
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (1, 3):

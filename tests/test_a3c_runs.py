@@ -201,7 +201,7 @@ def test_presets_and_overrides_from_the_command_line():
     [
         (dict(env_id="CartPol-v1"), "unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
         (dict(env_id="Pendulum-v1"), "supports Discrete action spaces only, not Box(-2.0, 2.0, (1,), float32); "
-                                     "for continuous actions use ppo.py or sac.py"),
+                                     "for continuous actions use ppo.py, trpo.py, ddpg.py, td3.py or sac.py"),
         (dict(learning_rate=0.0), "--learning-rate must be positive"),
         (dict(num_workers=0), "--num-workers and --num-steps must be positive"),
         (dict(num_steps=0), "must be positive"),

@@ -111,7 +111,7 @@ def test_help_shows_the_preset_defaults():
     [
         (dict(env_id="CartPol-v1"), "unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
         (dict(env_id="Pendulum-v1"), "supports Discrete action spaces only, not Box(-2.0, 2.0, (1,), float32); "
-                                     "for continuous actions use ppo.py or sac.py"),
+                                     "for continuous actions use ppo.py, trpo.py, ddpg.py, td3.py or sac.py"),
         (dict(learning_rate=0.0), "--learning-rate must be positive"),
         (dict(total_timesteps=5), "is less than one batch"),
         (dict(num_workers=5), "--num-workers must be between 0 and --num-envs (4), got 5"),

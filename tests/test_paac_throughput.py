@@ -29,7 +29,7 @@ def test_dry_run_prints_the_table_1_commands_at_the_papers_budget(capsys):
 def test_a_tiny_measurement_with_the_profile(capsys):
     pytest.importorskip("envpool")
     result = paac_throughput.main(["--train-steps", "160", "--raw-steps", "320", "--num-workers", "2", "--threads", "1",
-                                   "--profile"])
+                                   "--repeats", "1", "--profile"])
     assert result["backend"] == "envpool" and result["train_steps"] == 160
     assert result["raw_sps"] > 0 and result["train_sps"] > 0
     assert result["ratio"] == pytest.approx(result["train_sps"] / result["raw_sps"])
