@@ -25,7 +25,7 @@ Hopper-v5 with the paper's settings, learning from the first step (--learning-st
 with the settings of the implementation the team timed here run twice, on torch's default thread count and
 on one thread, so the effect of the thread count is measured side by side.
 
-    python -m benchmark.throughput                     # every row, about 15 minutes on 2 cores
+    python -m benchmark.throughput                     # every row, about 20 minutes on 2 cores (estimated)
     python -m benchmark.throughput --only cartpole --steps-scale 0.2 --out throughput.json
 """
 
@@ -92,23 +92,24 @@ ROWS = [
     Row("trpo", "mujoco", "Hopper-v5", "mujoco", "mujoco preset, 32-32, obs normalised", 30_720, 30_000),
     Row("trpo", "atari", "BreakoutNoFrameskip-v4", "atari", "atari preset, delta 0.001", 30_720, 8_000),
     # Off-policy rows: 1,000 random steps first (sac: none), then one update per env step. Each runs on torch's
-    # default thread count and again on one thread; the rows marked "as the team's reference figures" use the
-    # settings of the single-file implementation the team timed here (SAC 74, TD3 118, DDPG 161 steps/s).
-    *(Row("sac", "mujoco", "Hopper-v5", "mujoco", f"paper settings (256-256, batch 256), as the team's reference "
-          f"figures, learning from step 1, {threads_label(threads)}", 3_000, 20_000,
+    # default thread count and again on one thread; the rows marked "sizes of the team's reference figures" use the
+    # networks and batch of the single-file implementation the team timed here (SAC 74, TD3 118, DDPG 161
+    # steps/s; its DDPG updates the actor every second step, ours at every step).
+    *(Row("sac", "mujoco", "Hopper-v5", "mujoco", f"paper settings (256-256, batch 256), sizes of the team's "
+          f"reference figures, learning from step 1, {threads_label(threads)}", 3_000, 20_000,
           dict(learning_starts=0, eval_every=0, threads=threads)) for threads in (None, 1)),
     Row("ddpg", "mujoco", "Hopper-v5", "paper", "paper preset, 400-300, batch 64", 5_000, 20_000,
         dict(learning_starts=1_000)),
     Row("ddpg", "mujoco", "Hopper-v5", "our-ddpg", "our-ddpg preset, 400-300, batch 100", 5_000, 20_000,
         dict(learning_starts=1_000)),
-    *(Row("ddpg", "mujoco", "Hopper-v5", "our-ddpg", f"our-ddpg with 256-256, batch 256, lr 3e-4, as the team's "
+    *(Row("ddpg", "mujoco", "Hopper-v5", "our-ddpg", f"our-ddpg with 256-256, batch 256, lr 3e-4, sizes of the team's "
           f"reference figures, {threads_label(threads)}", 5_000, 20_000,
           dict(learning_starts=1_000, hidden_sizes=(256, 256), batch_size=256, learning_rate=3e-4,
                actor_learning_rate=3e-4, threads=threads)) for threads in (None, 1)),
     Row("td3", "mujoco", "Hopper-v5", "paper", "paper preset, 400-300, batch 100", 5_000, 20_000,
         dict(learning_starts=1_000)),
-    *(Row("td3", "mujoco", "Hopper-v5", "authors", f"authors preset (256-256, batch 256), as the team's reference "
-          f"figures, {threads_label(threads)}", 5_000, 20_000, dict(learning_starts=1_000, threads=threads))
+    *(Row("td3", "mujoco", "Hopper-v5", "authors", f"authors preset (256-256, batch 256), sizes of the team's "
+          f"reference figures, {threads_label(threads)}", 5_000, 20_000, dict(learning_starts=1_000, threads=threads))
       for threads in (None, 1)),
 ]
 
