@@ -15,13 +15,18 @@ busy while the environments step in parallel.
 import csv
 import dataclasses
 import difflib
+import glob
 import json
+import math
 import multiprocessing as mp
+import multiprocessing.util
 import os
 import random
 import signal
 import sys
 import time
+import types
+import typing
 from collections import deque
 from dataclasses import dataclass
 from importlib import metadata
@@ -35,6 +40,8 @@ import torch.nn as nn
 import tyro
 from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
+
+SCRIPT = "paac.py"  # names this script in messages, checkpoints and models
 
 gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
 try:  # the MinAtar/*-v1 ids (Young & Tian 2019), when the minatar package is installed
@@ -93,6 +100,8 @@ class Args:
     """n_e, the environments stepped in parallel. Paper: 32 (Algorithm 1 and Section 5)"""
     num_workers: int = 8
     """n_w, the workers stepping them: processes each holding num_envs / num_workers gymnasium envs, or EnvPool's threads. Paper: 8. 0: the gymnasium envs step in this process, one after another (gymnasium's SyncVectorEnv)"""
+    oversubscribe: bool = False
+    """allow more than 4 worker processes per core; without it a larger --num-workers is refused"""
     num_steps: int = 5
     """t_max, the steps each env takes between updates. Paper: 5"""
     arch: Literal["nips", "nature"] = "nips"
@@ -164,8 +173,26 @@ class ConfigError(ValueError):
     """A setting that cannot work, found before training starts."""
 
 
+def check_finite(args) -> None:
+    """Refuse nan and inf in any float setting: `nan <= 0` is False, so the range checks alone let it through."""
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+
+
+def check_worker_count(num_workers: int, oversubscribe: bool) -> None:
+    """Refuse more than 4 worker processes per core unless asked for: a typo such as --num-workers 100000
+    would otherwise fork until the machine stalls."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if num_workers > 4 * cores and not oversubscribe:
+        raise ConfigError(f"--num-workers {num_workers} is more than 4 per core ({4 * cores} here); "
+                          "add --oversubscribe if you mean it")
+
+
 def check_args(args: Args) -> None:
     """Refuse settings that cannot work, each with one line that names the fix."""
+    check_finite(args)
     if args.total_timesteps <= 0 or args.num_envs <= 0 or args.num_steps <= 0:
         raise ConfigError("--total-timesteps, --num-envs and --num-steps must be positive")
     if args.total_timesteps < args.batch_size:
@@ -173,6 +200,7 @@ def check_args(args: Args) -> None:
             f"--total-timesteps {args.total_timesteps} is less than one batch of --num-envs x --num-steps "
             f"= {args.batch_size}; raise it or shrink the batch"
         )
+    check_worker_count(args.num_workers, args.oversubscribe)
     if not 0 <= args.num_workers <= args.num_envs:
         raise ConfigError(f"--num-workers must be between 0 and --num-envs ({args.num_envs}), got {args.num_workers}")
     if args.learning_rate <= 0:
@@ -193,12 +221,25 @@ def check_args(args: Args) -> None:
 
 
 def check_env_id(env_id: str) -> None:
-    """Refuse an unknown environment id, suggesting the closest registered ones."""
-    if env_id in gym.envs.registry:
-        return
-    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
-    raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    """Refuse an unknown environment id, suggesting the closest registered ones, and an Atari id that skips
+    frames itself."""
+    if env_id not in gym.envs.registry:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    if is_atari(env_id):
+        check_atari_frameskip(env_id)
+
+
+def check_atari_frameskip(env_id: str) -> None:
+    """The DQN wrappers repeat each action over 4 frames themselves, as the papers did; an id that also skips
+    frames (ALE/*-v5, *-v4 without NoFrameskip) or makes actions sticky would silently play 16 frames a step."""
+    kwargs = gym.spec(env_id).kwargs
+    if kwargs.get("frameskip", 1) != 1 or kwargs.get("repeat_action_probability", 0.0) != 0.0:
+        game = "".join(part.capitalize() for part in str(kwargs.get("game", "pong")).split("_"))
+        raise ConfigError(f"{env_id} skips frames (frameskip={kwargs.get('frameskip')}) or makes actions sticky "
+                          f"(p={kwargs.get('repeat_action_probability')}) on top of the 4-frame skip of the "
+                          f"papers' wrappers; use {game}NoFrameskip-v4")
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
@@ -342,10 +383,34 @@ class EnvPoolVecEnv:
         self.envs.close()
 
 
-def run_worker(conn, env_fns: list, first: int, obs_buffer, obs_shape: tuple, obs_dtype) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this worker if the main process dies, even by SIGKILL and even in the middle of
+    a step (Linux); elsewhere the worker notices at its next message, when its pipe reports the end."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os._exit(1)
+
+
+def run_worker(conn, parent_ends: list, parent_pid: int, env_fns: list, first: int, obs_buffer, obs_shape: tuple,
+               obs_dtype) -> None:
     """A worker process: steps its slice of the envs (ids first, first + 1, ...) as a SAME_STEP
-    SyncVectorEnv, writes their observations into the shared buffer and sends back the rest."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the learner, which stops the workers
+    SyncVectorEnv, writes their observations into the shared buffer and sends back the rest. It ends when
+    told to, or when the main process is gone."""
+    # SIGINT and SIGTERM sent to the whole process group (Ctrl-C, timeout, Slurm) reach the main process,
+    # which saves a checkpoint and then stops the workers: a worker that died first would lose the step.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    # The fork copied the main process's ends of this worker's pipe and of those started before it. Held
+    # here, they would keep every pipe open after the main process dies, so no worker would see the end.
+    for end in parent_ends:
+        end.close()
+    die_with_parent(parent_pid)
     try:
         envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         obs_view = np.frombuffer(obs_buffer, dtype=obs_dtype).reshape(-1, *obs_shape)[first: first + len(env_fns)]
@@ -368,8 +433,29 @@ def run_worker(conn, env_fns: list, first: int, obs_buffer, obs_shape: tuple, ob
                 envs.close()
                 conn.send(None)
                 return
+    except (EOFError, BrokenPipeError, ConnectionResetError):  # the main process is gone: nobody to tell
+        return
     except Exception as error:  # reported to the learner, which raises it
-        conn.send(RuntimeError(f"env worker for envs {first}..{first + len(env_fns) - 1}: {type(error).__name__}: {error}"))
+        try:
+            conn.send(RuntimeError(f"env worker for envs {first}..{first + len(env_fns) - 1}: {type(error).__name__}: {error}"))
+        except OSError:
+            pass
+
+
+def stop_workers(conns: list, processes: list) -> None:
+    """Tell each worker to close its envs, and wait for it; kill one that has not ended 5 s later."""
+    for conn, process in zip(conns, processes):
+        try:
+            conn.send(("close", None))
+            conn.recv()
+        except (BrokenPipeError, EOFError, OSError):
+            pass
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()  # it ignores SIGTERM
+            process.join()
+    conns.clear()
+    processes.clear()
 
 
 class WorkerVecEnv:
@@ -391,10 +477,16 @@ class WorkerVecEnv:
         self.obs = np.frombuffer(self.obs_buffer, dtype=dtype).reshape(self.num_envs, *shape)
         self.slices = [(int(s[0]), int(s[-1]) + 1) for s in np.array_split(np.arange(self.num_envs), num_workers)]
         self.conns, self.processes = [], []
+        # The workers ignore SIGTERM, so multiprocessing's own clean-up at exit (SIGTERM to each, then a wait
+        # without a time limit) would hang on workers never closed (an exception before close()): stop them
+        # before it, or when this object is garbage collected.
+        self.stop_workers = multiprocessing.util.Finalize(self, stop_workers, args=(self.conns, self.processes),
+                                                          exitpriority=10)
         for first, end in self.slices:
             parent, child = context.Pipe()
             process = context.Process(target=run_worker, daemon=True,
-                                      args=(child, env_fns[first:end], first, self.obs_buffer, shape, dtype))
+                                      args=(child, [*self.conns, parent], os.getpid(), env_fns[first:end], first,
+                                            self.obs_buffer, shape, dtype))
             process.start()
             child.close()
             self.conns.append(parent)
@@ -433,16 +525,7 @@ class WorkerVecEnv:
         return self.obs.copy(), rewards, terminated, truncated, infos
 
     def close(self):
-        for conn, process in zip(self.conns, self.processes):
-            try:
-                conn.send(("close", None))
-                conn.recv()
-            except (BrokenPipeError, EOFError, OSError):
-                pass
-            process.join(timeout=5)
-            if process.is_alive():
-                process.terminate()
-        self.conns, self.processes = [], []
+        self.stop_workers()  # runs once: later calls do nothing
 
 
 def make_vector_env(args: Args, seed: int, video_dir: str, num_envs: int | None = None):
@@ -665,7 +748,22 @@ def atomic_write(path: str, write) -> None:
     os.replace(tmp, path)
 
 
+def all_finite(state) -> bool:
+    """Whether every float in a saved state (nested dicts, lists and tensors) is finite."""
+    if isinstance(state, torch.Tensor):
+        return not state.is_floating_point() or bool(torch.isfinite(state).all())
+    if isinstance(state, dict):
+        return all(all_finite(value) for value in state.values())
+    if isinstance(state, (list, tuple)):
+        return all(all_finite(value) for value in state)
+    return not isinstance(state, float) or math.isfinite(state)
+
+
 def save_torch(obj, path: str) -> None:
+    """Write a checkpoint or model atomically, and never one holding nan or inf: the file already there,
+    written before training diverged, is the one to resume from."""
+    if not all_finite(obj):
+        raise FloatingPointError(f"training diverged: {path} would hold nan or inf, so it was not written")
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -677,14 +775,95 @@ def write_json(path: str, obj: dict) -> None:
     atomic_write(path, write)
 
 
+def load_saved(path: str) -> dict:
+    """A checkpoint or model of this script, loaded without running any code in the file (weights_only).
+    Anything else is refused in one line. torch's own message advises weights_only=False, which would run
+    the file's code: it is never passed on."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # missing, truncated, foreign or unsafe: say which kind, nothing more
+        raise ConfigError(f"{path} is not a checkpoint or model of {SCRIPT} ({type(error).__name__})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("args"), dict):
+        raise ConfigError(f"{path} is not a checkpoint or model of {SCRIPT}")
+    writer = saved.get("script", SCRIPT)
+    if writer != SCRIPT:
+        raise ConfigError(f"{path} was written by {writer}, not {SCRIPT}: use {writer} for it")
+    if not all_finite(saved):
+        raise ConfigError(f"{path} holds nan or inf: it was written by a run that diverged")
+    return saved
+
+
 def load_checkpoint(run_dir: str) -> dict:
     path = os.path.join(run_dir, "checkpoint.pt")
     if not os.path.isfile(path):
         raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there (was it run with --checkpoint-every?)")
+    return load_saved(path)
+
+
+def value_fits(value, hint) -> bool:
+    """Whether a saved setting has its field's type (a float field takes an int as well)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(value_fits(value, option) for option in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (tuple, list):
+        return isinstance(value, (tuple, list))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def args_from_saved(saved: dict, path: str) -> "Args":
+    """The Args a checkpoint or model was saved with, refused in one line if this script's Args cannot
+    hold them (a field unknown or missing, or a value of the wrong type: an edited file)."""
+    hints = typing.get_type_hints(Args)
+    unknown, missing = set(saved["args"]) - set(hints), set(hints) - set(saved["args"])
+    if unknown or missing:
+        raise ConfigError(f"{path} does not hold the settings of {SCRIPT} (unknown: {sorted(unknown)}, "
+                          f"missing: {sorted(missing)})")
+    for name, value in saved["args"].items():
+        if not value_fits(value, hints[name]):
+            raise ConfigError(f"{path}: the saved setting {name} = {value!r} is not of type {hints[name]}")
+    return Args(**saved["args"])
+
+
+def restore(path: str, load) -> None:
+    """Run load(), which copies a checkpoint or model into this run; a file that does not fit it (another
+    env or network size, a missing entry) is refused in one line instead of a traceback."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unpickling failure means the file cannot be trusted
-        raise ConfigError(f"--resume {run_dir}: checkpoint.pt is corrupt ({type(error).__name__}: {error})") from None
+        load()
+    except ConfigError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"{path} does not fit this run of {SCRIPT} ({type(error).__name__}: {reason})") from None
+
+
+def remove_stale_temporaries(run_dir: str) -> None:
+    """A run killed while saving leaves a half-written *.tmp beside the file it was replacing: remove it."""
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
+        os.remove(path)
+
+
+def wait_past_event_files(run_dir: str) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
+    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
+    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
+    next."""
+    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
+    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
+    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
+
+
+def safe_to_resume(run_dir: str) -> str:
+    """The end of a divergence message: which checkpoint, if any, holds the last finite state."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if os.path.exists(path):
+        return f"{path} holds the last finite state: resume with --resume {run_dir} (a lower --learning-rate may help)"
+    return "no checkpoint was written (--checkpoint-every keeps one)"
 
 
 def rng_state() -> dict:
@@ -757,15 +936,13 @@ def evaluate(agent: Agent, args: Args, episodes: int, seed: int, deterministic: 
 
 def load_agent(model_path: str) -> tuple[Agent, Args]:
     """Rebuild the agent saved by --save-model: weights and args."""
-    try:
-        saved = torch.load(model_path, map_location="cpu", weights_only=True)
-        args = Args(**saved["args"])
-    except Exception as error:  # missing, truncated or foreign file
-        raise ConfigError(f"cannot load an paac.py model from {model_path} ({type(error).__name__}: {error})") from None
+    saved = load_saved(model_path)
+    args = args_from_saved(saved, model_path)
+    check_env_id(args.env_id)
     envs = make_vector_env(dataclasses.replace(args, capture_video=False), args.seed, "", num_envs=1)
     agent = Agent(envs.single_observation_space, envs.single_action_space, args.arch)
     envs.close()
-    agent.load_state_dict(saved["model"])
+    restore(model_path, lambda: agent.load_state_dict(saved["model"]))
     return agent, args
 
 
@@ -818,15 +995,24 @@ class Progress:
 def main(args: Args) -> dict:
     """Train PAAC and return the summary that is also written to RUN_DIR/summary.json. A run stopped by
     SIGINT or SIGTERM returns {"interrupted": True, "global_step", "run_dir"} and writes no summary."""
-    checkpoint = None
+    checkpoint, path = None, ""
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
-        args = dataclasses.replace(Args(**checkpoint["args"]), resume=args.resume, run_dir=args.resume)
-    check_args(args)
+        path = os.path.join(args.resume, "checkpoint.pt")
+        args = dataclasses.replace(args_from_saved(checkpoint, path), resume=args.resume, run_dir=args.resume)
     check_env_id(args.env_id)
+    check_args(args)
     run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     # The engine auto chose is written into the run's args, so evaluating and resuming use the same one.
     args = dataclasses.replace(args, run_dir=run_dir, env_backend=resolve_backend(args))
+    global_step, start_iteration, elapsed_before = 0, 1, 0.0
+    if checkpoint is not None:
+        def read_counters():
+            nonlocal global_step, start_iteration, elapsed_before
+            global_step = int(checkpoint["global_step"])
+            start_iteration, elapsed_before = int(checkpoint["iteration"]) + 1, float(checkpoint["elapsed"])
+
+        restore(path, read_counters)
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -836,28 +1022,29 @@ def main(args: Args) -> dict:
 
     # A resumed run cannot restore the environments' internal states: it starts fresh episodes, seeded
     # from the step it resumes at, so that resuming is itself reproducible.
-    env_seed = args.seed + (checkpoint["global_step"] if checkpoint else 0)
+    env_seed = args.seed + global_step
+    threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
     envs = make_vector_env(args, env_seed, os.path.join(run_dir, "videos"))
     try:
         check_spaces(envs.single_observation_space, envs.single_action_space)
-    except ConfigError:
-        envs.close()
-        raise
-    image_obs = len(envs.single_observation_space.shape) == 3
-    threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
-    torch.set_num_threads(args.threads or (threads_before if image_obs else 1))
+        image_obs = len(envs.single_observation_space.shape) == 3
+        torch.set_num_threads(args.threads or (threads_before if image_obs else 1))
+        agent = Agent(envs.single_observation_space, envs.single_action_space, args.arch).to(device)
+        optimizer = RMSpropTF(agent.parameters(), lr=args.learning_rate, decay=args.rms_decay, eps=args.rms_eps)
+        if checkpoint is not None:
+            def load_state():
+                agent.load_state_dict(checkpoint["model"])
+                optimizer.load_state_dict(checkpoint["optimizer"])
+                set_rng_state(checkpoint["rng"])
 
-    agent = Agent(envs.single_observation_space, envs.single_action_space, args.arch).to(device)
-    optimizer = RMSpropTF(agent.parameters(), lr=args.learning_rate, decay=args.rms_decay, eps=args.rms_eps)
-    global_step, start_iteration, elapsed_before = 0, 1, 0.0
-    if checkpoint is not None:
-        agent.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        global_step = checkpoint["global_step"]
-        start_iteration, elapsed_before = checkpoint["iteration"] + 1, checkpoint["elapsed"]
-        set_rng_state(checkpoint["rng"])
+            restore(path, load_state)
+    except BaseException:  # a refused setting or checkpoint, or Ctrl-C while starting: stop the workers
+        envs.close()
+        torch.set_num_threads(threads_before)
+        raise
 
     os.makedirs(run_dir, exist_ok=True)
+    remove_stale_temporaries(run_dir)
     episode_file, episode_log = open_episode_log(run_dir, global_step if checkpoint else None)
     if args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
         import wandb
@@ -865,7 +1052,11 @@ def main(args: Args) -> dict:
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
                    name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
                    sync_tensorboard=True)
-    writer = SummaryWriter(run_dir)
+    # Everything logged up to the checkpoint's step was logged before it was saved: what a killed attempt
+    # logged after it is purged, so that TensorBoard shows each step once.
+    if checkpoint is not None:
+        wait_past_event_files(run_dir)
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
     if checkpoint is None:
         table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
         writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
@@ -888,7 +1079,8 @@ def main(args: Args) -> dict:
 
     def save_checkpoint(iteration: int) -> None:
         save_torch({
-            "args": dataclasses.asdict(args), "model": agent.state_dict(), "optimizer": optimizer.state_dict(),
+            "script": SCRIPT, "args": dataclasses.asdict(args), "model": agent.state_dict(),
+            "optimizer": optimizer.state_dict(),
             "global_step": global_step, "iteration": iteration,
             "elapsed": elapsed_before + time.time() - start_time, "rng": rng_state(),
         }, os.path.join(run_dir, "checkpoint.pt"))
@@ -943,9 +1135,7 @@ def main(args: Args) -> dict:
             loss, pg_loss, v_loss, entropy_mean = actor_critic_loss(logprob, entropy, value, returns,
                                                                     args.ent_coef, args.vf_coef, args.loss_scale)
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss became {loss.item()} at step {global_step}; the last good checkpoint "
-                    "(if any) is kept. Try a lower --learning-rate or --max-grad-norm")
+                raise FloatingPointError(f"the loss became {loss.item()} at step {global_step:,}; {safe_to_resume(run_dir)}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
@@ -988,7 +1178,8 @@ def main(args: Args) -> dict:
         "args": dataclasses.asdict(args), "versions": package_versions(),
     }
     if args.save_model:
-        save_torch({"args": dataclasses.asdict(args), "model": agent.state_dict()}, os.path.join(run_dir, "model.pt"))
+        save_torch({"script": SCRIPT, "args": dataclasses.asdict(args), "model": agent.state_dict()},
+                   os.path.join(run_dir, "model.pt"))
     if args.eval_episodes:
         eval_returns = evaluate(agent, dataclasses.replace(args, capture_video=False), args.eval_episodes,
                                 args.seed + 100_000, args.eval_deterministic, "")
@@ -1021,9 +1212,17 @@ def parse_args(argv: list[str]) -> Args | EvalArgs:
     return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
 
 
-if __name__ == "__main__":
+def cli(argv: list[str]) -> None:
+    """The command line: train, or `evaluate MODEL`. A bad setting or a diverged run ends in one line on
+    stderr and a non-zero exit, never a traceback."""
     try:
-        args = parse_args(sys.argv[1:])
+        args = parse_args(argv)
         main_evaluate(args) if isinstance(args, EvalArgs) else main(args)
     except ConfigError as error:
-        sys.exit(f"paac.py: error: {error}")
+        sys.exit(f"{SCRIPT}: error: {error}")
+    except FloatingPointError as error:
+        sys.exit(f"{SCRIPT}: stopped: {error}")
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

@@ -17,6 +17,7 @@ step as it is: the natural policy gradient (Kakade 2002). A separate value netwo
 import csv
 import dataclasses
 import difflib
+import glob
 import json
 import math
 import os
@@ -24,6 +25,8 @@ import random
 import signal
 import sys
 import time
+import types
+import typing
 from collections import deque
 from dataclasses import dataclass
 from importlib import metadata
@@ -37,6 +40,8 @@ import torch.nn as nn
 import tyro
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torch.utils.tensorboard import SummaryWriter
+
+SCRIPT = "trpo.py"  # names this script in messages, checkpoints and models
 
 gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
 
@@ -163,8 +168,17 @@ class ConfigError(ValueError):
     """A setting that cannot work, found before training starts."""
 
 
+def check_finite(args) -> None:
+    """Refuse nan and inf in any float setting: `nan <= 0` is False, so the range checks alone let it through."""
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+
+
 def check_args(args: Args) -> None:
     """Refuse settings that cannot work, each with one line that names the fix."""
+    check_finite(args)
     if args.total_timesteps <= 0 or args.num_envs <= 0 or args.num_steps <= 0:
         raise ConfigError("--total-timesteps, --num-envs and --num-steps must be positive")
     if args.total_timesteps < args.batch_size:
@@ -196,12 +210,25 @@ def check_args(args: Args) -> None:
 
 
 def check_env_id(env_id: str) -> None:
-    """Refuse an unknown environment id, suggesting the closest registered ones."""
-    if env_id in gym.envs.registry:
-        return
-    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
-    raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    """Refuse an unknown environment id, suggesting the closest registered ones, and an Atari id that skips
+    frames itself."""
+    if env_id not in gym.envs.registry:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    if is_atari(env_id):
+        check_atari_frameskip(env_id)
+
+
+def check_atari_frameskip(env_id: str) -> None:
+    """The DQN wrappers repeat each action over 4 frames themselves, as the papers did; an id that also skips
+    frames (ALE/*-v5, *-v4 without NoFrameskip) or makes actions sticky would silently play 16 frames a step."""
+    kwargs = gym.spec(env_id).kwargs
+    if kwargs.get("frameskip", 1) != 1 or kwargs.get("repeat_action_probability", 0.0) != 0.0:
+        game = "".join(part.capitalize() for part in str(kwargs.get("game", "pong")).split("_"))
+        raise ConfigError(f"{env_id} skips frames (frameskip={kwargs.get('frameskip')}) or makes actions sticky "
+                          f"(p={kwargs.get('repeat_action_probability')}) on top of the 4-frame skip of the "
+                          f"papers' wrappers; use {game}NoFrameskip-v4")
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
@@ -512,8 +539,8 @@ def policy_update(agent: "Agent", obs: torch.Tensor, actions: torch.Tensor, adva
 
     surrogate = surrogate_loss(agent.log_prob(agent.policy_output(obs), actions), old_logprob, advantages)
     if not torch.isfinite(surrogate):
-        raise FloatingPointError(f"the loss became {surrogate.item()} at step {step}; the last good checkpoint "
-                                 "(if any) is kept. Try a smaller --max-kl or a larger --cg-damping")
+        raise FloatingPointError(f"the loss became {surrogate.item()} at step {step:,} (a smaller --max-kl or a "
+                                 "larger --cg-damping may help)")
     old_params = parameters_to_vector(params).detach()
     gradient = flat_grad(surrogate, params)
     stats = dict(surrogate_before=surrogate.item(), entropy=entropy)
@@ -530,7 +557,7 @@ def policy_update(agent: "Agent", obs: torch.Tensor, actions: torch.Tensor, adva
     vector_to_parameters(result.params, params)
     if not math.isfinite(result.surrogate) or not math.isfinite(result.kl):
         raise FloatingPointError(f"the loss became {result.surrogate} (KL {result.kl}) after the step at step "
-                                 f"{step}; the last good checkpoint (if any) is kept. Try a smaller --max-kl")
+                                 f"{step:,} (a smaller --max-kl may help)")
     return {**stats, "surrogate_after": result.surrogate, "expected_improvement": float(gradient @ full_step),
             "kl": result.kl, "backtracks": result.backtracks, "accepted": result.accepted}
 
@@ -542,8 +569,7 @@ def fit_value(agent: "Agent", optimizer: torch.optim.Optimizer, obs: torch.Tenso
         for minibatch in torch.randperm(len(obs), device=obs.device).split(minibatch_size):
             loss = 0.5 * ((agent.get_value(obs[minibatch]) - returns[minibatch]) ** 2).mean()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"the value loss became {loss.item()} at step {step}; the last good "
-                                         "checkpoint (if any) is kept. Try a lower --learning-rate")
+                raise FloatingPointError(f"the loss became {loss.item()} in the value fit at step {step:,}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -663,7 +689,22 @@ def atomic_write(path: str, write) -> None:
     os.replace(tmp, path)
 
 
+def all_finite(state) -> bool:
+    """Whether every float in a saved state (nested dicts, lists and tensors) is finite."""
+    if isinstance(state, torch.Tensor):
+        return not state.is_floating_point() or bool(torch.isfinite(state).all())
+    if isinstance(state, dict):
+        return all(all_finite(value) for value in state.values())
+    if isinstance(state, (list, tuple)):
+        return all(all_finite(value) for value in state)
+    return not isinstance(state, float) or math.isfinite(state)
+
+
 def save_torch(obj, path: str) -> None:
+    """Write a checkpoint or model atomically, and never one holding nan or inf: the file already there,
+    written before training diverged, is the one to resume from."""
+    if not all_finite(obj):
+        raise FloatingPointError(f"training diverged: {path} would hold nan or inf, so it was not written")
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -675,14 +716,85 @@ def write_json(path: str, obj: dict) -> None:
     atomic_write(path, write)
 
 
+def load_saved(path: str) -> dict:
+    """A checkpoint or model of this script, loaded without running any code in the file (weights_only).
+    Anything else is refused in one line. torch's own message advises weights_only=False, which would run
+    the file's code: it is never passed on."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # missing, truncated, foreign or unsafe: say which kind, nothing more
+        raise ConfigError(f"{path} is not a checkpoint or model of {SCRIPT} ({type(error).__name__})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("args"), dict):
+        raise ConfigError(f"{path} is not a checkpoint or model of {SCRIPT}")
+    writer = saved.get("script", SCRIPT)
+    if writer != SCRIPT:
+        raise ConfigError(f"{path} was written by {writer}, not {SCRIPT}: use {writer} for it")
+    if not all_finite(saved):
+        raise ConfigError(f"{path} holds nan or inf: it was written by a run that diverged")
+    return saved
+
+
 def load_checkpoint(run_dir: str) -> dict:
     path = os.path.join(run_dir, "checkpoint.pt")
     if not os.path.isfile(path):
         raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there (was it run with --checkpoint-every?)")
+    return load_saved(path)
+
+
+def value_fits(value, hint) -> bool:
+    """Whether a saved setting has its field's type (a float field takes an int as well)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(value_fits(value, option) for option in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (tuple, list):
+        return isinstance(value, (tuple, list))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def args_from_saved(saved: dict, path: str) -> "Args":
+    """The Args a checkpoint or model was saved with, refused in one line if this script's Args cannot
+    hold them (a field unknown or missing, or a value of the wrong type: an edited file)."""
+    hints = typing.get_type_hints(Args)
+    unknown, missing = set(saved["args"]) - set(hints), set(hints) - set(saved["args"])
+    if unknown or missing:
+        raise ConfigError(f"{path} does not hold the settings of {SCRIPT} (unknown: {sorted(unknown)}, "
+                          f"missing: {sorted(missing)})")
+    for name, value in saved["args"].items():
+        if not value_fits(value, hints[name]):
+            raise ConfigError(f"{path}: the saved setting {name} = {value!r} is not of type {hints[name]}")
+    return Args(**saved["args"])
+
+
+def restore(path: str, load) -> None:
+    """Run load(), which copies a checkpoint or model into this run; a file that does not fit it (another
+    env or network size, a missing entry) is refused in one line instead of a traceback."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unpickling failure means the file cannot be trusted
-        raise ConfigError(f"--resume {run_dir}: checkpoint.pt is corrupt ({type(error).__name__}: {error})") from None
+        load()
+    except ConfigError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"{path} does not fit this run of {SCRIPT} ({type(error).__name__}: {reason})") from None
+
+
+def remove_stale_temporaries(run_dir: str) -> None:
+    """A run killed while saving leaves a half-written *.tmp beside the file it was replacing: remove it."""
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
+        os.remove(path)
+
+
+def safe_to_resume(run_dir: str) -> str:
+    """The end of a divergence message: which checkpoint, if any, holds the last finite state."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if os.path.exists(path):
+        return f"{path} holds the last finite state: resume with --resume {run_dir} (a lower --learning-rate may help)"
+    return "no checkpoint was written (--checkpoint-every keeps one)"
 
 
 def rng_state() -> dict:
@@ -757,16 +869,14 @@ def evaluate(agent: Agent, args: Args, episodes: int, seed: int, deterministic: 
 
 def load_agent(model_path: str) -> tuple[Agent, Args]:
     """Rebuild the agent saved by --save-model: weights, observation statistics and args."""
-    try:
-        saved = torch.load(model_path, map_location="cpu", weights_only=True)
-        args = Args(**saved["args"])
-    except Exception as error:  # missing, truncated or foreign file
-        raise ConfigError(f"cannot load a trpo.py model from {model_path} ({type(error).__name__}: {error})") from None
+    saved = load_saved(model_path)
+    args = args_from_saved(saved, model_path)
+    check_env_id(args.env_id)
     envs = make_vector_env(dataclasses.replace(args, capture_video=False), args.seed, "", num_envs=1)
     agent = Agent(envs.single_observation_space, envs.single_action_space, tuple(args.hidden_sizes),
                   args.normalize_obs)
     envs.close()
-    agent.load_state_dict(saved["model"])
+    restore(model_path, lambda: agent.load_state_dict(saved["model"]))
     return agent, args
 
 
@@ -816,14 +926,29 @@ class Progress:
 def main(args: Args) -> dict:
     """Train TRPO (or NPG) and return the summary that is also written to RUN_DIR/summary.json. A run stopped
     by SIGINT or SIGTERM returns {"interrupted": True, "global_step", "run_dir"} and writes no summary."""
-    checkpoint = None
+    checkpoint, checkpoint_path = None, ""
     if args.resume:
+        checkpoint_path = os.path.join(args.resume, "checkpoint.pt")
         checkpoint = load_checkpoint(args.resume)
-        args = dataclasses.replace(Args(**checkpoint["args"]), resume=args.resume, run_dir=args.resume)
-    check_args(args)
+        args = dataclasses.replace(args_from_saved(checkpoint, checkpoint_path), resume=args.resume,
+                                   run_dir=args.resume)
+    # Every check before anything is written; the env id first, since the other messages assume it exists.
     check_env_id(args.env_id)
+    check_args(args)
     if args.env_backend == "envpool" and not is_atari(args.env_id):
         raise ConfigError("--env-backend envpool is for Atari ids here; use gymnasium for " + args.env_id)
+    # Counts over the run, for the summary: updates, line searches that kept the old policy, and updates
+    # that ended with a mean KL above delta (only the natural gradient can).
+    counts = {"updates": 0, "rejected": 0, "kl_above_max_kl": 0, "kl_sum": 0.0}
+    global_step, start_iteration, elapsed_before = 0, 1, 0.0
+    if checkpoint is not None:
+        def load_counters() -> None:
+            nonlocal global_step, start_iteration, elapsed_before
+            counts.update({key: checkpoint["counts"][key] for key in counts})
+            global_step, elapsed_before = int(checkpoint["global_step"]), float(checkpoint["elapsed"])
+            start_iteration = int(checkpoint["iteration"]) + 1
+
+        restore(checkpoint_path, load_counters)
     run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     args = dataclasses.replace(args, run_dir=run_dir, hidden_sizes=tuple(args.hidden_sizes))
 
@@ -835,9 +960,14 @@ def main(args: Args) -> dict:
 
     # A resumed run cannot restore the environments' internal states: it starts fresh episodes, seeded
     # from the step it resumes at, so that resuming is itself reproducible.
-    env_seed = args.seed + (checkpoint["global_step"] if checkpoint else 0)
-    envs = make_vector_env(args, env_seed, os.path.join(run_dir, "videos"))
-    check_spaces(envs.single_observation_space, envs.single_action_space)
+    env_seed = args.seed + global_step
+    # No video yet: RecordVideo makes its folder at once, and nothing is written before every check passes.
+    envs = make_vector_env(dataclasses.replace(args, capture_video=False), env_seed, "")
+    try:
+        check_spaces(envs.single_observation_space, envs.single_action_space)
+    except ConfigError:
+        envs.close()
+        raise
     image_obs = len(envs.single_observation_space.shape) == 3
     threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
     torch.set_num_threads(args.threads or (threads_before if image_obs else 1))
@@ -847,18 +977,24 @@ def main(args: Args) -> dict:
     agent = Agent(envs.single_observation_space, envs.single_action_space, args.hidden_sizes,
                   args.normalize_obs).to(device)
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate)
-    # Counts over the run, for the summary: updates, line searches that kept the old policy, and updates
-    # that ended with a mean KL above delta (only the natural gradient can).
-    counts = {"updates": 0, "rejected": 0, "kl_above_max_kl": 0, "kl_sum": 0.0}
-    global_step, start_iteration, elapsed_before = 0, 1, 0.0
     if checkpoint is not None:
-        agent.load_state_dict(checkpoint["model"])
-        value_optimizer.load_state_dict(checkpoint["value_optimizer"])
-        counts, global_step = checkpoint["counts"], checkpoint["global_step"]
-        start_iteration, elapsed_before = checkpoint["iteration"] + 1, checkpoint["elapsed"]
-        set_rng_state(checkpoint["rng"])
+        def load_state() -> None:
+            agent.load_state_dict(checkpoint["model"])
+            value_optimizer.load_state_dict(checkpoint["value_optimizer"])
+            set_rng_state(checkpoint["rng"])
+
+        try:
+            restore(checkpoint_path, load_state)
+        except ConfigError:
+            envs.close()
+            torch.set_num_threads(threads_before)
+            raise
+    if args.capture_video:
+        envs.close()
+        envs = make_vector_env(args, env_seed, os.path.join(run_dir, "videos"))
 
     os.makedirs(run_dir, exist_ok=True)
+    remove_stale_temporaries(run_dir)
     episode_file, episode_log = open_episode_log(run_dir, global_step if checkpoint else None)
     if args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
         import wandb
@@ -866,7 +1002,9 @@ def main(args: Args) -> dict:
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
                    name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
                    sync_tensorboard=True)
-    writer = SummaryWriter(run_dir)
+    # Everything logged up to the checkpoint's step was logged before it was saved: what a killed attempt
+    # logged after it is dropped, as it is logged again.
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
     if checkpoint is None:
         table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
         writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
@@ -892,7 +1030,7 @@ def main(args: Args) -> dict:
 
     def save_checkpoint(iteration: int) -> None:
         save_torch({
-            "args": dataclasses.asdict(args), "model": agent.state_dict(),
+            "script": SCRIPT, "args": dataclasses.asdict(args), "model": agent.state_dict(),
             "value_optimizer": value_optimizer.state_dict(), "counts": counts, "global_step": global_step,
             "iteration": iteration, "elapsed": elapsed_before + time.time() - start_time, "rng": rng_state(),
         }, os.path.join(run_dir, "checkpoint.pt"))
@@ -942,13 +1080,21 @@ def main(args: Args) -> dict:
             if args.norm_adv and len(b_advantages) > 1:
                 b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
 
-            stats = policy_update(agent, b_obs, b_actions, b_advantages, args, global_step)
-            value_loss = fit_value(agent, value_optimizer, b_obs, b_returns, args.value_epochs,
-                                   args.value_minibatch_size, global_step)
+            try:
+                stats = policy_update(agent, b_obs, b_actions, b_advantages, args, global_step)
+                value_loss = fit_value(agent, value_optimizer, b_obs, b_returns, args.value_epochs,
+                                       args.value_minibatch_size, global_step)
+            except FloatingPointError as error:
+                raise FloatingPointError(f"{error}; {safe_to_resume(run_dir)}") from None
             if args.normalize_obs:
                 # Once a batch, after both updates: the policy that acted and the one updated on its data
                 # saw the same normalisation, so the surrogate's ratio starts at exactly 1.
                 agent.obs_rms.update(b_obs)
+            # A gradient that overflowed in the value fit turns its weights to nan or inf even though the
+            # loss before the step was finite: stop here, before a checkpoint of them, not one batch later.
+            if not all_finite(agent.state_dict()):
+                raise FloatingPointError(f"the weights became nan or inf at step {global_step:,} (the loss was "
+                                         f"finite); {safe_to_resume(run_dir)}")
             counts["updates"] += 1
             counts["rejected"] += int(not stats["accepted"])
             counts["kl_above_max_kl"] += int(stats["kl"] > args.max_kl)
@@ -997,7 +1143,8 @@ def main(args: Args) -> dict:
         "args": dataclasses.asdict(args), "versions": package_versions(),
     }
     if args.save_model:
-        save_torch({"args": dataclasses.asdict(args), "model": agent.state_dict()}, os.path.join(run_dir, "model.pt"))
+        save_torch({"script": SCRIPT, "args": dataclasses.asdict(args), "model": agent.state_dict()},
+                   os.path.join(run_dir, "model.pt"))
     if args.eval_episodes:
         eval_returns = evaluate(agent, dataclasses.replace(args, capture_video=False), args.eval_episodes,
                                 args.seed + 100_000, args.eval_deterministic, "")
@@ -1030,9 +1177,17 @@ def parse_args(argv: list[str]) -> Args | EvalArgs:
     return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
 
 
-if __name__ == "__main__":
+def cli(argv: list[str]) -> None:
+    """The command line: train, or `evaluate MODEL`. A bad setting or a diverged run ends in one line on
+    stderr and a non-zero exit, never a traceback."""
     try:
-        args = parse_args(sys.argv[1:])
+        args = parse_args(argv)
         main_evaluate(args) if isinstance(args, EvalArgs) else main(args)
     except ConfigError as error:
-        sys.exit(f"trpo.py: error: {error}")
+        sys.exit(f"{SCRIPT}: error: {error}")
+    except FloatingPointError as error:
+        sys.exit(f"{SCRIPT}: stopped: {error}")
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

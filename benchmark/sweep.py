@@ -6,13 +6,30 @@ Layout of a sweep directory:
     OUT/runs/<run>/              one run directory per run, written by the script (run contract)
     OUT/runs/<run>/run.log       the script's stdout and stderr, every attempt appended
     OUT/runs/<run>/status.json   the runner's record: state, exit code, command, attempts
+    OUT/runs/<run>/run.lock      locked (flock) while a process executes the run
 
 A rerun of the same command skips finished runs (summary.json written), resumes interrupted ones from
 their checkpoint (`--resume`) and starts failed or unstarted ones afresh. Every file the runner writes goes
 through a temporary file and a rename.
+
+One run directory has one owner at a time: the process that executes the run holds an exclusive flock on
+its run.lock for as long as the run's command lives, and only that process empties the directory or writes
+its status.json. Several sweeps (or Slurm array tasks) may therefore share an OUT: the plan made at the
+start is only a forecast, and the owner decides again under the lock, just before the command starts, so a
+run another sweep finished in the meantime is skipped, never emptied or run again, and a run another
+process holds is left to it ("running elsewhere"). A lock, not a PID in status.json: the kernel drops it
+when the last process holding it exits, however it died, while a PID can be a zombie or reused. Who holds
+it:
+- local backend (and each Slurm array task, which is a local sweep of one run): the sweep process takes it
+  and the run's command inherits the descriptor, so the lock lives as long as either of them does (a
+  killed sweep's orphaned run still holds it);
+- Ray backend: the task, on the node that runs the command, which inherits it the same way.
+On a shared file system the lock must reach every node: NFS does (flock is emulated with NFS locks), Lustre
+needs the `flock` mount option.
 """
 
 import dataclasses
+import fcntl
 import json
 import os
 import shlex
@@ -155,32 +172,54 @@ def is_finished(run_dir: str) -> bool:
     return isinstance(summary, dict) and not summary.get("interrupted")
 
 
-def pid_alive(pid) -> bool:
+def lock_run(run_dir: str) -> int | None:
+    """Take the run's lock: an open descriptor of run_dir/run.lock holding an exclusive flock, or None when
+    another process holds it. Closing the descriptor (in every process sharing it) releases it."""
+    lock = os.open(os.path.join(run_dir, "run.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.kill(int(pid), 0)
-        return True
-    except (OSError, TypeError, ValueError):
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        return None
+    return lock
+
+
+def lock_held(run_dir: str) -> bool:
+    """Whether a process holds the run's lock. Probed with a shared lock taken for an instant, so that
+    sweeps planning at the same time do not see each other's probes as owners. (A claim meeting a probe
+    sees the run as held and leaves it; the probing sweep, finding it free, queues and runs it.)"""
+    try:
+        probe = os.open(os.path.join(run_dir, "run.lock"), os.O_RDONLY)
+    except FileNotFoundError:
         return False
+    try:
+        fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(probe)
 
 
-def plan(run_dir: str) -> str:
-    """What a (re)run of this run does: "skip" (finished), "busy" (another sweep's process still runs it),
-    "resume" (interrupted with a checkpoint) or "fresh" (never started, failed, or nothing to resume from)."""
+def plan(run_dir: str, holding_lock: bool = False) -> str:
+    """What a (re)run of this run does: "skip" (finished), "busy" (another process holds its lock), "resume"
+    (interrupted with a checkpoint) or "fresh" (never started, failed, or nothing to resume from)."""
     if is_finished(run_dir):
         return "skip"
-    status = read_json(os.path.join(run_dir, "status.json")) or {}
-    if status.get("state") == RUNNING and status.get("host") == os.uname().nodename and pid_alive(status.get("pid")):
+    if not holding_lock and lock_held(run_dir):
         return "busy"
+    status = read_json(os.path.join(run_dir, "status.json")) or {}
     if os.path.exists(os.path.join(run_dir, "checkpoint.pt")) and status.get("state") != FAILED:
         return "resume"
     return "fresh"
 
 
 def clear_run_dir(run_dir: str) -> None:
-    """Empty a run directory for a fresh start, keeping run.log (earlier attempts stay readable there) and
-    status.json (the attempt count)."""
+    """Empty a run directory for a fresh start, keeping run.log (earlier attempts stay readable there),
+    status.json (the attempt count) and run.lock (deleting a locked file would let a second owner lock a new
+    one)."""
     for name in os.listdir(run_dir):
-        if name in ("run.log", "status.json"):
+        if name in ("run.log", "status.json", "run.lock"):
             continue
         path = os.path.join(run_dir, name)
         shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
@@ -195,6 +234,39 @@ def classify(run_dir: str, returncode: int) -> str:
     if (returncode == 0 or returncode < 0) and os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
         return INTERRUPTED
     return FAILED
+
+
+def write_status(run_dir: str, status: dict) -> None:
+    write_json(os.path.join(run_dir, "status.json"), status)
+
+
+def claim(run_dir: str, status: dict) -> tuple[int | None, str]:
+    """Take the run's lock and decide, under it, what to do now: (lock, "resume" or "fresh"), the directory
+    emptied for a fresh start and status.json written as running from `status` (the run's description); or
+    (None, "busy") when another process holds the lock, (None, "skip") when the run finished since it was
+    planned (then nothing is touched)."""
+    lock = lock_run(run_dir)
+    if lock is None:
+        return None, "busy"
+    action = plan(run_dir, holding_lock=True)
+    if action == "skip":
+        os.close(lock)
+        return None, action
+    if action == "fresh":
+        clear_run_dir(run_dir)
+    previous = read_json(os.path.join(run_dir, "status.json")) or {}
+    status.update(state=RUNNING, returncode=None, action=action, attempts=previous.get("attempts", 0) + 1,
+                  started=time.time(), host=os.uname().nodename, pid=None)
+    write_status(run_dir, status)
+    return lock, action
+
+
+def end_run(run_dir: str, status: dict, returncode: int) -> dict:
+    """Record how the run's command ended (its owner calls this before releasing the lock); the status."""
+    status.update(state=classify(run_dir, returncode), returncode=returncode,
+                  seconds=round(time.time() - status["started"], 1))
+    write_status(run_dir, status)
+    return status
 
 
 def log_tail(path: str, lines: int = 5) -> list[str]:
@@ -236,64 +308,111 @@ def open_log(log_path: str, command: list[str]):
     return log
 
 
-def execute(command: list[str], log_path: str, env: dict, cwd: str) -> int:
-    """Run a command to its end, with the variables `env` added to this process's environment and stdout and
-    stderr appended to log_path; its exit code (127: it could
-    not start, the reason in the log). SIGTERM or KeyboardInterrupt while waiting (a cancelled Ray task) is
-    passed on to the command as SIGTERM, on which the scripts save a checkpoint. Used by the Ray backend."""
-    with open_log(log_path, command) as log:
-        try:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                       cwd=cwd, stdin=subprocess.DEVNULL)
-        except OSError as error:
-            log.write(f"cannot start: {error}\n")
-            return 127
-        try:
-            return process.wait()
-        except BaseException:
-            process.terminate()
-            return process.wait()
+def start_command(run_dir: str, command: list[str], status: dict, lock: int, env: dict, cwd: str, **options):
+    """Start the command of a run claimed with `lock` (plus --resume for a resumed one), with the variables
+    `env` added to this process's environment and stdout and stderr appended to run.log; (process, log).
+    The command inherits the lock, so it stays held if the claiming process dies first. When the command
+    cannot start, (None, None), its end recorded as exit code 127 (the reason in the log)."""
+    if status["action"] == "resume":
+        command = command + ["--resume", run_dir]
+    log = open_log(os.path.join(run_dir, "run.log"), command)
+    try:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                   cwd=cwd, stdin=subprocess.DEVNULL, pass_fds=(lock,), **options)
+    except OSError as error:
+        log.write(f"cannot start: {error}\n")
+        log.close()
+        end_run(run_dir, status, 127)
+        return None, None
+    status.update(command=shlex.join(command), pid=process.pid)
+    write_status(run_dir, status)
+    return process, log
+
+
+def execute_run(run_dir: str, command: list[str], status: dict, env: dict, cwd: str) -> dict:
+    """A Ray task: claim the run (see claim), run its command to its end (start_command), record the end and
+    release the lock; the status, or {"action": "busy" or "skip"} when it did not run. SIGTERM or
+    KeyboardInterrupt while waiting (a cancelled task) is passed on to the command as SIGTERM, on which the
+    scripts save a checkpoint."""
+    lock, action = claim(run_dir, status)
+    if lock is None:
+        return {"action": action}
+    try:
+        process, log = start_command(run_dir, command, status, lock, env, cwd)
+        if process is None:
+            return status
+        with log:
+            try:
+                returncode = process.wait()
+            except BaseException:
+                process.terminate()
+                returncode = process.wait()
+        return end_run(run_dir, status, returncode)
+    finally:
+        os.close(lock)
+
+
+def settle(run_dir: str, returncode: int) -> dict:
+    """The outcome of a run whose Ray task ended without one (cancelled, or its worker died): when its lock
+    is free and its status.json still says running, the end is recorded here; otherwise status.json is
+    reported as it is, or "busy" while its command (or another sweep) still holds the lock."""
+    lock = lock_run(run_dir)
+    if lock is None:
+        return {"action": "busy"}
+    try:
+        status = read_json(os.path.join(run_dir, "status.json")) or {}
+        if status.get("state") == RUNNING and "started" in status:
+            return end_run(run_dir, status, returncode)
+        return {"action": "fresh", "state": FAILED, "returncode": returncode, **status}
+    finally:
+        os.close(lock)
 
 
 class LocalBackend:
-    """Runs as child processes of this one, up to `workers` at a time."""
+    """Runs as child processes of this one, up to `workers` at a time. This process claims each run and its
+    child inherits the lock (see the module's docstring)."""
 
     def __init__(self, workers: int):
         self.workers = workers
-        self.processes = {}  # key -> (Popen, log file)
+        self.processes = {}  # key -> (Popen, log file, run_dir, status, lock)
+        self.outcomes = []  # (key, outcome) of runs that ended without a process running
 
-    def start(self, key, command, log_path, env, cwd) -> tuple[bool, int | None]:
-        """(started, pid)."""
-        log = open_log(log_path, command)
-        try:
-            # Own session: a Ctrl-C in the terminal reaches the sweep only, which passes SIGTERM on once.
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                       cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True)
-        except OSError as error:
-            log.write(f"cannot start: {error}\n")
-            log.close()
-            return False, None
-        self.processes[key] = (process, log)
-        return True, process.pid
+    def start(self, key, run_dir, command, status, env, cwd) -> None:
+        lock, action = claim(run_dir, status)
+        if lock is None:
+            self.outcomes.append((key, {"action": action}))
+            return
+        # Own session: a Ctrl-C in the terminal reaches the sweep only, which passes SIGTERM on once.
+        process, log = start_command(run_dir, command, status, lock, env, cwd, start_new_session=True)
+        if process is None:
+            self.outcomes.append((key, status))
+            os.close(lock)
+            return
+        self.processes[key] = (process, log, run_dir, status, lock)
 
     def poll(self, timeout: float) -> list:
+        """(key, outcome) of the runs that ended: the status end_run wrote, or {"action": "busy" or "skip"}."""
         deadline = time.monotonic() + timeout
         while True:
-            done = [(key, p.returncode) for key, (p, _) in self.processes.items() if p.poll() is not None]
-            if done or time.monotonic() >= deadline:
+            exited = [(key, p.returncode) for key, (p, *_) in self.processes.items() if p.poll() is not None]
+            if exited or self.outcomes or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
-        for key, _ in done:
-            self.processes.pop(key)[1].close()
+        done, self.outcomes = self.outcomes, []
+        for key, returncode in exited:
+            _, log, run_dir, status, lock = self.processes.pop(key)
+            log.close()
+            done.append((key, end_run(run_dir, status, returncode)))
+            os.close(lock)
         return done
 
     def terminate(self):
-        for process, _ in self.processes.values():
+        for process, *_ in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
 
     def kill(self):
-        for process, _ in self.processes.values():
+        for process, *_ in self.processes.values():
             if process.poll() is None:
                 process.kill()
 
@@ -314,36 +433,37 @@ class RayBackend:
         self.ray = ray
         # The task's code travels with it, so the workers need Python and the scripts, not this package.
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        ray.cloudpickle.register_pickle_by_value(sys.modules[write_json.__module__])
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False)
-        self.task = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_retries=0)(execute)
+        self.task = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_retries=0)(execute_run)
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.refs = {}  # ObjectRef -> (key, log path)
+        self.refs = {}  # ObjectRef -> (key, run_dir)
 
-    def start(self, key, command, log_path, env, cwd) -> tuple[bool, int | None]:
-        ref = self.task.remote(command, log_path, env, cwd)
-        self.refs[ref] = (key, log_path)
-        return True, None
+    def start(self, key, run_dir, command, status, env, cwd) -> None:
+        ref = self.task.remote(run_dir, command, status, env, cwd)
+        self.refs[ref] = (key, run_dir)
 
     def poll(self, timeout: float) -> list:
+        """(key, outcome) of the runs that ended, as LocalBackend.poll."""
         if not self.refs:
             time.sleep(timeout)
             return []
         ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=timeout)
         done = []
         for ref in ready:
-            key, log_path = self.refs.pop(ref)
+            key, run_dir = self.refs.pop(ref)
             try:
                 done.append((key, self.ray.get(ref)))
             except Exception as error:  # the task was cancelled, or its worker died or could not start
-                with open(log_path, "a") as log:
+                with open(os.path.join(run_dir, "run.log"), "a") as log:
                     log.write(f"ray task ended without an exit code: {type(error).__name__}: {error}\n")
-                done.append((key, -signal.SIGTERM))
+                done.append((key, settle(run_dir, -signal.SIGTERM)))
         return done
 
     def terminate(self):
         for ref in self.refs:
-            self.ray.cancel(ref)  # KeyboardInterrupt in the task: execute passes SIGTERM to the script
+            self.ray.cancel(ref)  # KeyboardInterrupt in the task: execute_run passes SIGTERM to the script
 
     def kill(self):
         for ref in self.refs:
@@ -425,12 +545,16 @@ class Display:
 def record_sweep(out: str, runs: list[Run], suite: str | None) -> None:
     """sweep.json: the runs of this sweep, merged with those of earlier invocations on the same OUT."""
     path = os.path.join(out, "sweep.json")
-    previous = read_json(path) or {}
-    entries = {r["name"]: r for r in previous.get("runs", [])}
-    for run in runs:
-        entries[run.name] = {"name": run.name, **dataclasses.asdict(run), "overrides": [list(p) for p in run.overrides]}
-    suites = sorted(set(previous.get("suites", [])) | ({suite} if suite else set()))
-    write_json(path, {"suites": suites, "runs": list(entries.values())})
+    # Sweeps starting together on one OUT merge their runs in one at a time, or one's would be lost.
+    with open(os.path.join(out, "sweep.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        previous = read_json(path) or {}
+        entries = {r["name"]: r for r in previous.get("runs", [])}
+        for run in runs:
+            entries[run.name] = {"name": run.name, **dataclasses.asdict(run),
+                                 "overrides": [list(p) for p in run.overrides]}
+        suites = sorted(set(previous.get("suites", [])) | ({suite} if suite else set()))
+        write_json(path, {"suites": suites, "runs": list(entries.values())})
 
 
 def failure_table(failures: list[dict]) -> str:
@@ -486,7 +610,7 @@ def sweep(runs: list[Run], out: str, workers: int | None = None, backend: str = 
                       "kept (use another --out to sweep a new budget)", file=stream)
         elif action == "busy":
             busy += 1
-            print(f"{run.name}: still running in another sweep (pid in its status.json); left alone", file=stream)
+            print(f"{run.name}: running elsewhere (another process holds its run.lock); left alone", file=stream)
         else:
             queue.append((run, action))
     print(f"sweep {out}: {len(runs)} runs, {skipped} finished already, {len(queue)} to run "
@@ -510,27 +634,32 @@ def sweep(runs: list[Run], out: str, workers: int | None = None, backend: str = 
     try:
         while queue or running:
             while queue and len(running) < workers and not stop:
-                run, action = queue.pop(0)
-                info = start_run(executor, run, out, action, threads, checkpoint_fraction)
-                if info["started_ok"]:
-                    running[run.name] = info
-                else:
-                    failures.append(finish_run(info, 127))
+                run, _ = queue.pop(0)
+                running[run.name] = start_run(executor, run, out, threads, checkpoint_fraction)
             if stop:
                 queue.clear()
             display.update(done, running, len(failures), queue)
-            for name, returncode in executor.poll(timeout=0.5):
-                info = running.pop(name)
-                record = finish_run(info, returncode)
-                if record["state"] == FINISHED:
+            for name, outcome in executor.poll(timeout=0.5):
+                run = running.pop(name)["run"]
+                # The plan was made at the start; the run's owner decided again when it started.
+                if outcome["action"] == "busy":
+                    busy += 1
+                    display.event(f"busy    {name}: running elsewhere (another process holds its run.lock); "
+                                  "left alone")
+                elif outcome["action"] == "skip":
                     done += 1
-                    if info["action"] == "fresh":  # a resumed run's time covers only part of its budget
-                        display.finished.append((info["run"].config, info["run"].total_timesteps, record["seconds"]))
-                    display.event(f"done    {name} in {format_duration(record['seconds'])}")
+                    display.event(f"skip    {name}: finished elsewhere since this sweep started")
+                elif outcome["state"] == FINISHED:
+                    done += 1
+                    if outcome["action"] == "fresh":  # a resumed run's time covers only part of its budget
+                        display.finished.append((run.config, run.total_timesteps, outcome["seconds"]))
+                    display.event(f"done    {name} in {format_duration(outcome['seconds'])}")
                 else:
-                    failures.append(record)
-                    display.event(f"{record['state'].upper():7} {name}: exit code {returncode}"
-                                  + (f": {record['tail'][-1]}" if record["tail"] else ""))
+                    tail = log_tail(os.path.join(run_dir_of(out, run), "run.log"))
+                    failures.append({"name": name, "state": outcome["state"], "returncode": outcome["returncode"],
+                                     "tail": tail})
+                    display.event(f"{outcome['state'].upper():7} {name}: exit code {outcome['returncode']}"
+                                  + (f": {tail[-1]}" if tail else ""))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -543,47 +672,23 @@ def sweep(runs: list[Run], out: str, workers: int | None = None, backend: str = 
         print(failure_table(failures), file=stream)
     if stop:
         print(f"stopped by signal: {not_run} run(s) not started; rerun the same command to continue", file=stream)
-    print(f"{done}/{len(runs)} runs finished; results in {out}", file=stream, flush=True)
+    busy_note = f", {busy} running elsewhere" if busy else ""
+    print(f"{done}/{len(runs)} runs finished{busy_note}; results in {out}", file=stream, flush=True)
     return 0 if done == len(runs) else 1
 
 
-def start_run(executor, run: Run, out: str, action: str, threads: int, checkpoint_fraction: float) -> dict:
-    """Prepare the run directory (emptied for a fresh start), write status.json, start the command."""
+def start_run(executor, run: Run, out: str, threads: int, checkpoint_fraction: float) -> dict:
+    """Hand the run to the executor, which claims it (see claim) and starts its command; its entry in the
+    sweep's running runs."""
     run_dir = run_dir_of(out, run)
     os.makedirs(run_dir, exist_ok=True)
-    status = read_json(os.path.join(run_dir, "status.json")) or {}
-    if action == "fresh":
-        clear_run_dir(run_dir)
     every = int(run.total_timesteps * checkpoint_fraction) if run.total_timesteps and checkpoint_fraction else None
-    command = build_command(run, run_dir, threads, every or None, resume=action == "resume")
-    log_path = os.path.join(run_dir, "run.log")
-    info = {"run": run, "out": out, "command": command, "action": action, "started": time.time(),
-            "attempts": status.get("attempts", 0) + 1}
-    write_status(info, RUNNING, None)
-    info["started_ok"], pid = executor.start(run.name, command, log_path, thread_env(threads), ROOT)
-    if pid is not None:
-        write_status(info, RUNNING, None, pid=pid)
-    return info
-
-
-def write_status(info: dict, state: str, returncode: int | None, pid=None) -> None:
-    run = info["run"]
+    command = build_command(run, run_dir, threads, every or None)
     status = {"name": run.name, "config": run.config, "algo": registry.split_config(run.config)[0],
               "env_id": run.env_id, "seed": run.seed, "total_timesteps": run.total_timesteps,
-              "state": state, "returncode": returncode, "action": info["action"], "attempts": info["attempts"],
-              "command": shlex.join(info["command"]), "started": info["started"],
-              "host": os.uname().nodename, "pid": pid}
-    if state != RUNNING:
-        status["seconds"] = round(time.time() - info["started"], 1)
-    write_json(os.path.join(run_dir_of(info["out"], run), "status.json"), status)
-
-
-def finish_run(info: dict, returncode: int) -> dict:
-    run_dir = run_dir_of(info["out"], info["run"])
-    state = classify(run_dir, returncode)
-    write_status(info, state, returncode)
-    return {"name": info["run"].name, "state": state, "returncode": returncode,
-            "seconds": time.time() - info["started"], "tail": log_tail(os.path.join(run_dir, "run.log"))}
+              "command": shlex.join(command)}
+    executor.start(run.name, run_dir, command, status, thread_env(threads), ROOT)
+    return {"run": run, "started": time.time()}
 
 
 def slurm_script(argv: list[str], out: str, count: int, python: str = sys.executable) -> str:

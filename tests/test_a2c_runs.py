@@ -4,6 +4,7 @@ by every script is in test_run_contract.py."""
 
 import dataclasses
 import os
+import time
 
 import gymnasium as gym
 import pytest
@@ -106,6 +107,9 @@ def test_help_shows_the_preset_defaults():
         (dict(rms_eps=0.0), "--rms-eps and --max-grad-norm must be positive"),
         (dict(ent_coef=-0.01), "--ent-coef and --vf-coef must be non-negative"),
         (dict(env_id="CartPole-v1", env_backend="envpool"), "--env-backend envpool is for Atari ids"),
+        (dict(env_id="ALE/Pong-v5"), "ALE/Pong-v5 skips frames (frameskip=4)"),
+        (dict(env_id="Pong-v0"), "(p=0.25) on top of the 4-frame skip of the papers' wrappers; use PongNoFrameskip-v4"),
+        (dict(learning_rate=float("inf")), "--learning-rate must be a finite number, got inf"),
     ],
 )
 def test_bad_settings_are_refused_before_training(overrides, message):
@@ -115,3 +119,12 @@ def test_bad_settings_are_refused_before_training(overrides, message):
     assert not os.path.exists("run")  # nothing was written
 
 
+
+
+def test_a_resume_makes_its_event_file_in_a_later_second_so_tensorboard_reads_it_last():
+    # TensorBoard reads event files in name order, and a name starts with the second it was made: a killed
+    # attempt's file from this very second would be read after the resumed run's, escaping its purge_step.
+    now = int(time.time())
+    open(f"events.out.tfevents.{now}.host.99999.0", "w").close()
+    a2c.wait_past_event_files(".")
+    assert time.time() >= now + 1

@@ -40,24 +40,38 @@ def test_final_returns_means_cis_and_ratio(tmp_path):
     assert runs[0].final(40) == pytest.approx((20 * 1000 + 20 * 100) / 40)
     (row,) = report.aggregate(runs, 20)
     assert row["final_mean"] == pytest.approx(200.0)
-    low, high = row["final_ci"]
-    assert 100.0 <= low < 200.0 < high <= 300.0
+    # Three seeds: a resample is all the lowest (or all the highest) with probability 1/27 > 2.5%, so the
+    # percentile interval runs from the lowest to the highest (a normal interval would be 200 +- 113).
+    assert row["final_ci"] == pytest.approx((100.0, 300.0))
     assert row["eval_mean"] == pytest.approx(20.0)
-    assert row["eval_ci"][0] < 20.0 < row["eval_ci"][1]
+    assert row["eval_ci"] == pytest.approx((10.0, 30.0))  # of the evaluations, not the training returns
     # ppo on CartPole-v1 at 500k steps is a classic-suite entry: CleanRL's 490.
     assert row["reference"] == 490.0
     assert row["ratio"] == pytest.approx(200.0 / 490.0)
     assert row["finished"] == 3 and row["steps"] == 50_000
 
 
-def test_ci_contains_the_mean_of_known_samples():
+def test_ci_of_known_samples():
+    """Worked by hand: over seeds returning 0 and 1 in equal numbers, n in all, a resample's mean is K / n
+    with K ~ Binomial(n, 1/2), so the 95% percentile interval is that binomial's 2.5% and 97.5% quantiles
+    over n. Each quantile carries enough probability (over 2% on either side of the 2.5% point) that the
+    10,000 resamples land on it exactly."""
+    intervals = {n: report.bootstrap_ci([0.0, 1.0] * (n // 2)) for n in (10, 20, 40)}
+    assert intervals[10] == pytest.approx((0.20, 0.80))  # K: 2 and 8
+    assert intervals[20] == pytest.approx((0.30, 0.70))  # K: 6 and 14
+    assert intervals[40] == pytest.approx((0.35, 0.65))  # K: 14 and 26
+    # Same spread, four times the seeds: half the width (the standard error goes as 1 / sqrt(n)).
+    widths = {n: high - low for n, (low, high) in intervals.items()}
+    assert widths[10] > widths[20] > widths[40] == pytest.approx(widths[10] / 2)
+    # Returns of 5 and 15: the same interval moved and stretched as the returns are.
+    assert report.bootstrap_ci([5.0, 15.0] * 10) == pytest.approx((8.0, 12.0))
+
     rng = np.random.default_rng(1)
     for n in (3, 5, 10):
         values = rng.normal(50.0, 10.0, size=n)
         low, high = report.bootstrap_ci(values)
         assert low < values.mean() < high
-        assert values.min() <= low and high <= values.max()
-    assert report.bootstrap_ci([5.0, 5.0, 5.0]) == (5.0, 5.0)
+    assert report.bootstrap_ci([5.0, 5.0, 5.0]) == (5.0, 5.0)  # identical seeds: a point
     assert all(math.isnan(x) for x in report.bootstrap_ci([5.0]))
 
 

@@ -2,6 +2,9 @@
 interrupted ones, reporting failed ones, thread shares and atomic writes. Runs use the fake script of
 benchmark_helpers.py (milliseconds each); test_benchmark_suites_run.py runs the real scripts."""
 
+import collections
+import ctypes
+import fcntl
 import io
 import json
 import os
@@ -9,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -285,9 +289,70 @@ def test_plan_and_classify(tmp_path):
     assert sweep.plan(str(run_dir)) == "skip" and sweep.classify(str(run_dir), 0) == "finished"
     (run_dir / "summary.json").write_text('{"total_st')  # half a file is not a finished run
     assert sweep.plan(str(run_dir)) == "resume"
+    # A status saying running with a live pid is no owner (that pid may be reused): only the lock is.
     running = {"state": "running", "host": os.uname().nodename, "pid": os.getpid()}
     sweep.write_json(str(run_dir / "status.json"), running)
-    assert sweep.plan(str(run_dir)) == "busy"  # another sweep is running it
+    assert sweep.plan(str(run_dir)) == "resume"
+    with hold_lock(run_dir):
+        assert sweep.plan(str(run_dir)) == "busy"  # another process is running it
+    assert sweep.plan(str(run_dir)) == "resume"
+
+
+def hold_lock(run_dir):
+    """The run's lock, held as another process running the run would hold it (closing the file releases it)."""
+    lock = open(os.path.join(run_dir, "run.lock"), "a")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return lock
+
+
+def test_a_run_held_by_another_process_is_left_alone(monkeypatch, tmp_path):
+    install_fake(monkeypatch, tmp_path)
+    out = tmp_path / "sweep"
+    runs = sweep.expand(["fake"], ["CartPole-v1"], [1, 2], 100)
+    held = out / "runs" / runs[0].name
+    held.mkdir(parents=True)
+    (held / "episodes.csv").write_text("written by the process running it\n")
+    with hold_lock(held):
+        code, text = run_sweep(runs, out)
+    assert code == 1
+    assert f"{runs[0].name}: running elsewhere" in text and "1/2 runs finished, 1 running elsewhere" in text
+    assert [c["run"] for c in calls(out)] == [runs[1].name]
+    assert (held / "episodes.csv").read_text() == "written by the process running it\n"
+    assert not (held / "status.json").exists()
+
+
+def test_a_run_finished_after_the_plan_is_never_emptied_or_run_again(monkeypatch, tmp_path):
+    """A sweep plans every run at its start; another sweep may finish one before this one reaches it. The
+    decision is taken again under the run's lock, so the finished run is kept as it is."""
+    install_fake(monkeypatch, tmp_path)
+    out = tmp_path / "sweep"
+    runs = sweep.expand(["fake"], ["CartPole-v1"], [1], 100)
+    assert run_sweep(runs, out)[0] == 0
+    run_dir = out / "runs" / runs[0].name
+    files = {name: (run_dir / name).read_bytes() for name in os.listdir(run_dir)}
+    plan = sweep.plan
+    monkeypatch.setattr(sweep, "plan", lambda run_dir, holding_lock=False:
+                        "fresh" if not holding_lock else plan(run_dir, holding_lock))  # the plan before it finished
+    code, text = run_sweep(runs, out)
+    assert code == 0 and "1/1 runs finished" in text and "finished elsewhere" in text
+    assert len(calls(out)) == 1
+    assert {name: (run_dir / name).read_bytes() for name in os.listdir(run_dir)} == files
+
+
+def test_sweeps_merge_their_runs_into_sweep_json_one_at_a_time(tmp_path):
+    """Two sweeps starting together on one OUT: the second waits for the first to write sweep.json, so
+    neither's runs are lost from it (the report lists the runs of sweep.json)."""
+    sweep.record_sweep(str(tmp_path), sweep.expand(["ppo"], ["CartPole-v1"], [1]), None)
+    with open(tmp_path / "sweep.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first sweep, between reading and writing sweep.json
+        second = threading.Thread(target=sweep.record_sweep,
+                                  args=(str(tmp_path), sweep.expand(["ppo"], ["CartPole-v1"], [2]), "classic"))
+        second.start()
+        second.join(timeout=0.5)
+        assert second.is_alive()  # waiting, not writing over the first
+    second.join(timeout=10)
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert [r["seed"] for r in saved["runs"]] == [1, 2] and saved["suites"] == ["classic"]
 
 
 def test_progress_line_and_eta():
@@ -330,27 +395,39 @@ def test_sweep_leaves_no_temporary_files(monkeypatch, tmp_path):
 
 
 SWEEP_DRIVER = """
-import sys
+import os, sys, time
 sys.path[:0] = [{tests!r}, {root!r}]
 import pytest
 from benchmark_helpers import install_fake
 from benchmark import sweep
 install_fake(pytest.MonkeyPatch(), __import__("pathlib").Path({tmp!r}))
-runs = sweep.expand(["fake"], ["CartPole-v1", "Acrobot-v1", "Pendulum-v1"], [1], 100_000, (("mode", "slow"),))
-sys.exit(sweep.sweep(runs, {out!r}, workers=2))
+runs = sweep.expand(["fake"], {envs!r}, {seeds!r}, {steps}, (("mode", {mode!r}),))
+open(os.path.join({tmp!r}, f"ready-{{os.getpid()}}"), "w").close()
+while sum(name.startswith("ready-") for name in os.listdir({tmp!r})) < {together}:
+    time.sleep(0.01)
+sys.exit(sweep.sweep(runs, {out!r}, workers={workers}))
 """
+
+
+def sweep_driver(tmp_path, out, envs=("CartPole-v1", "Acrobot-v1", "Pendulum-v1"), seeds=(1,), steps=100_000,
+                 mode="slow", workers=2, together=0) -> list[str]:
+    """The command of a sweep in its own process, of the fake script's runs; with together=n, it plans only
+    once n such processes have started."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = SWEEP_DRIVER.format(tests=tests, root=os.path.dirname(tests), tmp=str(tmp_path), out=str(out),
+                               envs=list(envs), seeds=list(seeds), steps=steps, mode=mode, workers=workers,
+                               together=together)
+    return [sys.executable, "-c", code]
 
 
 def test_ctrl_c_stops_the_sweep_and_a_rerun_resumes(tmp_path):
     """SIGINT to the sweep: the running runs get SIGTERM, save checkpoints and are recorded as interrupted, the
     queued one never starts; the same command then resumes the two and runs the third."""
     out = tmp_path / "sweep"
-    tests = os.path.dirname(os.path.abspath(__file__))
-    driver = SWEEP_DRIVER.format(tests=tests, root=os.path.dirname(tests), tmp=str(tmp_path), out=str(out))
+    driver = sweep_driver(tmp_path, out)
     out.mkdir()
     (out / "slow").touch()
-    process = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(driver, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
     while len(calls(out)) < 2 and time.time() < deadline:
         time.sleep(0.1)
@@ -366,8 +443,72 @@ def test_ctrl_c_stops_the_sweep_and_a_rerun_resumes(tmp_path):
         assert (out / "runs" / name / "checkpoint.pt").exists()
 
     (out / "slow").unlink()
-    process = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=120)
+    process = subprocess.run(driver, capture_output=True, text=True, timeout=120)
     assert process.returncode == 0, process.stdout + process.stderr
     assert "(2 resumed)" in process.stdout
     resumed = calls(out)[2:]
     assert sorted(c["run"] for c in resumed if "--resume" in c["argv"]) == sorted(started)
+
+
+def test_two_sweeps_on_one_out_run_each_run_once(tmp_path):
+    """Two sweeps of the same runs started together on one OUT (both plan every run fresh): each run is run
+    by one of them, once, and neither empties or reruns a run the other holds or finished."""
+    out = tmp_path / "sweep"
+    driver = sweep_driver(tmp_path, out, envs=("CartPole-v1", "Acrobot-v1"), seeds=(1, 2), steps=100, workers=1,
+                          together=2)
+    out.mkdir()
+    (out / "slow").touch()  # 10 episodes of 50 ms a run: both sweeps have planned before a run finishes
+    processes = [subprocess.Popen(driver, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+    texts = [process.communicate(timeout=120)[0] for process in processes]
+    for process, text in zip(processes, texts):
+        assert process.returncode in (0, 1) and "did not finish" not in text, text  # 1: some ran in the other
+    names = [c["run"] for c in calls(out)]
+    assert len(set(names)) == 4 and collections.Counter(names).most_common(1)[0][1] == 1, names
+    for name in set(names):
+        assert status(out, name)["state"] == "finished" and status(out, name)["attempts"] == 1
+        rows = (out / "runs" / name / "episodes.csv").read_text().splitlines()
+        assert len(rows) == 11  # one header, ten episodes: written once, not twice over each other
+
+
+def test_a_killed_sweep_is_picked_up_by_a_rerun_right_after(tmp_path):
+    """A sweep killed with its run (SIGKILL: nothing recorded) leaves status.json saying running, with the pid
+    of a dead process. Here that process stays a zombie, as under an init that does not reap orphans at once
+    (its pid still answers os.kill(pid, 0)); a reused pid answers too. A rerun right after must run it."""
+    out = tmp_path / "sweep"
+    driver = sweep_driver(tmp_path, out, envs=("CartPole-v1",), workers=1)
+    out.mkdir()
+    (out / "slow").touch()
+    libc = ctypes.CDLL(None, use_errno=True)
+    set_child_subreaper = 36  # prctl option: orphaned descendants become this process's children
+    assert libc.prctl(set_child_subreaper, 1, 0, 0, 0) == 0
+    run_pid = None
+    try:
+        process = subprocess.Popen(driver, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        name = "fake__CartPole-v1__1"
+        deadline = time.time() + 60
+        status_path = str(out / "runs" / name / "status.json")
+        while not calls(out) or not (sweep.read_json(status_path) or {}).get("pid"):  # the run has started
+            assert time.time() < deadline and process.poll() is None
+            time.sleep(0.05)
+        run_pid = status(out, name)["pid"]
+        process.kill()
+        process.wait()
+        os.kill(run_pid, signal.SIGKILL)
+        os.waitid(os.P_PID, run_pid, os.WEXITED | os.WNOWAIT)  # dead, and left unreaped
+        assert status(out, name)["state"] == "running"
+
+        (out / "slow").unlink()
+        rerun = subprocess.run(driver, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        # Not taken for a live owner (the message before the lock: "still running in another sweep").
+        assert "still running" not in rerun.stdout and "elsewhere" not in rerun.stdout
+        assert [c["run"] for c in calls(out)] == [name, name]
+        assert status(out, name)["state"] == "finished" and status(out, name)["attempts"] == 2
+    finally:
+        if run_pid:
+            try:
+                os.waitpid(run_pid, 0)
+            except ChildProcessError:
+                pass
+        libc.prctl(set_child_subreaper, 0, 0, 0, 0)

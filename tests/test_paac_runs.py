@@ -1,17 +1,24 @@
 """paac.py end to end with tiny budgets: the worker processes against in-process stepping, truncation,
 real Atari on both engines with both networks, the engines' observations side by side, MinAtar,
-presets, saving and evaluating, and bad input. The run contract shared by every script is in
+presets, saving and evaluating, the worker processes' hygiene (the main process killed, SIGTERM to the
+process group, too many of them) and bad input. The run contract shared by every script is in
 test_run_contract.py."""
 
 import dataclasses
+import multiprocessing
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import paac
-from helpers import read_episodes, returns_of, run_cli
+from helpers import read_episodes, returns_of, run_cli, script_path, wait_for
 
 
 def tiny(preset: str = "classic", **overrides) -> paac.Args:
@@ -120,6 +127,9 @@ def test_help_shows_the_preset_defaults():
         (dict(rms_decay=0.0), "--rms-decay must be in (0, 1]"),
         (dict(ent_coef=-0.01), "--ent-coef and --vf-coef must be non-negative"),
         (dict(env_id="CartPole-v1", env_backend="envpool"), "--env-backend envpool is for Atari ids"),
+        (dict(env_id="ALE/Pong-v5"), "ALE/Pong-v5 skips frames (frameskip=4)"),
+        (dict(env_id="Breakout-v4"), "; use BreakoutNoFrameskip-v4"),
+        (dict(learning_rate=float("nan")), "--learning-rate must be a finite number, got nan"),
     ],
 )
 def test_bad_settings_are_refused_before_training(overrides, message):
@@ -127,3 +137,91 @@ def test_bad_settings_are_refused_before_training(overrides, message):
         paac.main(tiny(**overrides))
     assert message in str(error.value)
     assert not os.path.exists("run")  # nothing was written
+
+
+# --- the worker processes ------------------------------------------------------------------------
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """The live processes of a process group (from /proc); zombies not yet reaped count as gone."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, _, group = f.read().rsplit(")", 1)[1].split()[:3]
+        except OSError:
+            continue
+        if int(group) == pgid and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def start_in_own_group() -> subprocess.Popen:
+    """A long run on 2 worker processes, in a process group of its own (as a shell, timeout or Slurm
+    starts a job), once it is training."""
+    process = subprocess.Popen([sys.executable, script_path("paac"), "--run-dir", "run", "--eval-episodes", "0",
+                                "--num-envs", "4", "--num-workers", "2", "--total-timesteps", "10000000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    wait_for(lambda: os.path.exists("run/episodes.csv") and len(read_episodes("run")) > 3, process)
+    assert len(processes_in_group(process.pid)) == 3  # the main process and its two workers
+    return process
+
+
+def wait_until_gone(pgid: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while processes_in_group(pgid):
+        assert time.time() < deadline, f"left running: {processes_in_group(pgid)}"
+        time.sleep(0.1)
+
+
+def test_killing_the_main_process_takes_its_workers_with_it():
+    process = start_in_own_group()
+    process.kill()  # SIGKILL: no handler runs, so the workers must notice by themselves
+    process.wait()
+    try:
+        wait_until_gone(process.pid, timeout=5)
+    finally:
+        for pid in processes_in_group(process.pid):  # not left behind by a failing test
+            os.kill(pid, signal.SIGKILL)
+        process.stdout.close()
+
+
+def test_sigterm_to_the_process_group_checkpoints_and_leaves_no_worker():
+    process = start_in_own_group()
+    os.killpg(process.pid, signal.SIGTERM)  # what timeout and Slurm send: the workers get it too
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "stopped by signal 15" in output and "--resume run" in output and "Traceback" not in output, output
+    assert torch.load("run/checkpoint.pt", weights_only=True)["global_step"] > 0
+    wait_until_gone(process.pid, timeout=5)
+
+
+def test_more_than_4_workers_per_core_is_refused_before_any_process_starts(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # one core: at most 4 workers
+    flags = ["--num-envs", "5", "--num-workers", "5", "--total-timesteps", "25", "--eval-episodes", "0",
+             "--run-dir", "run"]
+    with pytest.raises(SystemExit) as exit_info:
+        paac.cli(flags)
+    assert exit_info.value.code == ("paac.py: error: --num-workers 5 is more than 4 per core (4 here); "
+                                    "add --oversubscribe if you mean it")
+    assert not os.path.exists("run") and not multiprocessing.active_children()
+    paac.check_args(paac.parse_args([*flags, "--oversubscribe"]))  # asked for: allowed
+
+
+def test_a_refused_checkpoint_leaves_no_worker_behind():
+    paac.main(tiny(num_workers=2, checkpoint_every=20, total_timesteps=100, eval_episodes=0))
+    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
+    checkpoint["args"]["env_id"] = "Acrobot-v1"  # another observation size: the weights do not fit
+    torch.save(checkpoint, "run/checkpoint.pt")
+    with pytest.raises(paac.ConfigError, match="does not fit this run of paac.py"):
+        paac.main(paac.parse_args(["--resume", "run"]))
+    assert not multiprocessing.active_children()
+
+
+def test_a_resume_makes_its_event_file_in_a_later_second_so_tensorboard_reads_it_last():
+    # TensorBoard reads event files in name order, and a name starts with the second it was made: a killed
+    # attempt's file from this very second would be read after the resumed run's, escaping its purge_step.
+    now = int(time.time())
+    open(f"events.out.tfevents.{now}.host.99999.0", "w").close()
+    paac.wait_past_event_files(".")
+    assert time.time() >= now + 1

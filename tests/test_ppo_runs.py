@@ -8,9 +8,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
 import ppo
-from helpers import run_cli
+from helpers import read_episodes, run_cli
 
 
 def tiny(preset: str = "classic", **overrides) -> ppo.Args:
@@ -21,9 +22,34 @@ def tiny(preset: str = "classic", **overrides) -> ppo.Args:
     return dataclasses.replace(ppo.PRESETS[preset], **settings)
 
 
-def test_pendulum_continuous_actions_with_normalisation():
+@pytest.fixture
+def pendulum_steps(monkeypatch):
+    """(action, reward) of every step any Pendulum env takes in the test, as the env itself got and gave them."""
+    steps = []
+    real_step = PendulumEnv.step
+
+    def step(self, u):
+        result = real_step(self, u)
+        steps.append((float(np.asarray(u).reshape(-1)[0]), float(result[1])))
+        return result
+
+    monkeypatch.setattr(PendulumEnv, "step", step)
+    return steps
+
+
+def test_pendulum_continuous_actions_with_normalisation(pendulum_steps):
     summary = ppo.main(tiny("mujoco", env_id="Pendulum-v1", eval_episodes=1))
-    assert summary["eval"]["mean_return"] < 0  # Pendulum's rewards are all negative
+    actions, rewards = (np.array(column) for column in zip(*pendulum_steps))
+    # 512 training steps, then one evaluation episode of Pendulum's 200 steps.
+    assert len(rewards) == 512 + 200 and summary["eval"]["episodes"] == 1
+    # The logged returns are the env's own rewards summed over whole episodes, not the normalised
+    # rewards PPO learns from; the evaluation's likewise.
+    rows = read_episodes("run")
+    assert [int(r["episodic_length"]) for r in rows] == [200, 200]
+    assert [float(r["episodic_return"]) for r in rows] == pytest.approx([rewards[:200].sum(), rewards[200:400].sum()])
+    assert summary["eval"]["mean_return"] == pytest.approx(rewards[512:].sum())
+    # The Gaussian's samples (std 1 at the start) reach the env clipped to its torque bounds, +-2.
+    assert np.abs(actions).max() == 2.0
 
 
 @pytest.mark.parametrize("surrogate", ["adaptive-kl", "fixed-kl", "none"])
@@ -88,6 +114,36 @@ def test_save_model_then_evaluate_acts_the_same():
     assert result["mean_return"] == pytest.approx(summary["eval"]["mean_return"])
 
 
+def test_weights_that_turn_nan_under_a_finite_loss_are_never_checkpointed(monkeypatch):
+    """A gradient that overflows in the backward pass turns the weights to nan although the loss checked
+    before the step was finite. The run stops before saving them: the checkpoint on disk is the last
+    finite one, and the run resumes from it."""
+    real_policy_loss = ppo.policy_loss
+
+    def overflowing(*args, **kwargs):
+        loss, kl, clip_fraction = real_policy_loss(*args, **kwargs)
+        if loss.requires_grad and os.path.exists("run/checkpoint.pt"):
+            loss.register_hook(lambda grad: grad * float("inf"))
+        return loss, kl, clip_fraction
+
+    # One minibatch a batch: the step that goes wrong is the last one before the batch's checkpoint.
+    args = tiny(minibatch_size=128, update_epochs=1, checkpoint_every=128, eval_episodes=0)
+    with monkeypatch.context() as patch, pytest.raises(FloatingPointError, match="run/checkpoint.pt holds the last finite"):
+        patch.setattr(ppo, "policy_loss", overflowing)
+        ppo.main(args)
+    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
+    assert checkpoint["global_step"] == 128
+    assert all(torch.isfinite(value).all() for value in checkpoint["model"].values())
+    assert ppo.main(dataclasses.replace(ppo.Args(), resume="run"))["total_steps"] == 512
+
+
+def test_a_misspelled_env_id_is_named_before_the_batch_is_checked():
+    with pytest.raises(SystemExit) as stop:
+        ppo.cli(["--env-id", "CartPol-v1", "--total-timesteps", "10", "--run-dir", "run"])
+    assert stop.value.code.startswith("ppo.py: error: unknown environment id 'CartPol-v1'; did you mean CartPole-v1")
+    assert not os.path.exists("run")
+
+
 def test_presets_and_overrides_from_the_command_line():
     args = ppo.parse_args(["--env-id", "Acrobot-v1"])
     assert args.preset == "classic" and args.env_id == "Acrobot-v1" and args.num_steps == 2048
@@ -112,10 +168,15 @@ def test_help_shows_the_preset_defaults():
     "overrides, message",
     [
         (dict(env_id="CartPol-v1"), "unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
+        (dict(env_id="CartPol-v1", total_timesteps=10), "unknown environment id 'CartPol-v1'"),
+        (dict(env_id="ALE/Pong-v5"), "ALE/Pong-v5 skips frames (frameskip=4) or makes actions sticky (p=0.25)"),
+        (dict(env_id="Pong-v4"), "use PongNoFrameskip-v4"),
         (dict(env_id="TestMultiBinaryActions-v0"), "supports Discrete and 1-D Box action spaces, not MultiBinary"),
         (dict(num_steps=100, minibatch_size=64), "does not divide into minibatches of --minibatch-size 64"),
         (dict(learning_rate=0.0), "--learning-rate must be positive"),
         (dict(learning_rate=-3e-4), "--learning-rate must be positive"),
+        (dict(learning_rate=float("nan")), "--learning-rate must be a finite number, got nan"),
+        (dict(gamma=float("inf")), "--gamma must be a finite number, got inf"),
         (dict(total_timesteps=0), "must be positive"),
         (dict(total_timesteps=100), "is less than one batch"),
         (dict(gamma=1.5), "--gamma must be in (0, 1]"),

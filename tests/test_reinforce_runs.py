@@ -4,8 +4,10 @@ control, saving and evaluating, determinism, checkpoint and resume, and the refu
 import dataclasses
 import os
 
+import numpy as np
 import pytest
 import torch
+from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
 import reinforce
 from helpers import read_episodes, returns_of, run_cli, start_run, wait_for
@@ -25,11 +27,34 @@ def test_every_variant_runs(baseline, reward_to_go):
     assert summary["total_steps"] >= 300
 
 
-def test_pendulum_continuous_actions():
+@pytest.fixture
+def pendulum_steps(monkeypatch):
+    """(action, reward) of every step any Pendulum env takes in the test, as the env itself got and gave them."""
+    steps = []
+    real_step = PendulumEnv.step
+
+    def step(self, u):
+        result = real_step(self, u)
+        steps.append((float(np.asarray(u).reshape(-1)[0]), float(result[1])))
+        return result
+
+    monkeypatch.setattr(PendulumEnv, "step", step)
+    return steps
+
+
+def test_pendulum_continuous_actions(pendulum_steps):
     summary = reinforce.main(tiny(env_id="Pendulum-v1", baseline=True, total_timesteps=400, eval_episodes=1))
-    assert [int(r["episodic_length"]) for r in read_episodes("run")] == [200, 200]  # its time limit
+    actions, rewards = (np.array(column) for column in zip(*pendulum_steps))
+    rows = read_episodes("run")
+    assert [int(r["episodic_length"]) for r in rows] == [200, 200]  # its time limit
     assert summary["total_steps"] == 400
-    assert summary["eval"]["mean_return"] < 0  # Pendulum's rewards are all negative
+    # Then one evaluation episode. The logged returns are the env's own rewards summed over whole
+    # episodes; the evaluation's likewise.
+    assert len(rewards) == 400 + 200 and summary["eval"]["episodes"] == 1
+    assert [float(r["episodic_return"]) for r in rows] == pytest.approx([rewards[:200].sum(), rewards[200:400].sum()])
+    assert summary["eval"]["mean_return"] == pytest.approx(rewards[400:].sum())
+    # The Gaussian's samples (std 1 at the start) reach the env clipped to its torque bounds, +-2.
+    assert np.abs(actions).max() == 2.0
 
 
 def test_save_model_then_evaluate_acts_the_same():
@@ -81,6 +106,35 @@ def test_resume_after_a_kill_replays_exactly_the_uninterrupted_run():
     assert summary["total_steps"] == int(after[-1]["global_step"])
 
 
+def test_weights_that_turn_nan_under_a_finite_loss_are_never_checkpointed(monkeypatch):
+    """A gradient that overflows in the backward pass turns the baseline's weights to nan although the loss
+    checked before the step was finite. The run stops before saving them: the checkpoint on disk is the
+    last finite one, and the run resumes from it."""
+    real_value_loss = reinforce.value_loss
+
+    def overflowing(values, returns):
+        loss = real_value_loss(values, returns)
+        if os.path.exists("run/checkpoint.pt"):
+            loss.register_hook(lambda grad: grad * float("inf"))
+        return loss
+
+    args = tiny(baseline=True, checkpoint_every=1, eval_episodes=0)  # a checkpoint after every batch
+    with monkeypatch.context() as patch, pytest.raises(FloatingPointError, match="run/checkpoint.pt holds the last finite"):
+        patch.setattr(reinforce, "value_loss", overflowing)
+        reinforce.main(args)
+    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
+    assert checkpoint["update"] == 1
+    assert all(torch.isfinite(value).all() for value in checkpoint["model"].values())
+    assert reinforce.main(dataclasses.replace(reinforce.Args(), resume="run"))["total_steps"] >= 300
+
+
+def test_a_misspelled_env_id_is_refused_in_one_line():
+    with pytest.raises(SystemExit) as stop:
+        reinforce.cli(["--env-id", "CartPol-v1", "--total-timesteps", "10", "--run-dir", "run"])
+    assert stop.value.code.startswith("reinforce.py: error: unknown environment id 'CartPol-v1'; did you mean CartPole-v1")
+    assert not os.path.exists("run")
+
+
 # --- bad input -------------------------------------------------------------------------------------
 
 
@@ -88,11 +142,15 @@ def test_resume_after_a_kill_replays_exactly_the_uninterrupted_run():
     "overrides, message",
     [
         (dict(env_id="CartPol-v1"), "unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
+        (dict(env_id="ALE/Pong-v5"), "ALE/Pong-v5 is an Atari game, which reinforce.py does not handle"),
+        (dict(env_id="PongNoFrameskip-v4"), "ppo.py, trpo.py, a2c_atari.py, a3c_hogwild.py, async_q.py and paac.py do"),
         (dict(env_id="TestImageObservations-v0"), "supports 1-D vector observations (classic control), not Box(0, 255, (84, 84, 3)"),
         (dict(env_id="TestImageObservations-v0"), "for images use ppo.py"),
         (dict(env_id="TestMultiBinaryActions-v0"), "supports Discrete and 1-D Box action spaces, not MultiBinary"),
         (dict(learning_rate=0.0), "--learning-rate must be positive"),
         (dict(learning_rate=-3e-3), "--learning-rate must be positive"),
+        (dict(learning_rate=float("nan")), "--learning-rate must be a finite number, got nan"),
+        (dict(gamma=float("inf")), "--gamma must be a finite number, got inf"),
         (dict(value_learning_rate=0.0, baseline=True), "--value-learning-rate must be positive"),
         (dict(total_timesteps=0), "--total-timesteps and --episodes-per-update must be positive"),
         (dict(total_timesteps=-5), "--total-timesteps and --episodes-per-update must be positive"),
@@ -113,7 +171,7 @@ def test_bad_settings_are_refused_before_training(overrides, message):
 
 
 def test_evaluating_a_missing_model_is_refused():
-    with pytest.raises(reinforce.ConfigError, match="cannot load a reinforce.py model from nowhere.pt"):
+    with pytest.raises(reinforce.ConfigError, match="nowhere.pt is not a checkpoint or model of reinforce.py"):
         reinforce.main_evaluate(reinforce.EvalArgs("nowhere.pt"))
 
 

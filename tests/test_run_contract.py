@@ -128,6 +128,15 @@ def train(module, *flags: str) -> dict:
     return module.main(module.parse_args(list(flags)))
 
 
+def tensorboard_steps(run_dir: str) -> dict[str, list[int]]:
+    """The steps of each scalar curve as TensorBoard shows them (it applies the writers' purge_step)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [event.step for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
 def test_a_run_writes_its_directory_and_gives_back_the_callers_threads(script):
     name, module, flags = script
     torch.set_num_threads(2)
@@ -205,8 +214,15 @@ def test_resume_after_a_kill_ends_at_the_same_steps_without_duplicate_or_lost_ep
     saved_step = torch.load("run/checkpoint.pt", weights_only=True)["global_step"]
     kept = [r for r in before if int(r["global_step"]) <= saved_step]
     assert 0 < saved_step < uninterrupted["total_steps"] and len(kept) < len(before)
+    with open("run/checkpoint.pt.tmp", "wb"):  # what a kill during a save leaves behind
+        pass
 
     summary = train(module, "--resume", "run")
+    assert not glob.glob("run/*.tmp")
+    # TensorBoard shows each step once: what the killed attempt logged past its checkpoint is purged, so
+    # every curve's steps only go forward.
+    for tag, steps in tensorboard_steps("run").items():
+        assert steps == sorted(steps), (tag, steps)
     assert summary["total_steps"] == uninterrupted["total_steps"]
     after = read_episodes("run")
     assert after[: len(kept)] == kept  # nothing from before the checkpoint was lost or altered
@@ -244,13 +260,27 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scri
         return result * float("nan")
 
     monkeypatch.setattr(module, flags["loss"], poisoned)
-    with pytest.raises(FloatingPointError, match="the loss became nan"):
-        train(module, *flags["tiny"], "--run-dir", "run", "--eval-episodes", "0", "--total-timesteps", "4096",
-              "--checkpoint-every", "1")
+    # Through the command line: one line that says what diverged, where, and which checkpoint is safe.
+    with pytest.raises(SystemExit) as exit_info:
+        module.cli([*flags["tiny"], "--run-dir", "run", "--eval-episodes", "0", "--total-timesteps", "4096",
+                    "--checkpoint-every", "1"])
+    message = exit_info.value.code
+    assert isinstance(message, str) and "\n" not in message and message.startswith(f"{name}.py: stopped: ")
+    assert "the loss became nan at step" in message and "--resume run" in message
     checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
     assert checkpoint["global_step"] > 0
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
     assert not os.path.exists("run/summary.json")
+
+
+def test_nothing_is_saved_with_nan_or_inf(script):
+    name, module, flags = script
+    module.save_torch({"model": {"weight": torch.ones(3)}, "step": 1}, "model.pt")
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(FloatingPointError, match="model.pt would hold nan or inf"):
+            module.save_torch({"model": {"weight": torch.tensor([1.0, bad])}, "step": 2}, "model.pt")
+    assert torch.load("model.pt", weights_only=True)["step"] == 1  # the good file is kept
+    assert not glob.glob("*.tmp")
 
 
 def test_resume_needs_a_readable_checkpoint(script):
@@ -261,7 +291,7 @@ def test_resume_needs_a_readable_checkpoint(script):
     os.makedirs("broken")
     with open("broken/checkpoint.pt", "wb") as f:
         f.write(b"not a checkpoint")
-    with pytest.raises(module.ConfigError, match="checkpoint.pt is corrupt"):
+    with pytest.raises(module.ConfigError, match="checkpoint.pt is not a checkpoint or model of"):
         train(module, "--resume", "broken")
 
 

@@ -8,9 +8,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
 import trpo
-from helpers import run_cli
+from helpers import read_episodes, run_cli
 
 
 def tiny(preset: str = "classic", **overrides) -> trpo.Args:
@@ -28,10 +29,34 @@ def test_real_mujoco_env_hopper():
     assert 0 <= updates["mean_kl"] <= 0.01
 
 
-def test_pendulum_continuous_actions_with_normalisation_save_and_evaluate():
+@pytest.fixture
+def pendulum_steps(monkeypatch):
+    """(action, reward) of every step any Pendulum env takes in the test, as the env itself got and gave them."""
+    steps = []
+    real_step = PendulumEnv.step
+
+    def step(self, u):
+        result = real_step(self, u)
+        steps.append((float(np.asarray(u).reshape(-1)[0]), float(result[1])))
+        return result
+
+    monkeypatch.setattr(PendulumEnv, "step", step)
+    return steps
+
+
+def test_pendulum_continuous_actions_with_normalisation_save_and_evaluate(pendulum_steps):
     args = tiny("mujoco", env_id="Pendulum-v1", save_model=True, eval_episodes=2, eval_deterministic=True)
     summary = trpo.main(args)
-    assert summary["eval"]["mean_return"] < 0  # Pendulum's rewards are all negative
+    actions, rewards = (np.array(column) for column in zip(*pendulum_steps))
+    # 512 training steps, then two evaluation episodes of Pendulum's 200 steps.
+    assert len(rewards) == 512 + 2 * 200 and summary["eval"]["episodes"] == 2
+    # The logged returns are the env's own rewards summed over whole episodes; the evaluation's likewise.
+    rows = read_episodes("run")
+    assert [int(r["episodic_length"]) for r in rows] == [200, 200]
+    assert [float(r["episodic_return"]) for r in rows] == pytest.approx([rewards[:200].sum(), rewards[200:400].sum()])
+    assert summary["eval"]["mean_return"] == pytest.approx((rewards[512:712].sum() + rewards[712:912].sum()) / 2)
+    # The Gaussian's samples (std 1 at the start) reach the env clipped to its torque bounds, +-2.
+    assert np.abs(actions[:512]).max() == 2.0
     saved = torch.load("run/model.pt", weights_only=True)
     assert saved["args"]["env_id"] == "Pendulum-v1"
     assert saved["model"]["obs_rms.count"] > 1  # the observation statistics travel with the weights
@@ -74,6 +99,36 @@ def test_policy_and_value_networks_are_separate():
     assert [m.out_features for m in agent.actor if isinstance(m, torch.nn.Linear)] == [32, 32, 1]
 
 
+def test_weights_that_turn_nan_under_a_finite_loss_are_never_checkpointed(monkeypatch):
+    """A gradient that overflows in the value fit's backward pass turns the value weights to nan although
+    the loss checked before the step was finite. The run stops before saving them: the checkpoint on disk
+    is the last finite one, and the run resumes from it."""
+    real_get_value = trpo.Agent.get_value
+
+    def overflowing(self, obs):
+        value = real_get_value(self, obs)
+        if value.requires_grad and os.path.exists("run/checkpoint.pt"):
+            value.register_hook(lambda grad: grad * float("inf"))
+        return value
+
+    # One value step a batch: the step that goes wrong is the last one before the batch's checkpoint.
+    args = tiny(value_epochs=1, value_minibatch_size=128, checkpoint_every=128, eval_episodes=0)
+    with monkeypatch.context() as patch, pytest.raises(FloatingPointError, match="run/checkpoint.pt holds the last finite"):
+        patch.setattr(trpo.Agent, "get_value", overflowing)
+        trpo.main(args)
+    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
+    assert checkpoint["global_step"] == 128
+    assert all(torch.isfinite(value).all() for value in checkpoint["model"].values())
+    assert trpo.main(dataclasses.replace(trpo.Args(), resume="run"))["total_steps"] == 512
+
+
+def test_a_misspelled_env_id_is_named_before_the_batch_is_checked():
+    with pytest.raises(SystemExit) as stop:
+        trpo.cli(["--env-id", "CartPol-v1", "--total-timesteps", "10", "--run-dir", "run"])
+    assert stop.value.code.startswith("trpo.py: error: unknown environment id 'CartPol-v1'; did you mean CartPole-v1")
+    assert not os.path.exists("run")
+
+
 def test_presets_and_overrides_from_the_command_line():
     args = trpo.parse_args([])
     assert args.preset == "mujoco" and args.env_id == "Hopper-v5" and args.normalize_obs
@@ -99,8 +154,13 @@ def test_help_shows_the_preset_defaults():
     "overrides, message",
     [
         (dict(env_id="CartPol-v1"), "unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
+        (dict(env_id="CartPol-v1", total_timesteps=10), "unknown environment id 'CartPol-v1'"),
+        (dict(env_id="ALE/Pong-v5"), "ALE/Pong-v5 skips frames (frameskip=4) or makes actions sticky (p=0.25)"),
+        (dict(env_id="Pong-v4"), "use PongNoFrameskip-v4"),
         (dict(env_id="TestMultiBinaryActions-v0"), "supports Discrete and 1-D Box action spaces, not MultiBinary"),
         (dict(max_kl=0.0), "--max-kl must be positive"),
+        (dict(max_kl=float("nan")), "--max-kl must be a finite number, got nan"),
+        (dict(cg_damping=float("inf")), "--cg-damping must be a finite number, got inf"),
         (dict(cg_damping=-0.1), "--cg-damping must be non-negative"),
         (dict(cg_iters=0), "--cg-iters must be positive"),
         (dict(backtrack_coeff=1.0), "--backtrack-coeff must be in (0, 1)"),
