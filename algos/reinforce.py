@@ -459,6 +459,16 @@ def remove_stale_temporaries(run_dir: str) -> None:
         os.remove(path)
 
 
+def wait_past_event_files(run_dir: str) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
+    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
+    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
+    next."""
+    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
+    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
+    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
+
+
 def safe_to_resume(run_dir: str) -> str:
     """The end of a divergence message: which checkpoint, if any, holds the last finite state."""
     path = os.path.join(run_dir, "checkpoint.pt")
@@ -653,6 +663,8 @@ def main(args: Args) -> dict:
                    sync_tensorboard=True)
     # Everything logged up to the checkpoint's step was logged before it was saved: what a killed attempt
     # logged after it is dropped, as it is logged again.
+    if checkpoint:
+        wait_past_event_files(run_dir)
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
     if checkpoint is None:
         table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())

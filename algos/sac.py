@@ -17,6 +17,7 @@ import copy
 import csv
 import dataclasses
 import difflib
+import glob
 import json
 import math
 import os
@@ -24,6 +25,8 @@ import random
 import signal
 import sys
 import time
+import types
+import typing
 from collections import deque
 from dataclasses import dataclass
 from importlib import metadata
@@ -36,6 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
+
+SCRIPT = "sac.py"  # names this script in messages, checkpoints and models
 
 
 @dataclass
@@ -124,8 +129,17 @@ class ConfigError(ValueError):
     """A setting that cannot work, found before training starts."""
 
 
+def check_finite(args) -> None:
+    """Refuse nan and inf in any float setting: `nan <= 0` is False, so the range checks alone let it through."""
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+
+
 def check_args(args: Args) -> None:
     """Refuse settings that cannot work, each with one line that names the fix."""
+    check_finite(args)
     for name in ("total_timesteps", "buffer_size", "batch_size", "hidden_size"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -145,25 +159,44 @@ def check_args(args: Args) -> None:
 
 
 def check_env_id(env_id: str) -> None:
-    """Refuse an unknown environment id, suggesting the closest registered ones."""
-    if env_id in gym.envs.registry:
-        return
-    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
-    raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    """Refuse an unknown environment id, suggesting the closest registered ones, and an Atari game, naming the
+    scripts that play those."""
+    if env_id not in gym.envs.registry:
+        try:  # Atari ids exist only once ale_py has registered them: register them to recognise one
+            import ale_py
+
+            gym.register_envs(ale_py)
+        except ImportError:
+            pass
+    if env_id not in gym.envs.registry:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    if str(gym.spec(env_id).entry_point).startswith("ale_py"):
+        raise ConfigError(f"{env_id} is an Atari game, which {SCRIPT} does not handle (it needs continuous actions "
+                          "and vector observations); for Atari use ppo.py, trpo.py, a2c_atari.py, a3c_hogwild.py, "
+                          "async_q.py or paac.py")
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
     """SAC here needs a 1-D box of bounded continuous actions and 1-D vector observations."""
     if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
-        raise ConfigError(f"sac.py needs continuous (Box) actions, not {action_space}; for discrete actions "
+        raise ConfigError(f"{SCRIPT} needs continuous (Box) actions, not {action_space}; for discrete actions "
                           "use ppo.py, a2c_atari.py or reinforce.py")
     if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
-        raise ConfigError(f"sac.py supports 1-D Box action spaces only, not {action_space}")
+        raise ConfigError(f"{SCRIPT} supports 1-D Box action spaces only, not {action_space}")
     if not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
-        raise ConfigError(f"sac.py squashes actions into the box's bounds, which must be finite: {action_space}")
+        raise ConfigError(f"{SCRIPT} squashes actions into the box's bounds, which must be finite: {action_space}")
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-        raise ConfigError(f"sac.py supports 1-D vector observations, not {observation_space}; for images use ppo.py")
+        raise ConfigError(f"{SCRIPT} supports 1-D vector observations, not {observation_space}; for images use ppo.py")
+
+
+def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces of env_id, from an env made and closed at once: the run's own env
+    comes after every check, since its video recorder already makes the run directory."""
+    env = gym.make(env_id)
+    env.close()
+    return env.observation_space, env.action_space
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,8 +338,11 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
 
 
 def polyak_update(target: list[torch.Tensor], source: list[torch.Tensor], tau: float) -> None:
-    """target <- (1 - tau) target + tau source, in place, in one fused call for all the tensors."""
-    torch._foreach_lerp_(target, source, tau)
+    """target <- (1 - tau) target + tau source, in place, in one fused call for all the tensors. Outside
+    autograd: recorded, the in-place update would make the targets require grad and chain every update's
+    graph onto the last one's, a leak that grows with each update."""
+    with torch.no_grad():
+        torch._foreach_lerp_(target, source, tau)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,7 +440,22 @@ def atomic_write(path: str, write) -> None:
     os.replace(tmp, path)
 
 
+def all_finite(state) -> bool:
+    """Whether every float in a saved state (nested dicts, lists and tensors) is finite."""
+    if isinstance(state, torch.Tensor):
+        return not state.is_floating_point() or bool(torch.isfinite(state).all())
+    if isinstance(state, dict):
+        return all(all_finite(value) for value in state.values())
+    if isinstance(state, (list, tuple)):
+        return all(all_finite(value) for value in state)
+    return not isinstance(state, float) or math.isfinite(state)
+
+
 def save_torch(obj, path: str) -> None:
+    """Write a checkpoint or model atomically, and never one holding nan or inf: the file already there,
+    written before training diverged, is the one to resume from."""
+    if not all_finite(obj):
+        raise FloatingPointError(f"training diverged: {path} would hold nan or inf, so it was not written")
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -416,14 +467,95 @@ def write_json(path: str, obj: dict) -> None:
     atomic_write(path, write)
 
 
+def load_saved(path: str) -> dict:
+    """A checkpoint or model of this script, loaded without running any code in the file (weights_only).
+    Anything else is refused in one line. torch's own message advises weights_only=False, which would run
+    the file's code: it is never passed on."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # missing, truncated, foreign or unsafe: say which kind, nothing more
+        raise ConfigError(f"{path} is not a checkpoint or model of {SCRIPT} ({type(error).__name__})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("args"), dict):
+        raise ConfigError(f"{path} is not a checkpoint or model of {SCRIPT}")
+    writer = saved.get("script", SCRIPT)
+    if writer != SCRIPT:
+        raise ConfigError(f"{path} was written by {writer}, not {SCRIPT}: use {writer} for it")
+    if not all_finite(saved):
+        raise ConfigError(f"{path} holds nan or inf: it was written by a run that diverged")
+    return saved
+
+
 def load_checkpoint(run_dir: str) -> dict:
     path = os.path.join(run_dir, "checkpoint.pt")
     if not os.path.isfile(path):
         raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there (was it run with --checkpoint-every?)")
+    return load_saved(path)
+
+
+def value_fits(value, hint) -> bool:
+    """Whether a saved setting has its field's type (a float field takes an int as well)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(value_fits(value, option) for option in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (tuple, list):
+        return isinstance(value, (tuple, list))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def args_from_saved(saved: dict, path: str) -> "Args":
+    """The Args a checkpoint or model was saved with, refused in one line if this script's Args cannot
+    hold them (a field unknown or missing, or a value of the wrong type: an edited file)."""
+    hints = typing.get_type_hints(Args)
+    unknown, missing = set(saved["args"]) - set(hints), set(hints) - set(saved["args"])
+    if unknown or missing:
+        raise ConfigError(f"{path} does not hold the settings of {SCRIPT} (unknown: {sorted(unknown)}, "
+                          f"missing: {sorted(missing)})")
+    for name, value in saved["args"].items():
+        if not value_fits(value, hints[name]):
+            raise ConfigError(f"{path}: the saved setting {name} = {value!r} is not of type {hints[name]}")
+    return Args(**saved["args"])
+
+
+def restore(path: str, load) -> None:
+    """Run load(), which copies a checkpoint or model into this run; a file that does not fit it (another
+    env or network size, a missing entry) is refused in one line instead of a traceback."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unpickling failure means the file cannot be trusted
-        raise ConfigError(f"--resume {run_dir}: checkpoint.pt is corrupt ({type(error).__name__}: {error})") from None
+        load()
+    except ConfigError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"{path} does not fit this run of {SCRIPT} ({type(error).__name__}: {reason})") from None
+
+
+def remove_stale_temporaries(run_dir: str) -> None:
+    """A run killed while saving leaves a half-written *.tmp beside the file it was replacing: remove it."""
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
+        os.remove(path)
+
+
+def wait_past_event_files(run_dir: str) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
+    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
+    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
+    next."""
+    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
+    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
+    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
+
+
+def safe_to_resume(run_dir: str) -> str:
+    """The end of a divergence message: which checkpoint, if any, holds the last finite state."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if os.path.exists(path):
+        return f"{path} holds the last finite state: resume with --resume {run_dir} (a lower --learning-rate may help)"
+    return "no checkpoint was written (--checkpoint-every keeps one)"
 
 
 def rng_state() -> dict:
@@ -496,15 +628,14 @@ def evaluate(agent: Agent, args: Args, episodes: int, seed: int, deterministic: 
 
 def load_agent(model_path: str) -> tuple[Agent, Args]:
     """Rebuild the agent saved by --save-model."""
-    try:
-        saved = torch.load(model_path, map_location="cpu", weights_only=True)
-        args = Args(**saved["args"])
-    except Exception as error:  # missing, truncated or foreign file
-        raise ConfigError(f"cannot load a sac.py model from {model_path} ({type(error).__name__}: {error})") from None
-    envs = make_vector_env(dataclasses.replace(args, capture_video=False), args.seed, "")
-    agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space, args.hidden_size)
-    envs.close()
-    agent.load_state_dict(saved["model"])
+    saved = load_saved(model_path)
+    args = args_from_saved(saved, model_path)
+    check_env_id(args.env_id)
+    check_args(args)
+    observation_space, action_space = env_spaces(args.env_id)
+    check_spaces(observation_space, action_space)
+    agent = Agent(observation_space.shape[0], action_space, args.hidden_size)
+    restore(model_path, lambda: agent.load_state_dict(saved["model"]))
     return agent, args
 
 
@@ -554,12 +685,16 @@ class Progress:
 def main(args: Args) -> dict:
     """Train SAC and return the summary that is also written to RUN_DIR/summary.json. A run stopped by
     SIGINT or SIGTERM returns {"interrupted": True, "global_step", "run_dir"} and writes no summary."""
+    # Every check, and every read of a checkpoint, comes before anything is written.
     checkpoint = None
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
-        args = dataclasses.replace(Args(**checkpoint["args"]), resume=args.resume, run_dir=args.resume)
-    check_args(args)
+        path = os.path.join(args.resume, "checkpoint.pt")
+        args = dataclasses.replace(args_from_saved(checkpoint, path), resume=args.resume, run_dir=args.resume)
     check_env_id(args.env_id)
+    check_args(args)
+    observation_space, action_space = env_spaces(args.env_id)
+    check_spaces(observation_space, action_space)
     run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     args = dataclasses.replace(args, run_dir=run_dir)
 
@@ -569,20 +704,8 @@ def main(args: Args) -> dict:
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # A resumed run cannot restore the environment's internal state: it starts a fresh episode, seeded
-    # from the step it resumes at, so that resuming is itself reproducible.
-    env_seed = args.seed + (checkpoint["global_step"] if checkpoint else 0)
-    envs = make_vector_env(args, env_seed, os.path.join(run_dir, "videos"))
-    try:
-        check_spaces(envs.single_observation_space, envs.single_action_space)
-    except ConfigError:
-        envs.close()
-        raise
-    threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
-    torch.set_num_threads(args.threads or threads_before)
-
-    obs_dim, action_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
-    agent = Agent(obs_dim, envs.single_action_space, args.hidden_size).to(device)
+    obs_dim, action_dim = observation_space.shape[0], action_space.shape[0]
+    agent = Agent(obs_dim, action_space, args.hidden_size).to(device)
     learn_alpha = args.alpha is None
     target_entropy = -float(action_dim) if args.target_entropy is None else args.target_entropy
     # One Adam for the three parts: Adam's state is per parameter, so this is three Adams with the same
@@ -595,19 +718,31 @@ def main(args: Args) -> dict:
     buffer = ReplayBuffer(capacity, obs_dim, action_dim, device)
     global_step, elapsed_before, evaluations = 0, 0.0, []
     if checkpoint is not None:
-        agent.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        buffer.load_state_dict(checkpoint["buffer"])
-        global_step, elapsed_before = checkpoint["global_step"], checkpoint["elapsed"]
-        evaluations = checkpoint["evaluations"]
-        set_rng_state(checkpoint["rng"])
+        def load_state() -> None:
+            nonlocal global_step, elapsed_before, evaluations
+            agent.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            buffer.load_state_dict(checkpoint["buffer"])
+            global_step, elapsed_before = int(checkpoint["global_step"]), float(checkpoint["elapsed"])
+            evaluations = list(checkpoint["evaluations"])
+            set_rng_state(checkpoint["rng"])
+
+        restore(path, load_state)
     row_bytes = ReplayBuffer.bytes_per_transition(obs_dim, action_dim)
     print(f"replay buffer: {row_bytes} bytes a transition ({obs_dim}-dim observations twice, {action_dim}-dim "
           f"action, reward, terminated; float32), {row_bytes * 1e6 / 2**20:,.0f} MiB for 1M transitions; "
           f"{capacity:,} allocated = {row_bytes * capacity / 2**20:,.1f} MiB on {device}"
           + (f"; resumed with {buffer.size:,} stored, at step {global_step:,}" if checkpoint else ""), flush=True)
 
+    # A resumed run cannot restore the environment's internal state: it starts a fresh episode, seeded
+    # from the step it resumes at, so that resuming is itself reproducible.
+    env_seed = args.seed + global_step
+    envs = make_vector_env(args, env_seed, os.path.join(run_dir, "videos"))
+    threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
+    torch.set_num_threads(args.threads or threads_before)
+
     os.makedirs(run_dir, exist_ok=True)
+    remove_stale_temporaries(run_dir)
     episode_file, episode_log = open_episode_log(run_dir, global_step if checkpoint else None)
     if args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
         import wandb
@@ -615,7 +750,11 @@ def main(args: Args) -> dict:
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
                    name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
                    sync_tensorboard=True)
-    writer = SummaryWriter(run_dir)
+    # Everything logged at the checkpoint's step was logged before it was saved: a resumed run drops what
+    # the interrupted one logged after that step, which it logs again.
+    if checkpoint is not None:
+        wait_past_event_files(run_dir)
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
     if checkpoint is None:
         table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
         writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
@@ -628,23 +767,31 @@ def main(args: Args) -> dict:
         except ValueError:  # not the main thread: leave signals alone
             pass
 
-    # The loss is checked for NaN or infinity without a host sync per step: a flag accumulates on the
-    # device and is read before every checkpoint and log, so no checkpoint ever holds diverged weights.
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    # The loss is checked for NaN or infinity without a host sync per step: the first non-finite one and
+    # its step are kept on the device and read before every checkpoint and log, so no checkpoint ever holds
+    # diverged weights.
+    first_bad = torch.zeros((), device=device)  # the latest loss while all are finite, then the first that is not
+    first_bad_step = torch.zeros((), dtype=torch.long, device=device)
     last = {}  # the latest step's losses, as tensors, read only when logged
 
-    def check_finite() -> None:
-        if nonfinite.item():
+    def watch(loss: torch.Tensor) -> None:
+        nonlocal first_bad, first_bad_step
+        finite_so_far = torch.isfinite(first_bad)
+        first_bad = torch.where(finite_so_far, loss, first_bad)
+        first_bad_step = torch.where(finite_so_far, global_step, first_bad_step)
+
+    def check_losses() -> None:
+        if not torch.isfinite(first_bad):
             raise FloatingPointError(
-                f"the loss became {last['loss'].item()} at or before step {global_step}; the last good checkpoint "
-                "(if any) is kept. Try a lower --learning-rate")
+                f"the loss became {first_bad.item()} at step {first_bad_step.item():,} (the sum of the Q, policy "
+                f"and temperature losses); {safe_to_resume(run_dir)}")
 
     def save_checkpoint() -> None:
-        check_finite()
+        check_losses()
         save_torch({
-            "args": dataclasses.asdict(args), "model": agent.state_dict(), "optimizer": optimizer.state_dict(),
-            "buffer": buffer.state_dict(), "global_step": global_step, "evaluations": evaluations,
-            "elapsed": elapsed_before + time.time() - start_time, "rng": rng_state(),
+            "script": SCRIPT, "args": dataclasses.asdict(args), "model": agent.state_dict(),
+            "optimizer": optimizer.state_dict(), "buffer": buffer.state_dict(), "global_step": global_step,
+            "evaluations": evaluations, "elapsed": elapsed_before + time.time() - start_time, "rng": rng_state(),
         }, os.path.join(run_dir, "checkpoint.pt"))
 
     def run_evaluation() -> None:
@@ -703,7 +850,7 @@ def main(args: Args) -> dict:
                 loss.backward()
                 optimizer.step()
                 polyak_update(target_params, critic_params, args.tau)
-                nonfinite |= ~torch.isfinite(loss)
+                watch(loss.detach())
                 last = {"loss": loss.detach(), "q_loss": q_loss.detach(), "policy_loss": pi_loss.detach(),
                         "q": q.detach(), "log_prob": log_prob.detach()}
                 if learn_alpha:
@@ -711,7 +858,7 @@ def main(args: Args) -> dict:
 
             if global_step % log_every == 0 or global_step == args.total_timesteps:
                 if last:
-                    check_finite()
+                    check_losses()
                     for name, value in (
                         ("losses/q_loss", last["q_loss"]), ("losses/policy_loss", last["policy_loss"]),
                         ("losses/q_values", last["q"].mean()), ("losses/entropy", -last["log_prob"].mean()),
@@ -722,7 +869,7 @@ def main(args: Args) -> dict:
                 sps = int((global_step - start_step) / (time.time() - start_time))
                 writer.add_scalar("charts/SPS", sps, global_step)
             if args.eval_every and args.eval_episodes and global_step % args.eval_every == 0:
-                check_finite()
+                check_losses()
                 run_evaluation()
             progress.update(global_step, recent_returns, force=global_step == args.total_timesteps)
 
@@ -733,7 +880,7 @@ def main(args: Args) -> dict:
                 return {"interrupted": True, "global_step": global_step, "run_dir": run_dir}
             if args.checkpoint_every and global_step % args.checkpoint_every == 0:
                 save_checkpoint()
-        check_finite()
+        check_losses()
     finally:
         progress.close()
         for sig, handler in previous_handlers.items():
@@ -753,7 +900,8 @@ def main(args: Args) -> dict:
         "args": dataclasses.asdict(args), "versions": package_versions(),
     }
     if args.save_model:
-        save_torch({"args": dataclasses.asdict(args), "model": agent.state_dict()}, os.path.join(run_dir, "model.pt"))
+        save_torch({"script": SCRIPT, "args": dataclasses.asdict(args), "model": agent.state_dict()},
+                   os.path.join(run_dir, "model.pt"))
     if args.eval_episodes:
         eval_returns = evaluate(agent, dataclasses.replace(args, capture_video=False), args.eval_episodes,
                                 args.seed + 100_000, args.eval_deterministic, "")
@@ -786,9 +934,17 @@ def parse_args(argv: list[str]) -> Args | EvalArgs:
     return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
 
 
-if __name__ == "__main__":
+def cli(argv: list[str]) -> None:
+    """The command line: train, or `evaluate MODEL`. A bad setting or a diverged run ends in one line on
+    stderr and a non-zero exit, never a traceback."""
     try:
-        args = parse_args(sys.argv[1:])
+        args = parse_args(argv)
         main_evaluate(args) if isinstance(args, EvalArgs) else main(args)
     except ConfigError as error:
-        sys.exit(f"sac.py: error: {error}")
+        sys.exit(f"{SCRIPT}: error: {error}")
+    except FloatingPointError as error:
+        sys.exit(f"{SCRIPT}: stopped: {error}")
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

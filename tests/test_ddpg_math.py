@@ -1,7 +1,12 @@
 """ddpg.py's math against hand-worked values: Ornstein-Uhlenbeck noise, the Polyak update, the TD target,
-the paper's critic (action at the second layer) and initialisation, and the replay buffer. The final
-observation at episode ends is checked on td3.py's identical buffer in test_td3_math.py."""
+the paper's critic (action at the second layer) and initialisation, one whole update as main runs it, and
+the replay buffer, including the transitions a real run stores at an episode's end."""
 
+import copy
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -85,3 +90,85 @@ def test_replay_buffer_wraps_and_samples_only_filled_slots():
                 torch.tensor([1.0]))
     obs, actions, rewards, next_obs, terminated = partial.sample(100)
     assert rewards.eq(1.0).all() and next_obs.eq(2.0).all() and terminated.eq(1.0).all()
+    # The saved state holds the one filled row and only its bytes: torch.save writes a tensor's whole
+    # storage, so a view of the first row would write all 50 slots.
+    state = partial.state_dict()
+    for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
+        assert len(state[name]) == 1 and state[name].untyped_storage().nbytes() == state[name].numel() * 4
+
+
+class Counter(gym.Env):
+    """Observation [t]; terminates after step 2 (terminate=True) or runs until a time limit."""
+
+    observation_space = gym.spaces.Box(-100, 100, (1,))
+    action_space = gym.spaces.Box(-1, 1, (1,))
+
+    def __init__(self, terminate: bool, render_mode=None):
+        self.terminate, self.render_mode = terminate, render_mode
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t], dtype=np.float32), 1.0, self.terminate and self.t == 2, False, {}
+
+
+gym.register("TestDDPGCounterTerminates-v0", entry_point=Counter, kwargs=dict(terminate=True), max_episode_steps=2)
+gym.register("TestDDPGCounterTruncated-v0", entry_point=Counter, kwargs=dict(terminate=False), max_episode_steps=2)
+
+
+@pytest.mark.parametrize("env_id, terminate", [("TestDDPGCounterTerminates-v0", True),
+                                               ("TestDDPGCounterTruncated-v0", False)])
+def test_a_run_stores_the_true_final_observation_and_only_termination_as_terminal(env_id, terminate):
+    # Three steps of a real run, saved in its checkpoint: 0 -> 1, 1 -> 2 (the episode's end: terminated, or
+    # truncated by the time limit), then the new episode's 0 -> 1.
+    ddpg.main(dataclasses.replace(ddpg.Args(), env_id=env_id, total_timesteps=3, learning_starts=10, hidden_sizes=(8,),
+                                  critic_action_layer=1, checkpoint_every=3, eval_episodes=0, eval_every=0,
+                                  run_dir="run"))
+    buffer = torch.load("run/checkpoint.pt", weights_only=True)["buffer"]
+    assert buffer["obs"][:, 0].tolist() == [0.0, 1.0, 0.0]
+    assert buffer["next_obs"][:, 0].tolist() == [1.0, 2.0, 1.0]  # 2.0, not the reset observation 0.0
+    assert buffer["terminated"].tolist() == [0.0, 1.0 if terminate else 0.0, 0.0]
+
+
+# --- one update, as main runs it -----------------------------------------------------------------------
+
+
+def parameters(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_one_update_by_hand():
+    # The critic regresses on y = r + gamma (1 - terminated) Q'(s', mu'(s')) of the target networks; the
+    # actor then follows -Q(s, mu(s)) of the critic just stepped; both targets then move tau towards theirs.
+    torch.manual_seed(0)
+    args = dataclasses.replace(ddpg.Args(), hidden_sizes=(8, 8), gamma=0.9, tau=0.25)
+    agent = ddpg.Agent(obs_dim=3, act_dim=2, args=args)
+    with torch.no_grad():  # targets that differ from the online networks, as they do after some training
+        for p in [*agent.actor_target.parameters(), *agent.critic_target.parameters()]:
+            p.add_(0.3 * torch.randn_like(p))
+    actor_optimizer = torch.optim.Adam(agent.actor.parameters(), lr=1e-2)
+    critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=1e-2)
+    obs, actions, rewards, next_obs = torch.randn(16, 3), torch.rand(16, 2) * 2 - 1, torch.randn(16), torch.randn(16, 3)
+    terminated = (torch.arange(16) % 3 == 0).float()
+    with torch.no_grad():
+        y = rewards + 0.9 * (1 - terminated) * agent.critic_target(next_obs, agent.actor_target(next_obs))
+        expected_critic_loss = ((agent.critic(obs, actions) - y) ** 2).mean()
+    actor_before = copy.deepcopy(agent.actor)
+    targets_before = {name: parameters(getattr(agent, name)) for name in ("actor_target", "critic_target")}
+
+    metrics = ddpg.update(agent, actor_optimizer, critic_optimizer, (obs, actions, rewards, next_obs, terminated), args)
+    assert metrics["qf_loss"].item() == pytest.approx(expected_critic_loss.item(), rel=1e-5)
+    with torch.no_grad():
+        expected_actor_loss = -agent.critic(obs, actor_before(obs)).mean()
+    assert metrics["actor_loss"].item() == pytest.approx(expected_actor_loss.item(), rel=1e-5)
+    assert not all(torch.equal(a, b) for a, b in zip(parameters(actor_before), parameters(agent.actor)))
+    for target, online in (("actor_target", "actor"), ("critic_target", "critic")):
+        for old, new, source in zip(targets_before[target], getattr(agent, target).parameters(),
+                                    getattr(agent, online).parameters()):
+            assert torch.allclose(new, 0.75 * old + 0.25 * source.detach(), atol=1e-6)
+            # The Polyak update stays out of autograd: a recorded one would chain every update's graph.
+            assert not new.requires_grad and new.grad_fn is None

@@ -206,8 +206,14 @@ def test_resume_after_a_kill_ends_at_the_same_steps_without_duplicate_or_lost_ep
         saved = torch.load("run/checkpoint.pt", weights_only=True)["global_step"]  # renamed into place: whole
         return any(int(r["global_step"]) > saved for r in read_episodes("run"))
 
-    # Kill it hard once a checkpoint exists and episodes beyond it have been written.
-    wait_for(episodes_past_a_checkpoint, process)
+    # Kill it hard once a checkpoint exists and episodes beyond it have been written. The run may pass
+    # another checkpoint between the look and the kill, so it is frozen first and looked at again.
+    while True:
+        wait_for(episodes_past_a_checkpoint, process)
+        process.send_signal(signal.SIGSTOP)
+        if episodes_past_a_checkpoint():
+            break
+        process.send_signal(signal.SIGCONT)
     process.kill()
     process.wait()
     before = read_episodes("run")

@@ -1,5 +1,9 @@
 """td3.py's math against hand-worked values: the Polyak update, target policy smoothing, the TD target, the
-twin critic, and the replay buffer (wrap-around, filled slots only, terminated versus truncated)."""
+twin critic, one whole update as main runs it, and the replay buffer (wrap-around, filled slots only, the
+transitions a real run stores at an episode's end, terminated versus truncated)."""
+
+import copy
+import dataclasses
 
 import gymnasium as gym
 import numpy as np
@@ -103,7 +107,12 @@ def test_replay_buffer_state_round_trips_after_wrapping():
     assert (restored.pos, restored.size) == (1, 3) and torch.equal(restored.obs, buffer.obs)
     partial = td3.ReplayBuffer(capacity=10, obs_dim=2, act_dim=1, device=cpu)
     partial.add(*transition(7.0))
-    assert partial.state_dict()["obs"].shape == (1, 2)  # only the filled part is saved
+    state = partial.state_dict()
+    assert state["obs"].shape == (1, 2)  # only the filled part is saved
+    # ... and only its bytes: torch.save writes a tensor's whole storage, so a view of the first row
+    # would write all 10 slots.
+    for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
+        assert state[name].untyped_storage().nbytes() == state[name].numel() * 4
     with pytest.raises(td3.ConfigError, match="more than --buffer-size 1"):
         td3.ReplayBuffer(capacity=1, obs_dim=2, act_dim=1, device=cpu).load_state_dict(buffer.state_dict())
 
@@ -119,10 +128,11 @@ class Counter(gym.Env):
     observation_space = gym.spaces.Box(-100, 100, (1,))
     action_space = gym.spaces.Box(-1, 1, (1,))
 
-    def __init__(self, terminate: bool):
-        self.terminate = terminate
+    def __init__(self, terminate: bool, render_mode=None):
+        self.terminate, self.render_mode = terminate, render_mode
 
     def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
         self.t = 0
         return np.array([0.0], dtype=np.float32), {}
 
@@ -131,21 +141,85 @@ class Counter(gym.Env):
         return np.array([self.t], dtype=np.float32), 1.0, self.terminate and self.t == 2, False, {}
 
 
-@pytest.mark.parametrize("terminate", [True, False])
-def test_the_final_step_stores_the_true_final_observation_and_only_termination_as_terminal(terminate):
-    envs = gym.vector.SyncVectorEnv([lambda: gym.wrappers.TimeLimit(Counter(terminate), max_episode_steps=2)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    buffer = td3.ReplayBuffer(capacity=10, obs_dim=1, act_dim=1, device=torch.device("cpu"))
-    obs, _ = envs.reset(seed=0)
-    for _ in range(3):
-        action = np.zeros((1, 1), dtype=np.float32)
-        next_obs, reward, terminated, truncated, infos = envs.step(action)
-        real = td3.transition_next_obs(next_obs, infos)
-        buffer.add(torch.as_tensor(obs), torch.as_tensor(action), torch.as_tensor(reward, dtype=torch.float32),
-                   torch.as_tensor(real), torch.as_tensor(terminated, dtype=torch.float32))
-        obs = next_obs
-    # Steps: 0 -> 1, 1 -> 2 (the episode's end: terminated, or truncated by the limit), then the new episode 0 -> 1.
-    assert buffer.obs[:3, 0].tolist() == [0.0, 1.0, 0.0]
-    assert buffer.next_obs[:3, 0].tolist() == [1.0, 2.0, 1.0]  # 2.0, not the reset observation 0.0
-    assert buffer.terminated[:3].tolist() == [0.0, 1.0 if terminate else 0.0, 0.0]
-    envs.close()
+gym.register("TestTD3CounterTerminates-v0", entry_point=Counter, kwargs=dict(terminate=True), max_episode_steps=2)
+gym.register("TestTD3CounterTruncated-v0", entry_point=Counter, kwargs=dict(terminate=False), max_episode_steps=2)
+
+
+@pytest.mark.parametrize("env_id, terminate", [("TestTD3CounterTerminates-v0", True),
+                                               ("TestTD3CounterTruncated-v0", False)])
+def test_a_run_stores_the_true_final_observation_and_only_termination_as_terminal(env_id, terminate):
+    # Three steps of a real run, saved in its checkpoint: 0 -> 1, 1 -> 2 (the episode's end: terminated, or
+    # truncated by the time limit), then the new episode's 0 -> 1.
+    td3.main(dataclasses.replace(td3.Args(), env_id=env_id, total_timesteps=3, learning_starts=10, hidden_sizes=(8,),
+                                 checkpoint_every=3, eval_episodes=0, eval_every=0, run_dir="run"))
+    buffer = torch.load("run/checkpoint.pt", weights_only=True)["buffer"]
+    assert buffer["obs"][:, 0].tolist() == [0.0, 1.0, 0.0]
+    assert buffer["next_obs"][:, 0].tolist() == [1.0, 2.0, 1.0]  # 2.0, not the reset observation 0.0
+    assert buffer["terminated"].tolist() == [0.0, 1.0 if terminate else 0.0, 0.0]
+
+
+# --- one update, as main runs it -----------------------------------------------------------------------
+
+
+def update_setup(**overrides):
+    """An agent whose target networks differ from the online ones (as they do after some training), its
+    optimisers, settings, and a hand-made batch of 16 transitions, a third of them terminal."""
+    torch.manual_seed(0)
+    args = dataclasses.replace(td3.Args(), hidden_sizes=(8, 8), **overrides)
+    agent = td3.Agent(obs_dim=3, act_dim=2, hidden_sizes=args.hidden_sizes)
+    with torch.no_grad():
+        for p in [*agent.actor_target.parameters(), *agent.critic_target.parameters()]:
+            p.add_(0.3 * torch.randn_like(p))
+    actor_optimizer = torch.optim.Adam(agent.actor.parameters(), lr=1e-2)
+    critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=1e-2)
+    batch = (torch.randn(16, 3), torch.rand(16, 2) * 2 - 1, torch.randn(16), torch.randn(16, 3),
+             (torch.arange(16) % 3 == 0).float())
+    return agent, actor_optimizer, critic_optimizer, args, batch
+
+
+def parameters(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_update_regresses_both_critics_on_the_smaller_target_q_of_the_target_networks():
+    # Without smoothing noise the target is y = r + gamma (1 - terminated) min_j Q'_j(s', mu'(s')), all from
+    # the target networks; the critics' loss is the sum over both of their mean squared errors against it.
+    agent, actor_optimizer, critic_optimizer, args, batch = update_setup(policy_noise=0.0, gamma=0.9)
+    obs, actions, rewards, next_obs, terminated = batch
+    with torch.no_grad():
+        q_next = agent.critic_target(next_obs, agent.actor_target(next_obs))  # [2, 16]
+        y = rewards + 0.9 * (1 - terminated) * torch.minimum(q_next[0], q_next[1])
+        q = agent.critic(obs, actions)
+        expected = ((q[0] - y) ** 2).mean() + ((q[1] - y) ** 2).mean()
+    assert not torch.allclose(q_next[0], q_next[1])  # the minimum matters
+    metrics = td3.update(agent, actor_optimizer, critic_optimizer, batch, args, update_actor=False)
+    assert metrics["qf_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.equal(metrics["q"], q)
+
+
+def test_between_actor_updates_only_the_critics_move():
+    agent, actor_optimizer, critic_optimizer, args, batch = update_setup()
+    before = {name: parameters(getattr(agent, name)) for name in ("actor", "critic", "actor_target", "critic_target")}
+    metrics = td3.update(agent, actor_optimizer, critic_optimizer, batch, args, update_actor=False)
+    assert "actor_loss" not in metrics
+    for name in ("actor", "actor_target", "critic_target"):
+        assert all(torch.equal(a, b) for a, b in zip(before[name], parameters(getattr(agent, name)))), name
+    assert all(not torch.equal(a, b) for a, b in zip(before["critic"], parameters(agent.critic)))
+
+
+def test_an_actor_update_follows_the_new_q1_and_moves_every_target_by_tau():
+    agent, actor_optimizer, critic_optimizer, args, batch = update_setup(tau=0.25)
+    obs = batch[0]
+    actor_before = copy.deepcopy(agent.actor)
+    targets_before = {name: parameters(getattr(agent, name)) for name in ("actor_target", "critic_target")}
+    metrics = td3.update(agent, actor_optimizer, critic_optimizer, batch, args, update_actor=True)
+    with torch.no_grad():  # the actor's loss: -Q1(s, mu(s)) of the critics just stepped, the actor before its step
+        expected = -agent.critic(obs, actor_before(obs))[0].mean()
+    assert metrics["actor_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert not all(torch.equal(a, b) for a, b in zip(parameters(actor_before), parameters(agent.actor)))
+    for target, online in (("actor_target", "actor"), ("critic_target", "critic")):
+        for old, new, source in zip(targets_before[target], getattr(agent, target).parameters(),
+                                    getattr(agent, online).parameters()):
+            assert torch.allclose(new, 0.75 * old + 0.25 * source.detach(), atol=1e-6)
+            # The Polyak update stays out of autograd: a recorded one would chain every update's graph.
+            assert not new.requires_grad and new.grad_fn is None
