@@ -12,12 +12,19 @@ workers share. No locks guard the weights; only the global step counter has one.
     python algos/a3c_hogwild.py evaluate runs/<run>/model.pt --episodes 10
 
 Give it no more workers than the machine has cores: each worker is a process with one torch thread, and
-a worker that waits for a core slows every update it shares weights with.
+a worker that waits for a core slows every update it shares weights with (more than 4 per core is refused
+without --oversubscribe).
+
+The global_step of an episode (episodes.csv, TensorBoard) is the global step of its last step: workers claim
+their steps from one shared counter, so it counts the steps all workers had claimed when that episode ended.
+The main process writes each episode only once no worker can still report one that ended earlier, so the
+column never decreases; when a checkpoint is written, episodes.csv holds every episode up to its step.
 """
 
 import csv
 import dataclasses
 import difflib
+import glob
 import heapq
 import json
 import math
@@ -28,6 +35,8 @@ import signal
 import sys
 import time
 import traceback
+import types
+import typing
 from collections import deque
 from dataclasses import dataclass
 from importlib import metadata
@@ -42,6 +51,8 @@ import torch.nn as nn
 import tyro
 from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
+
+SCRIPT = "a3c_hogwild.py"  # names this script in messages, checkpoints and models
 
 gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
 try:  # the MinAtar/*-v1 ids (Young & Tian 2019), when the minatar package is installed
@@ -95,7 +106,9 @@ class Args:
 
     # --- A3C ---
     num_workers: int = 16
-    """actor-learner processes. Paper: 16 threads. Use at most one per core"""
+    """actor-learner processes. Paper: 16 threads. Use at most one per core; more than 4 per core needs --oversubscribe"""
+    oversubscribe: bool = False
+    """allow more than 4 worker processes per core; without it a larger --num-workers is refused"""
     num_steps: int = 5
     """steps per worker between updates, t_max. Paper: 5 (t_max = I_AsyncUpdate)"""
     learning_rate: float = 7e-4
@@ -164,8 +177,26 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_worker_count(num_workers: int, oversubscribe: bool) -> None:
+    """Refuse more than 4 worker processes per core unless asked for: a typo such as --num-workers 100000
+    would otherwise fork until the machine stalls."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if num_workers > 4 * cores and not oversubscribe:
+        raise ConfigError(f"--num-workers {num_workers} is more than 4 per core ({4 * cores} here); "
+                          "add --oversubscribe if you mean it")
+
+
+def check_finite(args) -> None:
+    """Refuse nan and inf in any float setting: `nan <= 0` is False, so the range checks alone let it through."""
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+
+
 def check_args(args: Args) -> None:
     """Refuse settings that cannot work, each with one line that names the fix."""
+    check_finite(args)
     if args.total_timesteps <= 0 or args.num_workers <= 0 or args.num_steps <= 0:
         raise ConfigError("--total-timesteps, --num-workers and --num-steps must be positive")
     if args.total_timesteps < args.num_workers * args.num_steps:
@@ -188,26 +219,40 @@ def check_args(args: Args) -> None:
         raise ConfigError("--checkpoint-every and --eval-episodes must be non-negative")
     if args.threads is not None and args.threads <= 0:
         raise ConfigError(f"--threads must be positive, got {args.threads}")
+    check_worker_count(args.num_workers, args.oversubscribe)
 
 
 def check_env_id(env_id: str) -> None:
-    """Refuse an unknown environment id, suggesting the closest registered ones."""
-    if env_id in gym.envs.registry:
-        return
-    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
-    raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    """Refuse an unknown environment id, suggesting the closest registered ones, and an Atari id that skips
+    frames or makes actions sticky on its own."""
+    if env_id not in gym.envs.registry:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    if is_atari(env_id):
+        check_atari_frameskip(env_id)
+
+
+def check_atari_frameskip(env_id: str) -> None:
+    """The DQN wrappers repeat each action over 4 frames themselves, as the papers did; an id that also skips
+    frames (ALE/*-v5, *-v4 without NoFrameskip) or makes actions sticky would silently play 16 frames a step."""
+    kwargs = gym.spec(env_id).kwargs
+    if kwargs.get("frameskip", 1) != 1 or kwargs.get("repeat_action_probability", 0.0) != 0.0:
+        game = "".join(part.capitalize() for part in str(kwargs.get("game", "pong")).split("_"))
+        raise ConfigError(f"{env_id} skips frames (frameskip={kwargs.get('frameskip')}) or makes actions sticky "
+                          f"(p={kwargs.get('repeat_action_probability')}) on top of the 4-frame skip of the "
+                          f"papers' wrappers; use {game}NoFrameskip-v4")
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
     """A3C here handles vector or image observations, and discrete actions (a softmax policy)."""
     if isinstance(action_space, gym.spaces.Box):
-        raise ConfigError(f"a3c_hogwild.py supports Discrete action spaces only, not {action_space}; "
+        raise ConfigError(f"{SCRIPT} supports Discrete action spaces only, not {action_space}; "
                           "for continuous actions use ppo.py, trpo.py, ddpg.py, td3.py or sac.py")
     if not isinstance(action_space, gym.spaces.Discrete):
-        raise ConfigError(f"a3c_hogwild.py supports Discrete action spaces only, not {action_space}")
+        raise ConfigError(f"{SCRIPT} supports Discrete action spaces only, not {action_space}")
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (1, 3):
-        raise ConfigError(f"a3c_hogwild.py supports 1-D vector or image observations, not {observation_space}")
+        raise ConfigError(f"{SCRIPT} supports 1-D vector or image observations, not {observation_space}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -567,7 +612,22 @@ def atomic_write(path: str, write) -> None:
     os.replace(tmp, path)
 
 
+def all_finite(state) -> bool:
+    """Whether every float in a saved state (nested dicts, lists and tensors) is finite."""
+    if isinstance(state, torch.Tensor):
+        return not state.is_floating_point() or bool(torch.isfinite(state).all())
+    if isinstance(state, dict):
+        return all(all_finite(value) for value in state.values())
+    if isinstance(state, (list, tuple)):
+        return all(all_finite(value) for value in state)
+    return not isinstance(state, float) or math.isfinite(state)
+
+
 def save_torch(obj, path: str) -> None:
+    """Write a checkpoint or model atomically, and never one holding nan or inf: the file already there,
+    written before training diverged, is the one to resume from."""
+    if not all_finite(obj):
+        raise FloatingPointError(f"training diverged: {path} would hold nan or inf, so it was not written")
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -579,14 +639,95 @@ def write_json(path: str, obj: dict) -> None:
     atomic_write(path, write)
 
 
+def load_saved(path: str) -> dict:
+    """A checkpoint or model of this script, loaded without running any code in the file (weights_only).
+    Anything else is refused in one line. torch's own message advises weights_only=False, which would run
+    the file's code: it is never passed on."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # missing, truncated, foreign or unsafe: say which kind, nothing more
+        raise ConfigError(f"{path} is not a checkpoint or model of {SCRIPT} ({type(error).__name__})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("args"), dict):
+        raise ConfigError(f"{path} is not a checkpoint or model of {SCRIPT}")
+    writer = saved.get("script", SCRIPT)
+    if writer != SCRIPT:
+        raise ConfigError(f"{path} was written by {writer}, not {SCRIPT}: use {writer} for it")
+    if not all_finite(saved):
+        raise ConfigError(f"{path} holds nan or inf: it was written by a run that diverged")
+    return saved
+
+
 def load_checkpoint(run_dir: str) -> dict:
     path = os.path.join(run_dir, "checkpoint.pt")
     if not os.path.isfile(path):
         raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there (was it run with --checkpoint-every?)")
+    return load_saved(path)
+
+
+def value_fits(value, hint) -> bool:
+    """Whether a saved setting has its field's type (a float field takes an int as well)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(value_fits(value, option) for option in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (tuple, list):
+        return isinstance(value, (tuple, list))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def args_from_saved(saved: dict, path: str) -> "Args":
+    """The Args a checkpoint or model was saved with, refused in one line if this script's Args cannot
+    hold them (a field unknown or missing, or a value of the wrong type: an edited file)."""
+    hints = typing.get_type_hints(Args)
+    unknown, missing = set(saved["args"]) - set(hints), set(hints) - set(saved["args"])
+    if unknown or missing:
+        raise ConfigError(f"{path} does not hold the settings of {SCRIPT} (unknown: {sorted(unknown)}, "
+                          f"missing: {sorted(missing)})")
+    for name, value in saved["args"].items():
+        if not value_fits(value, hints[name]):
+            raise ConfigError(f"{path}: the saved setting {name} = {value!r} is not of type {hints[name]}")
+    return Args(**saved["args"])
+
+
+def restore(path: str, load) -> None:
+    """Run load(), which copies a checkpoint or model into this run; a file that does not fit it (another
+    env or network size, a missing entry) is refused in one line instead of a traceback."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unpickling failure means the file cannot be trusted
-        raise ConfigError(f"--resume {run_dir}: checkpoint.pt is corrupt ({type(error).__name__}: {error})") from None
+        load()
+    except ConfigError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"{path} does not fit this run of {SCRIPT} ({type(error).__name__}: {reason})") from None
+
+
+def remove_stale_temporaries(run_dir: str) -> None:
+    """A run killed while saving leaves a half-written *.tmp beside the file it was replacing: remove it."""
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
+        os.remove(path)
+
+
+def safe_to_resume(run_dir: str) -> str:
+    """The end of a divergence message: which checkpoint, if any, holds the last finite state."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if os.path.exists(path):
+        return f"{path} holds the last finite state: resume with --resume {run_dir} (a lower --learning-rate may help)"
+    return "no checkpoint was written (--checkpoint-every keeps one)"
+
+
+def wait_past_event_files(run_dir: str) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
+    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
+    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
+    next."""
+    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
+    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
+    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
 
 
 def seed_everything(seed: int) -> None:
@@ -660,13 +801,11 @@ def build_agent(args: Args) -> Agent:
 
 def load_agent(model_path: str) -> tuple[Agent, Args]:
     """Rebuild the agent saved by --save-model: weights and args."""
-    try:
-        saved = torch.load(model_path, map_location="cpu", weights_only=True)
-        args = Args(**saved["args"])
-    except Exception as error:  # missing, truncated or foreign file
-        raise ConfigError(f"cannot load an a3c_hogwild.py model from {model_path} ({type(error).__name__}: {error})") from None
+    saved = load_saved(model_path)
+    args = args_from_saved(saved, model_path)
+    check_env_id(args.env_id)
     agent = build_agent(args)
-    agent.load_state_dict(saved["model"])
+    restore(model_path, lambda: agent.load_state_dict(saved["model"]))
     return agent, args
 
 
@@ -756,6 +895,92 @@ def claim_steps(counter, num_steps: int, total: int) -> tuple[int, int]:
     return start, n
 
 
+@dataclass
+class Rollout:
+    """What update() learns from: n steps of one worker's env (n <= t_max), each step's observation, action,
+    reward and episode end, the value of the final observation where an episode was cut off (0 elsewhere),
+    which steps begin an episode (the LSTM's state is zeroed before them), the recurrent state before the
+    first step (None without --lstm) and V(s_n), the value after the last step."""
+
+    obs: torch.Tensor  # [n, *observation shape]
+    actions: torch.Tensor  # [n], long
+    rewards: torch.Tensor  # [n]
+    terminated: torch.Tensor  # [n], bool
+    truncated: torch.Tensor  # [n], bool
+    final_values: torch.Tensor  # [n]
+    starts: torch.Tensor  # [n], bool
+    first_state: tuple | None = None
+    next_value: torch.Tensor | None = None
+
+    @classmethod
+    def allocate(cls, observation_space: gym.spaces.Box, t_max: int) -> "Rollout":
+        """Storage for t_max steps, made once per worker; uint8 frames stay uint8."""
+        dtypes = {np.dtype(np.uint8): torch.uint8, np.dtype(bool): torch.bool}
+        dtype = dtypes.get(np.dtype(observation_space.dtype), torch.float32)
+        return cls(torch.zeros((t_max, *observation_space.shape), dtype=dtype), torch.zeros(t_max, dtype=torch.long),
+                   torch.zeros(t_max), torch.zeros(t_max, dtype=torch.bool), torch.zeros(t_max, dtype=torch.bool),
+                   torch.zeros(t_max), torch.zeros(t_max, dtype=torch.bool))
+
+    def first(self, n: int) -> "Rollout":
+        """The first n steps, as views of the storage."""
+        return Rollout(self.obs[:n], self.actions[:n], self.rewards[:n], self.terminated[:n], self.truncated[:n],
+                       self.final_values[:n], self.starts[:n], self.first_state, self.next_value)
+
+
+def collect_rollout(local: Agent, envs, storage: Rollout, n: int, next_obs: torch.Tensor, state, episode_start: bool):
+    """The acting half of Algorithm S3: n steps of the worker's env with its local agent, written into
+    storage. Returns (the rollout of those n steps, the next observation, the recurrent state and whether
+    the next step begins an episode, all three to carry into the next rollout, and the episodes that
+    ended as (index of their last step in the rollout, return, length))."""
+    storage.first_state = state
+    storage.final_values.zero_()
+    episodes = []
+    for t in range(n):
+        storage.obs[t], storage.starts[t] = next_obs[0], episode_start
+        with torch.no_grad():
+            action, state = local.act(next_obs, state)
+        obs_np, reward, terminated, truncated, infos = envs.step(action.numpy())
+        next_obs = torch.as_tensor(obs_np)
+        storage.actions[t], storage.rewards[t] = action[0], float(reward[0])
+        storage.terminated[t], storage.truncated[t] = bool(terminated[0]), bool(truncated[0])
+        if truncated[0]:  # the value of the cut-off episode's final observation
+            with torch.no_grad():
+                storage.final_values[t] = local.get_value(torch.as_tensor(infos["final_obs"][0][None]), state)[0]
+        episode_start = bool(terminated[0] or truncated[0])
+        if episode_start:
+            state = local.initial_state(1)
+            episodes.extend((t, float(r), int(length)) for r, length in zip(*finished_episodes(infos)))
+    with torch.no_grad():
+        storage.next_value = local.get_value(next_obs, state)[0]
+    return storage.first(n), next_obs, state, episode_start, episodes
+
+
+def update(local: Agent, model: Agent, optimizer: torch.optim.Optimizer, args: Args, rollout: Rollout, start: int,
+           rank: int = 0) -> dict:
+    """The learning half of Algorithm S3, for a rollout whose steps were claimed from global step `start`:
+    n-step returns, the loss and its gradient in the local agent, clipped to --max-grad-norm, then applied
+    to the global weights by the shared optimiser at the learning rate annealed to `start`. A loss that is
+    not finite raises FloatingPointError before anything global changes. Returns what is worth logging:
+    the learning rate, the loss terms (tensors), the values and the returns."""
+    returns = nstep_returns(rollout.rewards, rollout.next_value, rollout.terminated, rollout.truncated,
+                            rollout.final_values, args.gamma)
+    logprob, entropy, value = local.evaluate_rollout(rollout.obs, rollout.actions, rollout.first_state, rollout.starts)
+    loss, pg_loss, v_loss, entropy_mean = actor_critic_loss(logprob, entropy, value, returns,
+                                                            args.ent_coef, args.vf_coef)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"the loss became {loss.item()} at step {start + len(returns):,} in worker {rank}; "
+                                 f"{safe_to_resume(args.run_dir)}")
+    local.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(local.parameters(), args.max_grad_norm)
+    give_gradients(local, model)
+    lr = annealed_lr(args.learning_rate, start, args.total_timesteps) if args.anneal else args.learning_rate
+    optimizer.param_groups[0]["lr"] = lr
+    optimizer.step()
+    return {"lr": lr, "pg_loss": pg_loss, "v_loss": v_loss, "entropy": entropy_mean, "value": value.detach(),
+            "returns": returns}
+
+
 def worker(rank: int, args: Args, model: Agent, optimizer: torch.optim.Optimizer, shared: Shared, seed: int) -> None:
     """One actor-learner: Algorithm S3 of the paper, looping until the global counter reaches the total.
     Sends ("episode", rank, step, return, length) for each finished episode, ("progress", rank, step, stats)
@@ -769,17 +994,9 @@ def worker(rank: int, args: Args, model: Agent, optimizer: torch.optim.Optimizer
         torch.set_num_threads(1)
         seed_everything(seed)
         envs = make_vector_env(args, seed, os.path.join(args.run_dir, "videos"), capture_video=args.capture_video and rank == 0)
-        obs_space = envs.single_observation_space
-        local = Agent(obs_space, envs.single_action_space, args.lstm, args.lstm_size)
+        local = Agent(envs.single_observation_space, envs.single_action_space, args.lstm, args.lstm_size)
         local_params, shared_params = list(local.parameters()), list(model.parameters())
-        T = args.num_steps
-        obs_dtype = {np.dtype(np.uint8): torch.uint8, np.dtype(bool): torch.bool}.get(np.dtype(obs_space.dtype), torch.float32)
-        obs_buf = torch.zeros((T, *obs_space.shape), dtype=obs_dtype)
-        action_buf = torch.zeros(T, dtype=torch.long)
-        starts = torch.zeros(T, dtype=torch.bool)
-        final_values = torch.zeros(T)
-        rewards = np.zeros(T, dtype=np.float32)
-        terminated_buf, truncated_buf = np.zeros(T, dtype=bool), np.zeros(T, dtype=bool)
+        storage = Rollout.allocate(envs.single_observation_space, args.num_steps)
 
         next_obs = torch.as_tensor(envs.reset(seed=seed)[0])
         state, episode_start = local.initial_state(1), True
@@ -791,58 +1008,26 @@ def worker(rank: int, args: Args, model: Agent, optimizer: torch.optim.Optimizer
                 continue
             if os.getppid() != shared.parent_pid:
                 return
-            start, n = claim_steps(shared.counter, T, args.total_timesteps)
+            start, n = claim_steps(shared.counter, args.num_steps, args.total_timesteps)
             if n == 0:
                 break
             with torch.no_grad():  # sync: the global weights, as they are now (other workers keep writing)
                 for local_param, shared_param in zip(local_params, shared_params):
                     local_param.copy_(shared_param)
-            first_state = state
-            final_values.zero_()
-            for t in range(n):
-                obs_buf[t], starts[t] = next_obs[0], episode_start
-                with torch.no_grad():
-                    action, state = local.act(next_obs, state)
-                obs_np, reward, terminated, truncated, infos = envs.step(action.numpy())
-                next_obs = torch.as_tensor(obs_np)
-                action_buf[t], rewards[t] = action[0], reward[0]
-                terminated_buf[t], truncated_buf[t] = terminated[0], truncated[0]
-                if truncated[0]:  # the value of the cut-off episode's final observation
-                    with torch.no_grad():
-                        final_values[t] = local.get_value(torch.as_tensor(infos["final_obs"][0][None]), state)[0]
-                episode_start = bool(terminated[0] or truncated[0])
-                if episode_start:
-                    state = local.initial_state(1)
-                    for episodic_return, episodic_length in zip(*finished_episodes(infos)):
-                        messages.put(("episode", rank, start + t + 1, float(episodic_return), int(episodic_length)))
+            rollout, next_obs, state, episode_start, episodes = collect_rollout(
+                local, envs, storage, n, next_obs, state, episode_start)
+            for t, episodic_return, episodic_length in episodes:
+                messages.put(("episode", rank, start + t + 1, episodic_return, episodic_length))
             step = start + n
-
-            with torch.no_grad():
-                next_value = local.get_value(next_obs, state)[0]
-            returns = nstep_returns(torch.from_numpy(rewards[:n]), next_value, torch.from_numpy(terminated_buf[:n]),
-                                    torch.from_numpy(truncated_buf[:n]), final_values[:n], args.gamma)
-            logprob, entropy, value = local.evaluate_rollout(obs_buf[:n], action_buf[:n], first_state, starts[:n])
-            loss, pg_loss, v_loss, entropy_mean = actor_critic_loss(logprob, entropy, value, returns,
-                                                                    args.ent_coef, args.vf_coef)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss became {loss.item()} at step {step} in worker {rank}; the last good checkpoint "
-                    "(if any) is kept. Try a lower --learning-rate or --max-grad-norm")
-            local.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(local.parameters(), args.max_grad_norm)
-            give_gradients(local, model)
-            lr = annealed_lr(args.learning_rate, start, args.total_timesteps) if args.anneal else args.learning_rate
-            optimizer.param_groups[0]["lr"] = lr
-            optimizer.step()
+            learned = update(local, model, optimizer, args, rollout, start, rank)
 
             now = time.monotonic()
             if now - last_report > 0.2:  # lets the main process write other workers' episodes in step order
                 stats = None
                 if rank == 0:  # one worker's losses stand for all
-                    stats = {"charts/learning_rate": lr, "losses/policy_loss": pg_loss.item(),
-                             "losses/value_loss": v_loss.item(), "losses/entropy": entropy_mean.item(),
-                             "losses/explained_variance": explained_variance(value.detach(), returns)}
+                    stats = {"charts/learning_rate": learned["lr"], "losses/policy_loss": learned["pg_loss"].item(),
+                             "losses/value_loss": learned["v_loss"].item(), "losses/entropy": learned["entropy"].item(),
+                             "losses/explained_variance": explained_variance(learned["value"], learned["returns"])}
                 messages.put(("progress", rank, step, stats))
                 last_report = now
         messages.put(("done", rank, step))
@@ -878,8 +1063,12 @@ class Coordinator:
                             args=(rank, args, model, optimizer, self.shared, worker_seed + rank))
             for rank in range(args.num_workers)
         ]
-        for process in self.processes:
-            process.start()
+        try:
+            for process in self.processes:
+                process.start()
+        except BaseException:  # a fork that failed (out of memory or processes): stop those already started
+            self.close()
+            raise
 
     @property
     def global_step(self) -> int:
@@ -903,9 +1092,9 @@ class Coordinator:
                 self.finished.add(rank)
         elif kind == "error":
             _, _, name, text, trace = message
-            print(f"a3c worker {rank} failed:\n{trace}", file=sys.stderr, flush=True)
-            if name == "FloatingPointError":
+            if name == "FloatingPointError":  # a diverged loss, not a bug: its one-line message says it all
                 raise FloatingPointError(text)
+            print(f"a3c worker {rank} failed:\n{trace}", file=sys.stderr, flush=True)
             raise WorkerFailed(f"worker {rank} raised {name}: {text}")
         return kind
 
@@ -979,7 +1168,8 @@ class Coordinator:
         for process in self.processes:
             if process.is_alive():
                 process.kill()
-            process.join(timeout=5)
+            if process.pid is not None:  # started
+                process.join(timeout=5)
         self.shared.messages.close()
         self.shared.messages.cancel_join_thread()
 
@@ -995,13 +1185,14 @@ def main(args: Args) -> dict:
     checkpoint = None
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
-        args = dataclasses.replace(Args(**checkpoint["args"]), resume=args.resume, run_dir=args.resume)
-    check_args(args)
+        path = os.path.join(args.resume, "checkpoint.pt")
+        args = dataclasses.replace(args_from_saved(checkpoint, path), resume=args.resume, run_dir=args.resume)
     check_env_id(args.env_id)
+    check_args(args)
     run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     args = dataclasses.replace(args, run_dir=run_dir)
     if args.num_workers > available_cores():
-        print(f"a3c_hogwild.py: warning: {args.num_workers} workers on {available_cores()} cores; workers that "
+        print(f"{SCRIPT}: warning: {args.num_workers} workers on {available_cores()} cores; workers that "
               f"wait for a core slow the others down (use --num-workers {available_cores()} or fewer)",
               file=sys.stderr, flush=True)
 
@@ -1009,19 +1200,32 @@ def main(args: Args) -> dict:
     torch.set_num_threads(args.threads or 1)
     try:
         seed_everything(args.seed)
-        model = build_agent(args)
-        optimizer = make_optimizer(args, model.parameters())
+        model, optimizer = build_shared(args)
         global_step, elapsed_before = 0, 0.0
         if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            global_step, elapsed_before = checkpoint["global_step"], checkpoint["elapsed"]
-        model.share_memory()
-        optimizer.share_memory()
+            def load_state() -> None:
+                nonlocal global_step, elapsed_before
+                model.load_state_dict(checkpoint["model"])  # copied into the shared tensors
+                optimizer.load_state_dict(checkpoint["optimizer"])
+                optimizer.share_memory()  # load_state_dict put the optimiser's state in new, private tensors
+                global_step, elapsed_before = int(checkpoint["global_step"]), float(checkpoint["elapsed"])
+
+            restore(path, load_state)
         os.makedirs(run_dir, exist_ok=True)
+        remove_stale_temporaries(run_dir)
         return train(args, model, optimizer, checkpoint, global_step, elapsed_before)
     finally:
         torch.set_num_threads(threads_before)
+
+
+def build_shared(args: Args) -> tuple[Agent, torch.optim.Optimizer]:
+    """The global agent and the shared optimiser, both in shared memory (the optimiser's statistics and step
+    count included), so that every worker forked or spawned afterwards updates the same tensors."""
+    model = build_agent(args)
+    optimizer = make_optimizer(args, model.parameters())
+    model.share_memory()
+    optimizer.share_memory()
+    return model, optimizer
 
 
 def train(args: Args, model: Agent, optimizer, checkpoint, start_step: int, elapsed_before: float) -> dict:
@@ -1046,14 +1250,19 @@ def train(args: Args, model: Agent, optimizer, checkpoint, start_step: int, elap
 
     def save_checkpoint(step: int) -> None:
         save_torch({
-            "args": dataclasses.asdict(args), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "global_step": step, "elapsed": elapsed_before + time.time() - start_time,
+            "script": SCRIPT, "args": dataclasses.asdict(args), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "global_step": step,
+            "elapsed": elapsed_before + time.time() - start_time,
         }, os.path.join(run_dir, "checkpoint.pt"))
 
     stop_signal = []
     previous_handlers = {}
     # The workers are forked before any other thread (TensorBoard's, wandb's) exists in this process.
-    workers = Coordinator(args, model, optimizer, start_step, on_episode, on_stats)
+    try:
+        workers = Coordinator(args, model, optimizer, start_step, on_episode, on_stats)
+    except BaseException:
+        episode_file.close()
+        raise
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -1066,7 +1275,11 @@ def train(args: Args, model: Agent, optimizer, checkpoint, start_step: int, elap
             wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
                        name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
                        sync_tensorboard=True)
-        writer = SummaryWriter(run_dir)
+        # Everything logged at steps up to the checkpoint's was logged before it was written; what a killed
+        # attempt logged after it is purged, as this run logs those steps again.
+        if checkpoint is not None:
+            wait_past_event_files(run_dir)
+        writer = SummaryWriter(run_dir, purge_step=start_step + 1 if checkpoint is not None else None)
         if checkpoint is None:
             table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
             writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
@@ -1078,11 +1291,12 @@ def train(args: Args, model: Agent, optimizer, checkpoint, start_step: int, elap
                 step = workers.global_step
                 progress.update(step, recent_returns)
                 if stop_signal:
-                    workers.pause()
-                    save_checkpoint(workers.global_step)
-                    print(f"\nstopped by signal {stop_signal[0]} at step {workers.global_step}; "
+                    workers.pause()  # the workers stay paused until close() stops them: no step past the checkpoint
+                    saved_step = workers.global_step
+                    save_checkpoint(saved_step)
+                    print(f"\nstopped by signal {stop_signal[0]} at step {saved_step}; "
                           f"resume with --resume {run_dir}", flush=True)
-                    return {"interrupted": True, "global_step": workers.global_step, "run_dir": run_dir}
+                    return {"interrupted": True, "global_step": saved_step, "run_dir": run_dir}
                 if args.checkpoint_every and step // args.checkpoint_every > last_checkpoint // args.checkpoint_every:
                     workers.pause()
                     last_checkpoint = workers.global_step
@@ -1111,7 +1325,8 @@ def train(args: Args, model: Agent, optimizer, checkpoint, start_step: int, elap
         "args": dataclasses.asdict(args), "versions": package_versions(),
     }
     if args.save_model:
-        save_torch({"args": dataclasses.asdict(args), "model": model.state_dict()}, os.path.join(run_dir, "model.pt"))
+        save_torch({"script": SCRIPT, "args": dataclasses.asdict(args), "model": model.state_dict()},
+                   os.path.join(run_dir, "model.pt"))
     if args.eval_episodes:
         eval_returns = evaluate(model, dataclasses.replace(args, capture_video=False), args.eval_episodes,
                                 args.seed + 100_000, args.eval_deterministic, "")
@@ -1132,7 +1347,7 @@ def parse_args(argv: list[str]) -> Args | EvalArgs:
     """`evaluate MODEL ...` gives EvalArgs. Anything else gives training Args: the preset named by
     --preset (default classic), with the other flags applied over it."""
     if argv[:1] == ["evaluate"]:
-        return tyro.cli(EvalArgs, args=argv[1:], prog="a3c_hogwild.py evaluate")
+        return tyro.cli(EvalArgs, args=argv[1:], prog=f"{SCRIPT} evaluate")
     preset = "classic"
     for i, arg in enumerate(argv):
         if arg == "--preset" and i + 1 < len(argv):
@@ -1144,9 +1359,17 @@ def parse_args(argv: list[str]) -> Args | EvalArgs:
     return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
 
 
-if __name__ == "__main__":
+def cli(argv: list[str]) -> None:
+    """The command line: train, or `evaluate MODEL`. A bad setting or a diverged run ends in one line on
+    stderr and a non-zero exit, never a traceback."""
     try:
-        args = parse_args(sys.argv[1:])
+        args = parse_args(argv)
         main_evaluate(args) if isinstance(args, EvalArgs) else main(args)
     except ConfigError as error:
-        sys.exit(f"a3c_hogwild.py: error: {error}")
+        sys.exit(f"{SCRIPT}: error: {error}")
+    except FloatingPointError as error:
+        sys.exit(f"{SCRIPT}: stopped: {error}")
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

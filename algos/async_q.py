@@ -9,12 +9,20 @@ shared RMSProp, without locks (Hogwild!). The target network is refreshed every 
     python algos/async_q.py --env-id CartPole-v1 --method n-step-q --num-workers 2
     python algos/async_q.py --preset atari --env-id BreakoutNoFrameskip-v4 --method one-step-q
     python algos/async_q.py evaluate runs/<run>/model.pt --episodes 10
+
+The global_step of an episode (episodes.csv, TensorBoard) is the global step of its last step: workers claim
+their steps from one shared counter, so it counts the steps all workers had claimed when that episode ended.
+The main process writes each episode only once no worker can still report one that ended earlier, so the
+column never decreases; when a checkpoint is written, episodes.csv holds every episode up to its step.
 """
 
 import csv
 import dataclasses
 import difflib
+import glob
+import heapq
 import json
+import math
 import os
 import queue as queue_module
 import random
@@ -22,6 +30,8 @@ import signal
 import sys
 import time
 import traceback
+import types
+import typing
 from collections import deque
 from dataclasses import dataclass
 from importlib import metadata
@@ -35,6 +45,8 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
+
+SCRIPT = "async_q.py"  # names this script in messages, checkpoints and models
 
 gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
 
@@ -87,7 +99,9 @@ class Args:
     method: Literal["one-step-q", "one-step-sarsa", "n-step-q"] = "one-step-q"
     """one-step-q (Algorithm 1), one-step-sarsa (Algorithm 1 with the target r + gamma Q'(s', a')), n-step-q (Algorithm S2)"""
     num_workers: int = 16
-    """actor-learner processes, one env each. Paper: 16 threads. Use no more than the CPU cores (os.cpu_count()): extra workers only take turns and add staleness"""
+    """actor-learner processes, one env each. Paper: 16 threads. Use no more than the CPU cores (os.cpu_count()): extra workers only take turns and add staleness; more than 4 per core needs --oversubscribe"""
+    oversubscribe: bool = False
+    """allow more than 4 worker processes per core; without it a larger --num-workers is refused"""
     async_update: int = 5
     """steps each worker takes between updates of the shared network, I_AsyncUpdate (and t_max of n-step Q). Paper: 5"""
     target_update: int = 40_000
@@ -148,8 +162,26 @@ class ConfigError(ValueError):
     """A setting that cannot work, found before training starts."""
 
 
+def check_worker_count(num_workers: int, oversubscribe: bool) -> None:
+    """Refuse more than 4 worker processes per core unless asked for: a typo such as --num-workers 100000
+    would otherwise fork until the machine stalls."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if num_workers > 4 * cores and not oversubscribe:
+        raise ConfigError(f"--num-workers {num_workers} is more than 4 per core ({4 * cores} here); "
+                          "add --oversubscribe if you mean it")
+
+
+def check_finite(args) -> None:
+    """Refuse nan and inf in any float setting: `nan <= 0` is False, so the range checks alone let it through."""
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+
+
 def check_args(args: Args) -> None:
     """Refuse settings that cannot work, each with one line that names the fix."""
+    check_finite(args)
     if args.total_timesteps <= 0 or args.num_workers <= 0 or args.async_update <= 0:
         raise ConfigError("--total-timesteps, --num-workers and --async-update must be positive")
     if args.target_update <= 0 or args.epsilon_anneal_steps <= 0:
@@ -170,24 +202,38 @@ def check_args(args: Args) -> None:
         raise ConfigError("--checkpoint-every and --eval-episodes must be non-negative")
     if args.threads is not None and args.threads <= 0:
         raise ConfigError(f"--threads must be positive, got {args.threads}")
+    check_worker_count(args.num_workers, args.oversubscribe)
 
 
 def check_env_id(env_id: str) -> None:
-    """Refuse an unknown environment id, suggesting the closest registered ones."""
-    if env_id in gym.envs.registry:
-        return
-    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
-    raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    """Refuse an unknown environment id, suggesting the closest registered ones, and an Atari id that skips
+    frames or makes actions sticky on its own."""
+    if env_id not in gym.envs.registry:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    if is_atari(env_id):
+        check_atari_frameskip(env_id)
+
+
+def check_atari_frameskip(env_id: str) -> None:
+    """The DQN wrappers repeat each action over 4 frames themselves, as the papers did; an id that also skips
+    frames (ALE/*-v5, *-v4 without NoFrameskip) or makes actions sticky would silently play 16 frames a step."""
+    kwargs = gym.spec(env_id).kwargs
+    if kwargs.get("frameskip", 1) != 1 or kwargs.get("repeat_action_probability", 0.0) != 0.0:
+        game = "".join(part.capitalize() for part in str(kwargs.get("game", "pong")).split("_"))
+        raise ConfigError(f"{env_id} skips frames (frameskip={kwargs.get('frameskip')}) or makes actions sticky "
+                          f"(p={kwargs.get('repeat_action_probability')}) on top of the 4-frame skip of the "
+                          f"papers' wrappers; use {game}NoFrameskip-v4")
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
     """Q-learning needs a finite set of actions to take the max over: Discrete only."""
     if not isinstance(action_space, gym.spaces.Discrete):
-        raise ConfigError(f"async_q.py supports Discrete action spaces only, not {action_space}; for continuous "
+        raise ConfigError(f"{SCRIPT} supports Discrete action spaces only, not {action_space}; for continuous "
                           "actions use ddpg.py, td3.py, sac.py, ppo.py or trpo.py")
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (1, 3):
-        raise ConfigError(f"async_q.py supports 1-D vector or stacked-image observations, not {observation_space}")
+        raise ConfigError(f"{SCRIPT} supports 1-D vector or stacked-image observations, not {observation_space}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -443,7 +489,22 @@ def atomic_write(path: str, write) -> None:
     os.replace(tmp, path)
 
 
+def all_finite(state) -> bool:
+    """Whether every float in a saved state (nested dicts, lists and tensors) is finite."""
+    if isinstance(state, torch.Tensor):
+        return not state.is_floating_point() or bool(torch.isfinite(state).all())
+    if isinstance(state, dict):
+        return all(all_finite(value) for value in state.values())
+    if isinstance(state, (list, tuple)):
+        return all(all_finite(value) for value in state)
+    return not isinstance(state, float) or math.isfinite(state)
+
+
 def save_torch(obj, path: str) -> None:
+    """Write a checkpoint or model atomically, and never one holding nan or inf: the file already there,
+    written before training diverged, is the one to resume from."""
+    if not all_finite(obj):
+        raise FloatingPointError(f"training diverged: {path} would hold nan or inf, so it was not written")
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -455,14 +516,95 @@ def write_json(path: str, obj: dict) -> None:
     atomic_write(path, write)
 
 
+def load_saved(path: str) -> dict:
+    """A checkpoint or model of this script, loaded without running any code in the file (weights_only).
+    Anything else is refused in one line. torch's own message advises weights_only=False, which would run
+    the file's code: it is never passed on."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # missing, truncated, foreign or unsafe: say which kind, nothing more
+        raise ConfigError(f"{path} is not a checkpoint or model of {SCRIPT} ({type(error).__name__})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("args"), dict):
+        raise ConfigError(f"{path} is not a checkpoint or model of {SCRIPT}")
+    writer = saved.get("script", SCRIPT)
+    if writer != SCRIPT:
+        raise ConfigError(f"{path} was written by {writer}, not {SCRIPT}: use {writer} for it")
+    if not all_finite(saved):
+        raise ConfigError(f"{path} holds nan or inf: it was written by a run that diverged")
+    return saved
+
+
 def load_checkpoint(run_dir: str) -> dict:
     path = os.path.join(run_dir, "checkpoint.pt")
     if not os.path.isfile(path):
         raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there (was it run with --checkpoint-every?)")
+    return load_saved(path)
+
+
+def value_fits(value, hint) -> bool:
+    """Whether a saved setting has its field's type (a float field takes an int as well)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(value_fits(value, option) for option in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (tuple, list):
+        return isinstance(value, (tuple, list))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def args_from_saved(saved: dict, path: str) -> "Args":
+    """The Args a checkpoint or model was saved with, refused in one line if this script's Args cannot
+    hold them (a field unknown or missing, or a value of the wrong type: an edited file)."""
+    hints = typing.get_type_hints(Args)
+    unknown, missing = set(saved["args"]) - set(hints), set(hints) - set(saved["args"])
+    if unknown or missing:
+        raise ConfigError(f"{path} does not hold the settings of {SCRIPT} (unknown: {sorted(unknown)}, "
+                          f"missing: {sorted(missing)})")
+    for name, value in saved["args"].items():
+        if not value_fits(value, hints[name]):
+            raise ConfigError(f"{path}: the saved setting {name} = {value!r} is not of type {hints[name]}")
+    return Args(**saved["args"])
+
+
+def restore(path: str, load) -> None:
+    """Run load(), which copies a checkpoint or model into this run; a file that does not fit it (another
+    env or network size, a missing entry) is refused in one line instead of a traceback."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unpickling failure means the file cannot be trusted
-        raise ConfigError(f"--resume {run_dir}: checkpoint.pt is corrupt ({type(error).__name__}: {error})") from None
+        load()
+    except ConfigError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"{path} does not fit this run of {SCRIPT} ({type(error).__name__}: {reason})") from None
+
+
+def remove_stale_temporaries(run_dir: str) -> None:
+    """A run killed while saving leaves a half-written *.tmp beside the file it was replacing: remove it."""
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
+        os.remove(path)
+
+
+def safe_to_resume(run_dir: str) -> str:
+    """The end of a divergence message: which checkpoint, if any, holds the last finite state."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if os.path.exists(path):
+        return f"{path} holds the last finite state: resume with --resume {run_dir} (a lower --learning-rate may help)"
+    return "no checkpoint was written (--checkpoint-every keeps one)"
+
+
+def wait_past_event_files(run_dir: str) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
+    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
+    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
+    next."""
+    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
+    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
+    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
 
 
 def rng_state(generator: np.random.Generator) -> dict:
@@ -543,15 +685,14 @@ def evaluate(q_net: QNetwork, args: Args, episodes: int, seed: int, deterministi
 
 def load_q_network(model_path: str) -> tuple[QNetwork, Args]:
     """Rebuild the network saved by --save-model: weights and args."""
-    try:
-        saved = torch.load(model_path, map_location="cpu", weights_only=True)
-        args = Args(**saved["args"])
-    except Exception as error:  # missing, truncated or foreign file
-        raise ConfigError(f"cannot load an async_q.py model from {model_path} ({type(error).__name__}: {error})") from None
+    saved = load_saved(model_path)
+    args = args_from_saved(saved, model_path)
+    check_env_id(args.env_id)
     envs = make_worker_env(args, 0, "", capture_video=False)
+    check_spaces(envs.single_observation_space, envs.single_action_space)
     q_net = QNetwork(envs.single_observation_space, envs.single_action_space)
     envs.close()
-    q_net.load_state_dict(saved["model"])
+    restore(model_path, lambda: q_net.load_state_dict(saved["model"]))
     return q_net, args
 
 
@@ -624,7 +765,10 @@ def die_with_parent() -> None:
 
 
 def worker(k: int, args: Args, shared: Shared, start_state: dict | None, env_seed: int, video_dir: str) -> None:
-    """Worker k: an actor-learner process. Any exception goes to the main process as text."""
+    """Worker k: an actor-learner process. It sends ("episode", k, step, return, length) for each episode that
+    ends, ("progress", k, step) now and then (none of its episodes will end at or below that step), ("stats",
+    ...) from worker 0, ("paused", k, checkpoint number, state), ("done", k, state), and ("nan", k, message)
+    for a diverged loss. Any other exception goes to the main process as text."""
     parent = os.getppid()
     die_with_parent()
     # Ctrl-C reaches the whole process group, and so does SIGTERM from `timeout` or a cluster's scheduler:
@@ -683,7 +827,7 @@ def train_worker(k: int, args: Args, shared: Shared, envs, rng: np.random.Genera
     obs, _ = envs.reset(seed=env_seed + k)
     envs.single_action_space.seed(env_seed + k)
     action = None
-    checkpoint_seen, updates = shared.pause_released.value, 0
+    checkpoint_seen, updates, last_report = shared.pause_released.value, 0, time.monotonic()
     while True:
         # A safe point between updates: stop, or wait while the main process writes a checkpoint.
         if shared.stop.is_set() or os.getppid() != parent:
@@ -724,7 +868,7 @@ def train_worker(k: int, args: Args, shared: Shared, envs, rng: np.random.Genera
             # in the final observation.
             next_action_buf[t] = choose(after[None], epsilon) if done and args.method == "one-step-sarsa" else action
             for episodic_return, episodic_length in zip(*finished_episodes(infos)):
-                shared.messages.put(("episode", start + t + 1, float(episodic_return), int(episodic_length)))
+                shared.messages.put(("episode", k, start + t + 1, float(episodic_return), int(episodic_length)))
             obs = next_obs
 
         with torch.no_grad():
@@ -737,9 +881,8 @@ def train_worker(k: int, args: Args, shared: Shared, envs, rng: np.random.Genera
         q_taken = local_net(obs_buf[:steps]).gather(1, action_buf[:steps, None]).squeeze(1)
         loss = q_loss(q_taken, targets)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the loss became {loss.item()} at step {start + steps} (worker {k}); the last good checkpoint "
-                "(if any) is kept. Try a lower --learning-rate or set --max-grad-norm")
+            raise FloatingPointError(f"the loss became {loss.item()} at step {start + steps:,} in worker {k}; "
+                                     f"{safe_to_resume(args.run_dir)}")
         local_net.zero_grad(set_to_none=True)
         loss.backward()
         if args.max_grad_norm:
@@ -757,6 +900,9 @@ def train_worker(k: int, args: Args, shared: Shared, envs, rng: np.random.Genera
         if k == 0 and updates % 200 == 0:  # losses for TensorBoard, from one worker, now and then
             shared.messages.put(("stats", k, end, loss.item() / steps, float(q_taken.detach().mean()), epsilon,
                                  shared.optimizer.param_groups[0]["lr"]))
+        if time.monotonic() - last_report > 0.2:  # lets the main process write other workers' episodes in step order
+            shared.messages.put(("progress", k, end))  # none of this worker's episodes will end at or below end
+            last_report = time.monotonic()
 
 
 def child_pids(pid: int) -> list[int]:
@@ -776,13 +922,15 @@ def child_pids(pid: int) -> list[int]:
 def main(args: Args) -> dict:
     """Train with asynchronous workers and return the summary that is also written to RUN_DIR/summary.json.
     A run stopped by SIGINT or SIGTERM returns {"interrupted": True, "global_step", "run_dir"} and writes
-    no summary. A worker's exception stops every worker and is raised here with the worker's traceback."""
+    no summary. A worker's exception stops every worker and is raised here with the worker's traceback;
+    a worker's diverged loss is raised as a FloatingPointError with its one-line message."""
     checkpoint = None
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
-        args = dataclasses.replace(Args(**checkpoint["args"]), resume=args.resume, run_dir=args.resume)
-    check_args(args)
+        path = os.path.join(args.resume, "checkpoint.pt")
+        args = dataclasses.replace(args_from_saved(checkpoint, path), resume=args.resume, run_dir=args.resume)
     check_env_id(args.env_id)
+    check_args(args)
     run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     args = dataclasses.replace(args, run_dir=run_dir)
     probe = make_worker_env(args, 1, "", capture_video=False)
@@ -798,24 +946,35 @@ def main(args: Args) -> dict:
     torch.manual_seed(args.seed)
     threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
     torch.set_num_threads(args.threads or 1)
+    try:
+        q_net = QNetwork(observation_space, action_space)
+        target_net = QNetwork(observation_space, action_space)
+        target_net.load_state_dict(q_net.state_dict())
+        q_net.share_memory()
+        target_net.share_memory()
+        optimizer = make_optimizer(args, q_net.parameters())
+        global_step, elapsed_before, worker_states = 0, 0.0, [None] * args.num_workers
+        if checkpoint is not None:
+            def load_state() -> None:
+                nonlocal global_step, elapsed_before, worker_states
+                q_net.load_state_dict(checkpoint["model"])  # copied into the shared tensors
+                target_net.load_state_dict(checkpoint["target"])
+                optimizer.load_state_dict(checkpoint["optimizer"])
+                optimizer.share_memory()  # load_state_dict put the state in fresh, private tensors
+                global_step, elapsed_before = int(checkpoint["global_step"]), float(checkpoint["elapsed"])
+                worker_states = list(checkpoint["workers"])
+                if len(worker_states) != args.num_workers or not all(
+                        state is None or {"rng", "final_epsilon"} <= set(state) for state in worker_states):
+                    raise ValueError(f"it holds {len(worker_states)} worker states, not the {args.num_workers} "
+                                     "of its --num-workers")
 
-    q_net = QNetwork(observation_space, action_space)
-    target_net = QNetwork(observation_space, action_space)
-    target_net.load_state_dict(q_net.state_dict())
-    global_step, elapsed_before, worker_states = 0, 0.0, [None] * args.num_workers
-    if checkpoint is not None:
-        q_net.load_state_dict(checkpoint["model"])
-        target_net.load_state_dict(checkpoint["target"])
-        global_step, elapsed_before = checkpoint["global_step"], checkpoint["elapsed"]
-        worker_states = checkpoint["workers"]
-    q_net.share_memory()
-    target_net.share_memory()
-    optimizer = make_optimizer(args, q_net.parameters())
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        optimizer.share_memory()  # load_state_dict put the state in fresh, private tensors
+            restore(path, load_state)
+    except BaseException:
+        torch.set_num_threads(threads_before)
+        raise
 
     os.makedirs(run_dir, exist_ok=True)
+    remove_stale_temporaries(run_dir)
     episode_file, episode_log = open_episode_log(run_dir, global_step if checkpoint else None)
     # fork: workers start in a fraction of a second and share the tensors above without copying. Where
     # fork is unsafe or missing (macOS, Windows), spawn.
@@ -826,50 +985,38 @@ def main(args: Args) -> dict:
     # from the step it resumes at, so that resuming is itself reproducible.
     env_seed = args.seed + global_step
     video_dir = os.path.join(run_dir, "videos")
-    # The workers start before any logging thread exists in this process (safer with fork).
     workers = [context.Process(target=worker, args=(k, args, shared, worker_states[k], env_seed, video_dir), daemon=True)
                for k in range(args.num_workers)]
-    for process in workers:
-        process.start()
 
-    if args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
-                   name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
-                   sync_tensorboard=True)
-    writer = SummaryWriter(run_dir)
-    if checkpoint is None:
-        table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
-        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-
+    writer = None
     stop_signal = []
     previous_handlers = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous_handlers[sig] = signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-
     recent_returns: deque = deque(maxlen=20)
     start_time, start_step = time.time(), global_step
     progress = Progress(args.total_timesteps, global_step)
     finished: set[int] = set()  # workers whose "done" arrived
     paused: dict[int, dict] = {}  # worker -> its state, for the checkpoint being written
+    # Episodes wait here, as (step, arrival, return, length), until no worker can report an earlier one:
+    # each worker's messages arrive in the order it sent them, and its "progress" says that none of its
+    # episodes will end at or below that step.
+    pending: list = []
+    reported = [global_step] * args.num_workers
+    arrivals = 0
     checkpoint_number = 0
     last_check = time.time()
 
     def handle(message) -> None:
+        nonlocal arrivals
         kind = message[0]
         if kind == "episode":
-            _, step, episodic_return, episodic_length = message
-            episode_log.writerow([step, episodic_return, episodic_length, round(elapsed_before + time.time() - start_time, 3)])
-            episode_file.flush()
-            writer.add_scalar("charts/episodic_return", episodic_return, step)
-            writer.add_scalar("charts/episodic_length", episodic_length, step)
-            recent_returns.append(episodic_return)
+            _, _, step, episodic_return, episodic_length = message
+            heapq.heappush(pending, (step, arrivals, episodic_return, episodic_length))
+            arrivals += 1
+        elif kind == "progress":
+            reported[message[1]] = message[2]
         elif kind == "stats":
-            _, _, step, loss, mean_q, epsilon, lr = message
+            _, k, step, loss, mean_q, epsilon, lr = message
+            reported[k] = step
             for name, scalar in (("losses/td_loss", loss), ("losses/q_values", mean_q), ("charts/epsilon", epsilon),
                                  ("charts/learning_rate", lr),
                                  ("charts/SPS", (shared.global_step.value - start_step) / (time.time() - start_time))):
@@ -885,14 +1032,30 @@ def main(args: Args) -> dict:
         elif kind == "error":
             raise RuntimeError(f"worker {message[1]} failed:\n{message[2]}")
 
+    def release(everything: bool = False) -> None:
+        """Write the waiting episodes that no worker can precede any more, in step order."""
+        frontier = math.inf if everything else min(
+            (step for k, step in enumerate(reported) if k not in finished), default=math.inf)
+        while pending and pending[0][0] <= frontier:
+            step, _, episodic_return, episodic_length = heapq.heappop(pending)
+            episode_log.writerow([step, episodic_return, episodic_length, round(elapsed_before + time.time() - start_time, 3)])
+            episode_file.flush()
+            writer.add_scalar("charts/episodic_return", episodic_return, step)
+            writer.add_scalar("charts/episodic_length", episodic_length, step)
+            recent_returns.append(episodic_return)
+
     def receive(timeout: float) -> None:
-        """Handle the next message, if one comes within timeout; about every half second, make sure that
-        no worker has died without a word (killed from outside, say)."""
+        """Handle the messages waiting (waiting up to timeout for the first) and write the episodes they
+        release; about every half second, make sure that no worker has died without a word (killed from
+        outside, say)."""
         nonlocal last_check
         try:
             handle(shared.messages.get(timeout=timeout))
+            for _ in range(1000):  # what else has arrived, without waiting
+                handle(shared.messages.get_nowait())
         except queue_module.Empty:
             pass
+        release()
         if time.time() - last_check < 0.5:
             return
         last_check = time.time()
@@ -908,40 +1071,70 @@ def main(args: Args) -> dict:
             if k not in finished:
                 raise RuntimeError(f"worker {k} died with exit code {process.exitcode}")
 
-    def save_checkpoint() -> None:
-        """Pause every worker at its next safe point, write what they and the shared state hold, release them.
-        Each worker's "paused" follows its episodes in the queue, so every episode up to the checkpoint's
-        step is in episodes.csv before checkpoint.pt names that step."""
+    def save_checkpoint(stop_after: bool = False) -> int:
+        """Pause every worker at its next safe point, write what they and the shared state hold, release
+        them (or, with stop_after, stop them: no step is taken past the checkpoint). Each worker's "paused"
+        follows its episodes in the queue, so every episode up to the checkpoint's step is in episodes.csv
+        before checkpoint.pt names that step. Returns that step."""
         nonlocal checkpoint_number
         checkpoint_number += 1
         paused.clear()
         shared.pause_requested.value = checkpoint_number
         while any(k not in paused and k not in finished for k in range(args.num_workers)):
             receive(0.05)
+        release(everything=True)  # no worker takes a step until released: none can report an earlier episode
         states = [paused.get(k) or worker_states[k] for k in range(args.num_workers)]  # finished: as it ended
+        step = shared.global_step.value
         save_torch({
-            "args": dataclasses.asdict(args), "model": q_net.state_dict(), "target": target_net.state_dict(),
-            "optimizer": optimizer.state_dict(), "global_step": shared.global_step.value,
+            "script": SCRIPT, "args": dataclasses.asdict(args), "model": q_net.state_dict(),
+            "target": target_net.state_dict(), "optimizer": optimizer.state_dict(), "global_step": step,
             "elapsed": elapsed_before + time.time() - start_time, "workers": states,
         }, os.path.join(run_dir, "checkpoint.pt"))
+        if stop_after:
+            shared.stop.set()  # seen by the paused workers before the release below
         shared.pause_released.value = checkpoint_number
+        return step
 
     next_checkpoint = (global_step // args.checkpoint_every + 1) * args.checkpoint_every if args.checkpoint_every else None
-    interrupted = False
+    saved_step = None
     try:
+        # The workers start before any logging thread exists in this process (safer with fork).
+        for process in workers:
+            process.start()
+        if args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
+                       name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
+                       sync_tensorboard=True)
+        # Everything logged at steps up to the checkpoint's was logged before it was written; what a killed
+        # attempt logged after it is purged, as this run logs those steps again.
+        if checkpoint is not None:
+            wait_past_event_files(run_dir)
+        writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint is not None else None)
+        if checkpoint is None:
+            table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+            writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous_handlers[sig] = signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+
         while len(finished) < args.num_workers:
             receive(0.05)
             step = shared.global_step.value
             progress.update(min(step, args.total_timesteps), recent_returns)
             if stop_signal:
-                save_checkpoint()
-                interrupted = True
+                saved_step = save_checkpoint(stop_after=True)
                 break
             if next_checkpoint is not None and step >= next_checkpoint and len(finished) < args.num_workers:
                 save_checkpoint()
                 next_checkpoint = (shared.global_step.value // args.checkpoint_every + 1) * args.checkpoint_every
+        release(everything=True)
     except BaseException:
-        writer.close()  # its thread would keep the process alive
+        if writer is not None:
+            writer.close()  # its thread would keep the process alive
         raise
     finally:
         # Stop whatever still runs: at once after an error or a signal, and in any case within seconds.
@@ -956,20 +1149,22 @@ def main(args: Args) -> dict:
         for process in workers:
             if process.is_alive():
                 process.kill()
-            process.join()
+            if process.pid is not None:  # started
+                process.join()
         shared.messages.close()
         progress.close()
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
         episode_file.close()
-        writer.flush()
+        if writer is not None:
+            writer.flush()
         torch.set_num_threads(threads_before)
 
-    global_step = shared.global_step.value
-    if interrupted:
-        print(f"\nstopped by signal {stop_signal[0]} at step {global_step}; resume with --resume {run_dir}")
+    if saved_step is not None:
+        print(f"\nstopped by signal {stop_signal[0]} at step {saved_step}; resume with --resume {run_dir}")
         writer.close()
-        return {"interrupted": True, "global_step": global_step, "run_dir": run_dir}
+        return {"interrupted": True, "global_step": saved_step, "run_dir": run_dir}
+    global_step = shared.global_step.value
     progress.update(global_step, recent_returns, force=True)
     if args.checkpoint_every:
         save_checkpoint()
@@ -981,7 +1176,8 @@ def main(args: Args) -> dict:
         "args": dataclasses.asdict(args), "versions": package_versions(),
     }
     if args.save_model:
-        save_torch({"args": dataclasses.asdict(args), "model": q_net.state_dict()}, os.path.join(run_dir, "model.pt"))
+        save_torch({"script": SCRIPT, "args": dataclasses.asdict(args), "model": q_net.state_dict()},
+                   os.path.join(run_dir, "model.pt"))
     if args.eval_episodes:
         torch.set_num_threads(args.threads or 1)
         eval_returns = evaluate(q_net, dataclasses.replace(args, capture_video=False), args.eval_episodes,
@@ -1004,7 +1200,7 @@ def parse_args(argv: list[str]) -> Args | EvalArgs:
     """`evaluate MODEL ...` gives EvalArgs. Anything else gives training Args: the preset named by
     --preset (default classic), with the other flags applied over it."""
     if argv[:1] == ["evaluate"]:
-        return tyro.cli(EvalArgs, args=argv[1:], prog="async_q.py evaluate")
+        return tyro.cli(EvalArgs, args=argv[1:], prog=f"{SCRIPT} evaluate")
     preset = "classic"
     for i, arg in enumerate(argv):
         if arg == "--preset" and i + 1 < len(argv):
@@ -1016,9 +1212,17 @@ def parse_args(argv: list[str]) -> Args | EvalArgs:
     return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
 
 
-if __name__ == "__main__":
+def cli(argv: list[str]) -> None:
+    """The command line: train, or `evaluate MODEL`. A bad setting or a diverged run ends in one line on
+    stderr and a non-zero exit, never a traceback."""
     try:
-        args = parse_args(sys.argv[1:])
+        args = parse_args(argv)
         main_evaluate(args) if isinstance(args, EvalArgs) else main(args)
     except ConfigError as error:
-        sys.exit(f"async_q.py: error: {error}")
+        sys.exit(f"{SCRIPT}: error: {error}")
+    except FloatingPointError as error:
+        sys.exit(f"{SCRIPT}: stopped: {error}")
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

@@ -8,18 +8,26 @@ import dataclasses
 import pytest
 
 import a3c_hogwild as a3c
-from helpers import mean_of_last_episodes
+from helpers import best_mean_of_episodes, learns_with_one_of, mean_of_last_episodes
 
 pytestmark = pytest.mark.learning
 
 
 def test_a3c_solves_cartpole_with_two_workers():
-    # The classic preset. Seeds 1, 2 and 3 first reached a 20-episode mean of 450 after about 34k, 69k
-    # and 47k steps and ended (lr annealed to 0) at 500, 500 and 500; about 100 CPU-seconds each.
-    args = dataclasses.replace(a3c.PRESETS["classic"], env_id="CartPole-v1", seed=1, num_workers=2,
-                               total_timesteps=100_000, run_dir="run", eval_episodes=0)
-    a3c.main(args)
-    assert mean_of_last_episodes("run") >= 450
+    # The classic preset. Hogwild runs do not repeat, so the bar was set from the spread of 20 runs (seeds
+    # 1-20, 2 workers, 100k steps, on a 2-core machine shared with other test processes): every run's best
+    # 20-episode mean was at least 490 (18 at 500), first reaching 450 after 17k-50k steps; but 3 of the 20
+    # fell back late (last-20 means 209, 176 and 348), so a bar on the last 20 episodes failed about one run
+    # in seven. The bar is on the best window, and a run that falls short gets up to two more seeds: with no
+    # failure in 20 runs, three in a row fail with a probability well under 1 in 100. Random play averages
+    # about 22, and a run with the policy gradient's sign flipped never gets near 450.
+    def best_window(seed):
+        args = dataclasses.replace(a3c.PRESETS["classic"], env_id="CartPole-v1", seed=seed, num_workers=2,
+                                   total_timesteps=100_000, run_dir=f"run{seed}", eval_episodes=0)
+        a3c.main(args)
+        return best_mean_of_episodes(f"run{seed}", 20)
+
+    learns_with_one_of((1, 2, 3), best_window, lambda best: best >= 450)
 
 
 def test_a3c_lstm_learns_cartpole_with_two_workers():

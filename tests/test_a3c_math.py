@@ -1,7 +1,9 @@
 """a3c_hogwild.py's math against values worked out by hand: n-step returns, the learning-rate schedule,
 the shared optimisers (one step each, their state in shared memory, a step count that two processes
-advance together), the loss, the step claims of the global counter, and the LSTM's resets."""
+advance together), the loss, the worker's update and rollout as it runs them, the step claims of the
+global counter, and the LSTM's resets."""
 
+import copy
 import math
 import multiprocessing
 
@@ -87,41 +89,103 @@ def test_one_shared_adam_step_by_hand():
 
 
 @pytest.mark.parametrize("name", ["rmsprop", "adam"])
-def test_every_piece_of_optimiser_state_is_in_shared_memory(name):
-    model = torch.nn.Linear(3, 2)
-    args = a3c.Args(optimizer=name)
+def test_main_builds_the_agent_and_every_piece_of_optimiser_state_in_shared_memory(name):
+    model, optimizer = a3c.build_shared(a3c.Args(optimizer=name))
+    # The optimiser's state exists before any step, step count included, so that it is shared before the
+    # workers start.
+    params = list(model.parameters())
+    assert len(optimizer.state) == len(params) and all("step" in state for state in optimizer.state.values())
+    assert all(p.is_shared() for p in params)
+    assert all(tensor.is_shared() for state in optimizer.state.values() for tensor in state.values())
+
+
+# --- the worker's update and rollout, the code the workers run ---------------------------------------
+
+
+def args_for_update(**overrides) -> a3c.Args:
+    settings = dict(gamma=GAMMA, learning_rate=0.01, rms_decay=0.9, rms_eps=0.1, max_grad_norm=0.5, ent_coef=0.01,
+                    vf_coef=0.5, total_timesteps=100, run_dir="run")
+    settings.update(overrides)
+    return a3c.Args(**settings)
+
+
+def hand_made_rollout(rewards=REWARDS) -> a3c.Rollout:
+    """Three steps of CartPole-shaped observations, no episode end, V after the last = 8: with gamma 0.5
+    the returns are [2.75, 3.5, 5.0] (the first test above)."""
+    generator = torch.Generator().manual_seed(0)
+    no = torch.zeros(3, dtype=torch.bool)
+    return a3c.Rollout(obs=torch.randn(3, 4, generator=generator), actions=torch.tensor([0, 1, 1]), rewards=rewards,
+                       terminated=no, truncated=no, final_values=torch.zeros(3), starts=no, next_value=NEXT_VALUE)
+
+
+def cartpole_agent(seed: int = 0) -> a3c.Agent:
+    torch.manual_seed(seed)
+    return a3c.Agent(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2))
+
+
+@pytest.mark.parametrize("anneal, lr", [(True, 0.01 * (1 - 25 / 100)), (False, 0.01)])
+def test_update_applies_the_clipped_gradient_of_the_loss_to_the_global_weights(anneal, lr):
+    args = args_for_update(anneal=anneal)
+    model = cartpole_agent()
+    local, reference = copy.deepcopy(model), copy.deepcopy(model)
     optimizer = a3c.make_optimizer(args, model.parameters())
-    states = [tensor for state in optimizer.state.values() for tensor in state.values()]
-    # The state exists before any step (so it can be shared before the workers start), step count included.
-    assert len(optimizer.state) == 2 and all("step" in state for state in optimizer.state.values())
-    assert not any(tensor.is_shared() for tensor in states)
-    optimizer.share_memory()
-    assert all(tensor.is_shared() for tensor in states)
+    rollout = hand_made_rollout()
+    learned = a3c.update(local, model, optimizer, args, rollout, start=25)
+    assert learned["returns"].tolist() == [2.75, 3.5, 5.0] and learned["lr"] == pytest.approx(lr)
+    # By hand: the paper's loss, advantage R - V with V held fixed, its gradient clipped to norm 0.5, and
+    # one shared RMSProp step from zero statistics: p - lr g / sqrt((1 - 0.9) g^2 + 0.1).
+    logprob, entropy, value = reference.evaluate_rollout(rollout.obs, rollout.actions, None, rollout.starts)
+    returns = torch.tensor([2.75, 3.5, 5.0])
+    loss = (-(logprob * (returns - value.detach())).mean() - 0.01 * entropy.mean()
+            + 0.5 * ((returns - value) ** 2).mean())
+    grads = torch.autograd.grad(loss, list(reference.parameters()))
+    norm = torch.sqrt(sum((g**2).sum() for g in grads))
+    assert norm > 0.5  # the clip bites
+    for before, g, after in zip(reference.parameters(), grads, model.parameters()):
+        g = g * 0.5 / norm
+        assert torch.allclose(after, before - lr * g / torch.sqrt(0.1 * g**2 + 0.1), atol=1e-6)
+    # Only the global weights moved; the worker's copy waits for its next sync.
+    assert all(torch.equal(p, q) for p, q in zip(local.parameters(), reference.parameters()))
+    assert all(int(state["step"]) == 1 for state in optimizer.state.values())
 
 
-def _steps_in_a_child(optimizer, param, steps):
-    param.grad = torch.tensor([0.5, 0.1])
-    for _ in range(steps):
-        optimizer.step()
+def test_update_refuses_a_non_finite_loss_before_anything_global_changes():
+    args = args_for_update()
+    model = cartpole_agent()
+    before = copy.deepcopy(model)
+    optimizer = a3c.make_optimizer(args, model.parameters())
+    rollout = hand_made_rollout(rewards=torch.tensor([1.0, float("nan"), 1.0]))
+    with pytest.raises(FloatingPointError, match=r"^the loss became nan at step 28 in worker 3; no checkpoint was"):
+        a3c.update(copy.deepcopy(model), model, optimizer, args, rollout, start=25, rank=3)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before.parameters()))
+    assert all(int(state["step"]) == 0 for state in optimizer.state.values())
 
 
-def test_the_step_count_and_statistics_advance_globally_across_two_processes():
-    p = one_parameter()
-    p.share_memory_()
-    optimizer = a3c.SharedRMSprop([p], lr=0.1, decay=0.9, eps=0.1).share_memory()
+def _updates_in_a_child(local, model, optimizer, args, rollout, count):
+    for _ in range(count):
+        a3c.update(local, model, optimizer, args, rollout, start=0)
+
+
+def test_updates_from_two_processes_advance_one_step_count_and_one_set_of_statistics():
+    args = args_for_update(max_grad_norm=40.0)
+    torch.manual_seed(0)
+    model, optimizer = a3c.build_shared(args)  # as main() makes them, before forking the workers
+    reference = copy.deepcopy(model)
+    reference_optimizer = a3c.make_optimizer(args, reference.parameters())
+    local, rollout = copy.deepcopy(model), hand_made_rollout()
     context = multiprocessing.get_context("fork")
-    for steps in (3, 2):  # one process after the other, each with its own handle on the shared state
-        child = context.Process(target=_steps_in_a_child, args=(optimizer, p, steps))
+    for count in (3, 2):  # one process after the other, each with its own handle on the shared state
+        child = context.Process(target=_updates_in_a_child, args=(local, model, optimizer, args, rollout, count))
         child.start()
-        child.join(timeout=30)
+        child.join(timeout=60)
         assert child.exitcode == 0
-    # The parent took no step itself, yet sees five: the count, the mean square and the weights are shared.
-    assert int(optimizer.state[p]["step"]) == 5
-    assert optimizer.state[p]["square_avg"][0].item() == pytest.approx(0.25 * (1 - 0.9 ** 5))
-    expected = 1.0
-    for k in range(1, 6):
-        expected -= 0.1 * 0.5 / math.sqrt(0.25 * (1 - 0.9 ** k) + 0.1)
-    assert p[0].item() == pytest.approx(expected, abs=1e-6)
+    # Five updates of the same gradient (the workers' copies never sync here) in one process give the same
+    # weights and statistics: the children's steps all landed in the shared ones, the step count included.
+    _updates_in_a_child(copy.deepcopy(local), reference, reference_optimizer, args, rollout, 5)
+    assert all(int(state["step"]) == 5 for state in optimizer.state.values())
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.allclose(p, q, atol=1e-6) and optimizer.state[p]["square_avg"].allclose(
+            reference_optimizer.state[q]["square_avg"], atol=1e-9)
 
 
 def test_the_loss_by_hand():
@@ -173,24 +237,43 @@ def test_two_processes_claiming_at_once_take_every_step_once():
     assert counter.value == 10_003 and claims.value == 2001  # 2000 claims of 5 and one of 3
 
 
-def test_the_lstm_replays_a_rollout_with_its_state_reset_where_episodes_begin():
+def test_the_lstm_replays_a_rollout_with_the_state_it_acted_with_reset_where_episodes_begin():
+    # CartPole cut off every 3 steps, so that episodes begin inside rollouts of 5 steps.
+    gym.register("TestThreeStepCartPole-v1", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
+                 max_episode_steps=3)
+    envs = a3c.make_vector_env(a3c.Args(env_id="TestThreeStepCartPole-v1"), 0, "", capture_video=False)
     torch.manual_seed(0)
-    agent = a3c.Agent(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2), lstm=True, lstm_size=8)
-    obs = torch.randn(4, 1, 4)
-    starts = torch.tensor([False, False, True, False])
-    first_state = (torch.randn(1, 8), torch.randn(1, 8))
-    # Step by step as a worker acts: the state carried in, zeroed before step 2 (a new episode).
-    state, values = first_state, []
-    for t in range(4):
-        if starts[t]:
-            state = agent.initial_state(1)
-        values.append(agent.get_value(obs[t], state).item())
-        state = agent.core(obs[t], state)[1]
-    _, _, replayed = agent.evaluate_rollout(obs[:, 0], torch.zeros(4, dtype=torch.long), first_state, starts)
-    assert replayed.tolist() == pytest.approx(values, abs=1e-6)
-    # Without the reset the third value differs: the state really is carried and really is reset.
-    _, _, carried = agent.evaluate_rollout(obs[:, 0], torch.zeros(4, dtype=torch.long), first_state, torch.zeros(4, dtype=torch.bool))
-    assert carried[:2].tolist() == pytest.approx(values[:2], abs=1e-6) and carried[2].item() != pytest.approx(values[2])
+    agent = a3c.Agent(envs.single_observation_space, envs.single_action_space, lstm=True, lstm_size=8)
+    acted = []  # the value of each observation under the state the agent acted with
+    real_act = agent.act
+
+    def act(obs, state):
+        acted.append(agent.get_value(obs, state).item())
+        return real_act(obs, state)
+
+    agent.act = act
+    storage = a3c.Rollout.allocate(envs.single_observation_space, 5)
+    next_obs, state, episode_start = torch.as_tensor(envs.reset(seed=0)[0]), agent.initial_state(1), True
+    ends = []
+    for _ in range(2):  # the second rollout starts from the state the first one ended with
+        acted.clear()
+        rollout, next_obs, state, episode_start, episodes = a3c.collect_rollout(
+            agent, envs, storage, 5, next_obs, state, episode_start)
+        _, _, replayed = agent.evaluate_rollout(rollout.obs, rollout.actions, rollout.first_state, rollout.starts)
+        assert replayed.tolist() == pytest.approx(acted, abs=1e-6)
+        ends.append([(t, length) for t, _, length in episodes])
+    envs.close()
+    # Episodes of 3 steps end at global steps 2, 5 and 8: step 2 of the first rollout, 0 and 3 of the second.
+    assert ends == [[(2, 3)], [(0, 3), (3, 3)]]
+    assert rollout.starts.tolist() == [False, True, False, False, True]
+    assert rollout.truncated.tolist() == [True, False, False, True, False]
+    truncated = rollout.truncated
+    assert (rollout.final_values[truncated] != 0).all() and (rollout.final_values[~truncated] == 0).all()
+    assert rollout.first_state[0].abs().sum() > 0  # carried in from the first rollout
+    # Without the reset the replay differs from step 1 on: the state really is carried and really is reset.
+    no_starts = torch.zeros(5, dtype=torch.bool)
+    _, _, carried = agent.evaluate_rollout(rollout.obs, rollout.actions, rollout.first_state, no_starts)
+    assert carried[0].item() == pytest.approx(acted[0], abs=1e-6) and carried[1].item() != pytest.approx(acted[1])
 
 
 def test_log_probabilities_and_entropy_of_the_rollout_match_the_softmax():

@@ -4,19 +4,12 @@ repeat exactly: the bar sits well below what every run tried reached."""
 
 import dataclasses
 
-import numpy as np
 import pytest
 
 import async_q as aq
-from helpers import read_episodes
+from helpers import best_mean_of_episodes
 
 pytestmark = pytest.mark.learning
-
-
-def best_mean_of_20_episodes(run_dir: str) -> float:
-    returns = [float(row["episodic_return"]) for row in read_episodes(run_dir)]
-    assert len(returns) >= 20
-    return max(np.convolve(returns, np.ones(20) / 20, mode="valid"))
 
 
 @pytest.mark.parametrize("method", ["one-step-q", "one-step-sarsa", "n-step-q"])
@@ -30,4 +23,4 @@ def test_each_method_learns_cartpole(method):
     args = dataclasses.replace(aq.PRESETS["classic"], method=method, seed=1, num_workers=2,
                                total_timesteps=100_000, run_dir="run", eval_episodes=0)
     aq.main(args)
-    assert best_mean_of_20_episodes("run") >= 200
+    assert best_mean_of_episodes("run", 20) >= 200
