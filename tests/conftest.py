@@ -10,7 +10,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from gymnasium.envs.classic_control.pendulum import PendulumEnv  # noqa: E402
 
 from helpers import ALGOS  # noqa: E402
 
@@ -21,3 +23,18 @@ sys.path.insert(0, ALGOS)
 def _work_in_tmp(tmp_path, monkeypatch):
     """Run each test in its own directory: MuJoCo writes MUJOCO_LOG.TXT and wandb its files there."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def pendulum_steps(monkeypatch):
+    """(action, reward) of every step any Pendulum env takes in the test, as the env itself got and gave them."""
+    steps = []
+    real_step = PendulumEnv.step
+
+    def step(self, u):
+        result = real_step(self, u)
+        steps.append((float(np.asarray(u).reshape(-1)[0]), float(result[1])))
+        return result
+
+    monkeypatch.setattr(PendulumEnv, "step", step)
+    return steps

@@ -48,6 +48,30 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 90.0) -> Non
         time.sleep(0.05)
 
 
+def live_processes_where(field: int, value: int) -> list[int]:
+    """The live processes whose /proc/PID/stat field (after the name: 1 = parent, 2 = process group) is
+    value; zombies not yet reaped count as gone."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[field]) == value and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def children_of(pid: int) -> list[int]:
+    return live_processes_where(1, pid)
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    return live_processes_where(2, pgid)
+
+
 def gae_of_lists(compute_gae, rewards, values, next_value, terminated=None, truncated=None, final_values=None,
                  gamma=0.9, lam=1.0):
     """A script's compute_gae on plain lists of one env's [T] steps, for tests with hand-worked values."""
@@ -94,6 +118,30 @@ def best_mean_of_episodes(run_dir: str, n: int = 20) -> float:
     returns = [float(row["episodic_return"]) for row in read_episodes(run_dir)]
     assert len(returns) >= n
     return float(max(np.convolve(returns, np.ones(n) / n, mode="valid")))
+
+
+class Counter(gym.Env):
+    """Observation [t], one continuous action; terminates after step 2 (terminate=True) or runs until a time
+    limit: for checking what a real run stores at an episode's end."""
+
+    observation_space = gym.spaces.Box(-100, 100, (1,))
+    action_space = gym.spaces.Box(-1, 1, (1,))
+
+    def __init__(self, terminate: bool, render_mode=None):
+        self.terminate, self.render_mode = terminate, render_mode
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t], dtype=np.float32), 1.0, self.terminate and self.t == 2, False, {}
+
+
+gym.register("TestCounterTerminates-v0", entry_point=Counter, kwargs=dict(terminate=True), max_episode_steps=2)
+gym.register("TestCounterTruncated-v0", entry_point=Counter, kwargs=dict(terminate=False), max_episode_steps=2)
 
 
 class SecondChanceUsed(UserWarning):

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import gymnasium as gym
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 import a3c_hogwild as a3c
-from helpers import read_episodes, script_path, wait_for
+from helpers import children_of, processes_in_group, read_episodes, script_path, wait_for
 
 
 def tiny(preset: str = "classic", **overrides) -> a3c.Args:
@@ -25,30 +24,6 @@ def tiny(preset: str = "classic", **overrides) -> a3c.Args:
     settings = dict(total_timesteps=1000, num_workers=2, eval_episodes=0, run_dir="run")
     settings.update(overrides)
     return dataclasses.replace(a3c.PRESETS[preset], **settings)
-
-
-def live_processes_where(field: int, value: int) -> list[int]:
-    """The live processes whose /proc/PID/stat field (after the name: 1 = parent, 2 = process group) is
-    value; zombies not yet reaped count as gone."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[field]) == value and fields[0] != "Z":
-                found.append(int(entry))
-    return found
-
-
-def children_of(pid: int) -> list[int]:
-    return live_processes_where(1, pid)
-
-
-def processes_in_group(pgid: int) -> list[int]:
-    return live_processes_where(2, pgid)
 
 
 @pytest.fixture
@@ -221,98 +196,3 @@ def test_bad_settings_are_refused_before_training(overrides, message):
         a3c.main(tiny(**overrides))
     assert message in str(error.value)
     assert not os.path.exists("run")  # nothing was written
-
-
-# --- the number of processes -------------------------------------------------------------------------
-
-
-def test_more_than_4_workers_per_core_is_refused_in_one_line_before_any_process_starts(no_new_children):
-    with pytest.raises(SystemExit) as exit_info:
-        a3c.cli(["--num-workers", "100000", "--total-timesteps", "100000000", "--run-dir", "run"])
-    message = exit_info.value.code
-    assert isinstance(message, str) and "\n" not in message
-    assert message.startswith("a3c_hogwild.py: error: --num-workers 100000 is more than 4 per core")
-    assert "--oversubscribe" in message
-    assert not os.path.exists("run") and not children_of(os.getpid())
-
-
-def test_the_bound_is_4_workers_per_core_unless_oversubscribe(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    a3c.check_args(tiny(num_workers=8, total_timesteps=10_000))
-    with pytest.raises(a3c.ConfigError, match="--num-workers 9 is more than 4 per core \\(8 here\\)"):
-        a3c.check_args(tiny(num_workers=9, total_timesteps=10_000))
-    a3c.check_args(tiny(num_workers=9, total_timesteps=10_000, oversubscribe=True))
-    assert a3c.parse_args(["--num-workers", "9", "--oversubscribe"]).oversubscribe
-
-
-def test_a_run_never_has_more_live_children_than_workers(no_new_children):
-    before = set(children_of(os.getpid()))
-    counts, running = [], True
-
-    def watch():
-        while running:
-            counts.append(len(set(children_of(os.getpid())) - before))
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        a3c.main(tiny(total_timesteps=3000, checkpoint_every=500, eval_episodes=1))
-    finally:
-        running = False
-        watcher.join()
-    assert max(counts) == 2  # the two workers, seen, and never a third process
-
-
-def test_a_worker_that_cannot_be_started_stops_those_already_started(monkeypatch, no_new_children):
-    real_start, starts = multiprocessing.process.BaseProcess.start, []
-
-    def start(process):  # the second fork fails, as it does when the machine runs out of processes
-        starts.append(process)
-        if len(starts) == 2:
-            raise OSError(11, "Resource temporarily unavailable")
-        real_start(process)
-
-    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
-    before = set(multiprocessing.active_children())
-    with pytest.raises(OSError, match="Resource temporarily unavailable"):
-        a3c.main(tiny(total_timesteps=10_000_000))
-    assert len(starts) == 2  # no retry, no third
-    left = set(multiprocessing.active_children()) - before
-    for process in left:  # killed here, so that a failure does not also hang the test session
-        process.kill()
-        process.join()
-    assert not left
-
-
-# --- a diverged loss ---------------------------------------------------------------------------------
-
-
-def test_a_diverged_loss_in_a_worker_ends_in_one_line_without_a_traceback(monkeypatch, capfd, no_new_children):
-    real = a3c.actor_critic_loss
-
-    def nan_loss(*args, **kwargs):  # forked workers call this
-        return (real(*args, **kwargs)[0] * float("nan"), *real(*args, **kwargs)[1:])
-
-    monkeypatch.setattr(a3c, "actor_critic_loss", nan_loss)
-    with pytest.raises(SystemExit) as exit_info:
-        a3c.cli(["--num-workers", "2", "--total-timesteps", "100000", "--run-dir", "run", "--eval-episodes", "0"])
-    message = exit_info.value.code
-    assert isinstance(message, str) and "\n" not in message
-    assert message.startswith("a3c_hogwild.py: stopped: the loss became nan at step ")
-    assert "no checkpoint was written (--checkpoint-every keeps one)" in message
-    assert "Traceback" not in capfd.readouterr().err  # neither the workers nor the main process printed one
-    assert not os.path.exists("run/summary.json")
-
-
-def test_a_resumed_runs_event_file_sorts_after_the_killed_attempts(tmp_path):
-    # TensorBoard reads event files in name order; a resume within the killed attempt's second would have
-    # its purge read before that attempt's events.
-    now = int(time.time())
-    open(tmp_path / f"events.out.tfevents.{now}.host.99999.0", "w").close()
-    a3c.wait_past_event_files(str(tmp_path))
-    assert int(time.time()) > now
-    open(tmp_path / f"events.out.tfevents.{now + 3600}.host.1.0", "w").close()  # a clock far ahead: a second at most
-    start = time.time()
-    a3c.wait_past_event_files(str(tmp_path))
-    assert time.time() - start < 1.5

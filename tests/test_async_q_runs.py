@@ -3,12 +3,10 @@ saving and evaluating, process hygiene (after a run, a worker's crash, a killed 
 and bad input. The run contract shared by every script is in test_run_contract.py."""
 
 import dataclasses
-import multiprocessing
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import gymnasium as gym
@@ -186,79 +184,6 @@ def test_a_worker_crash_from_the_command_line_prints_its_error():
 # --- the number of processes and a diverged loss ----------------------------------------------------
 
 
-def test_more_than_4_workers_per_core_is_refused_in_one_line_before_any_process_starts():
-    with pytest.raises(SystemExit) as exit_info:
-        aq.cli(["--num-workers", "100000", "--run-dir", "run"])
-    message = exit_info.value.code
-    assert isinstance(message, str) and "\n" not in message
-    assert message.startswith("async_q.py: error: --num-workers 100000 is more than 4 per core")
-    assert "--oversubscribe" in message
-    assert not os.path.exists("run") and not aq.child_pids(os.getpid())
-
-
-def test_the_bound_is_4_workers_per_core_unless_oversubscribe(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    aq.check_args(tiny(num_workers=8))
-    with pytest.raises(aq.ConfigError, match="--num-workers 9 is more than 4 per core \\(8 here\\)"):
-        aq.check_args(tiny(num_workers=9))
-    aq.check_args(tiny(num_workers=9, oversubscribe=True))
-    assert aq.parse_args(["--num-workers", "9", "--oversubscribe"]).oversubscribe
-
-
-def test_a_run_never_has_more_live_children_than_workers():
-    before = set(aq.child_pids(os.getpid()))
-    counts, running = [], True
-
-    def watch():
-        while running:
-            counts.append(len(set(aq.child_pids(os.getpid())) - before))
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        aq.main(tiny(total_timesteps=2000, checkpoint_every=500, eval_episodes=1))
-    finally:
-        running = False
-        watcher.join()
-    assert max(counts) == 2  # the two workers, seen, and never a third process
-    assert no_children_left()
-
-
-def test_a_worker_that_cannot_be_started_stops_those_already_started(monkeypatch):
-    real_start, starts = multiprocessing.process.BaseProcess.start, []
-
-    def start(process):  # the second fork fails, as it does when the machine runs out of processes
-        starts.append(process)
-        if len(starts) == 2:
-            raise OSError(11, "Resource temporarily unavailable")
-        real_start(process)
-
-    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
-    before = set(multiprocessing.active_children())
-    with pytest.raises(OSError, match="Resource temporarily unavailable"):
-        aq.main(tiny(total_timesteps=10_000_000, eval_episodes=0))
-    assert len(starts) == 2  # no retry, no third
-    left = set(multiprocessing.active_children()) - before
-    for process in left:  # killed here, so that a failure does not also hang the test session
-        process.kill()
-        process.join()
-    assert not left
-    assert no_children_left()
-
-
-def test_a_diverged_loss_in_a_worker_ends_in_one_line_without_a_traceback(monkeypatch, capfd):
-    monkeypatch.setattr(aq, "q_loss", lambda q_taken, targets: ((targets - q_taken) ** 2).sum() * float("nan"))
-    with pytest.raises(SystemExit) as exit_info:
-        aq.cli(["--num-workers", "2", "--total-timesteps", "100000", "--run-dir", "run", "--eval-episodes", "0"])
-    message = exit_info.value.code
-    assert isinstance(message, str) and "\n" not in message
-    assert message.startswith("async_q.py: stopped: the loss became nan at step ")
-    assert "no checkpoint was written (--checkpoint-every keeps one)" in message
-    assert "Traceback" not in capfd.readouterr().err
-    assert not os.path.exists("run/summary.json") and no_children_left()
-
-
 # --- checkpoint and resume ---------------------------------------------------------------------
 
 
@@ -313,16 +238,3 @@ def test_bad_settings_are_refused_before_training(overrides, message):
     assert message in str(error.value)
     assert not os.path.exists("run")  # nothing was written
     assert not aq.child_pids(os.getpid())
-
-
-def test_a_resumed_runs_event_file_sorts_after_the_killed_attempts(tmp_path):
-    # TensorBoard reads event files in name order; a resume within the killed attempt's second would have
-    # its purge read before that attempt's events.
-    now = int(time.time())
-    open(tmp_path / f"events.out.tfevents.{now}.host.99999.0", "w").close()
-    aq.wait_past_event_files(str(tmp_path))
-    assert int(time.time()) > now
-    open(tmp_path / f"events.out.tfevents.{now + 3600}.host.1.0", "w").close()  # a clock far ahead: a second at most
-    start = time.time()
-    aq.wait_past_event_files(str(tmp_path))
-    assert time.time() - start < 1.5

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import paac
-from helpers import read_episodes, returns_of, run_cli, script_path, wait_for
+from helpers import processes_in_group, read_episodes, returns_of, run_cli, script_path, wait_for
 
 
 def tiny(preset: str = "classic", **overrides) -> paac.Args:
@@ -142,20 +142,6 @@ def test_bad_settings_are_refused_before_training(overrides, message):
 # --- the worker processes ------------------------------------------------------------------------
 
 
-def processes_in_group(pgid: int) -> list[int]:
-    """The live processes of a process group (from /proc); zombies not yet reaped count as gone."""
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                state, _, group = f.read().rsplit(")", 1)[1].split()[:3]
-        except OSError:
-            continue
-        if int(group) == pgid and state != "Z":
-            found.append(int(entry))
-    return found
-
-
 def start_in_own_group() -> subprocess.Popen:
     """A long run on 2 worker processes, in a process group of its own (as a shell, timeout or Slurm
     starts a job), once it is training."""
@@ -196,18 +182,6 @@ def test_sigterm_to_the_process_group_checkpoints_and_leaves_no_worker():
     wait_until_gone(process.pid, timeout=5)
 
 
-def test_more_than_4_workers_per_core_is_refused_before_any_process_starts(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # one core: at most 4 workers
-    flags = ["--num-envs", "5", "--num-workers", "5", "--total-timesteps", "25", "--eval-episodes", "0",
-             "--run-dir", "run"]
-    with pytest.raises(SystemExit) as exit_info:
-        paac.cli(flags)
-    assert exit_info.value.code == ("paac.py: error: --num-workers 5 is more than 4 per core (4 here); "
-                                    "add --oversubscribe if you mean it")
-    assert not os.path.exists("run") and not multiprocessing.active_children()
-    paac.check_args(paac.parse_args([*flags, "--oversubscribe"]))  # asked for: allowed
-
-
 def test_a_refused_checkpoint_leaves_no_worker_behind():
     paac.main(tiny(num_workers=2, checkpoint_every=20, total_timesteps=100, eval_episodes=0))
     checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
@@ -216,12 +190,3 @@ def test_a_refused_checkpoint_leaves_no_worker_behind():
     with pytest.raises(paac.ConfigError, match="does not fit this run of paac.py"):
         paac.main(paac.parse_args(["--resume", "run"]))
     assert not multiprocessing.active_children()
-
-
-def test_a_resume_makes_its_event_file_in_a_later_second_so_tensorboard_reads_it_last():
-    # TensorBoard reads event files in name order, and a name starts with the second it was made: a killed
-    # attempt's file from this very second would be read after the resumed run's, escaping its purge_step.
-    now = int(time.time())
-    open(f"events.out.tfevents.{now}.host.99999.0", "w").close()
-    paac.wait_past_event_files(".")
-    assert time.time() >= now + 1

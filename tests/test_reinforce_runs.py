@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
 import reinforce
 from helpers import read_episodes, returns_of, run_cli, start_run, wait_for
@@ -25,21 +24,6 @@ def tiny(**overrides) -> reinforce.Args:
 def test_every_variant_runs(baseline, reward_to_go):
     summary = reinforce.main(tiny(baseline=baseline, reward_to_go=reward_to_go, eval_episodes=0, gamma=1.0))
     assert summary["total_steps"] >= 300
-
-
-@pytest.fixture
-def pendulum_steps(monkeypatch):
-    """(action, reward) of every step any Pendulum env takes in the test, as the env itself got and gave them."""
-    steps = []
-    real_step = PendulumEnv.step
-
-    def step(self, u):
-        result = real_step(self, u)
-        steps.append((float(np.asarray(u).reshape(-1)[0]), float(result[1])))
-        return result
-
-    monkeypatch.setattr(PendulumEnv, "step", step)
-    return steps
 
 
 def test_pendulum_continuous_actions(pendulum_steps):

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+import time
 
 import gymnasium as gym
 import pytest
@@ -252,7 +253,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(script):
     assert not os.path.exists("run/summary.json")
 
 
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(script, monkeypatch):
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(script, monkeypatch, capfd):
     name, module, flags = script
     real_loss = getattr(module, flags["loss"])
 
@@ -273,10 +274,21 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scri
     message = exit_info.value.code
     assert isinstance(message, str) and "\n" not in message and message.startswith(f"{name}.py: stopped: ")
     assert "the loss became nan at step" in message and "--resume run" in message
+    assert "Traceback" not in capfd.readouterr().err  # no worker process printed one either
     checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
     assert checkpoint["global_step"] > 0
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
     assert not os.path.exists("run/summary.json")
+
+
+def test_a_resume_waits_past_the_second_of_the_last_event_file(script):
+    # TensorBoard reads event files in name order, and a name starts with the second it was made: a killed
+    # attempt's file from this very second could be read after the resumed run's, escaping its purge_step.
+    name, module, flags = script
+    now = int(time.time())
+    open(f"events.out.tfevents.{now}.host.99999.0", "w").close()
+    module.wait_past_event_files(".")
+    assert time.time() >= now + 1
 
 
 def test_nothing_is_saved_with_nan_or_inf(script):

@@ -5,12 +5,11 @@ transitions a real run stores at an episode's end, terminated versus truncated).
 import copy
 import dataclasses
 
-import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 
 import td3
+import helpers  # noqa: F401 (registers the TestCounter*-v0 envs)
 
 
 def test_polyak_update_at_tau_0_keeps_the_target_and_at_tau_1_copies_the_source():
@@ -122,31 +121,8 @@ def test_memory_estimate_for_hopper():
     assert td3.ReplayBuffer.bytes_per_transition(obs_dim=11, act_dim=3) == 108
 
 
-class Counter(gym.Env):
-    """Observation [t]; terminates after step 2 (terminate=True) or runs until a time limit."""
-
-    observation_space = gym.spaces.Box(-100, 100, (1,))
-    action_space = gym.spaces.Box(-1, 1, (1,))
-
-    def __init__(self, terminate: bool, render_mode=None):
-        self.terminate, self.render_mode = terminate, render_mode
-
-    def reset(self, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.array([0.0], dtype=np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.array([self.t], dtype=np.float32), 1.0, self.terminate and self.t == 2, False, {}
-
-
-gym.register("TestTD3CounterTerminates-v0", entry_point=Counter, kwargs=dict(terminate=True), max_episode_steps=2)
-gym.register("TestTD3CounterTruncated-v0", entry_point=Counter, kwargs=dict(terminate=False), max_episode_steps=2)
-
-
-@pytest.mark.parametrize("env_id, terminate", [("TestTD3CounterTerminates-v0", True),
-                                               ("TestTD3CounterTruncated-v0", False)])
+@pytest.mark.parametrize("env_id, terminate", [("TestCounterTerminates-v0", True),
+                                               ("TestCounterTruncated-v0", False)])
 def test_a_run_stores_the_true_final_observation_and_only_termination_as_terminal(env_id, terminate):
     # Three steps of a real run, saved in its checkpoint: 0 -> 1, 1 -> 2 (the episode's end: terminated, or
     # truncated by the time limit), then the new episode's 0 -> 1.
