@@ -64,8 +64,10 @@ SCRIPTS = {
         "baseline": Variant(("--baseline",), label="with a learned state-value baseline (Alg. 13.4)")}),
     "a2c_atari": Script("algos/a2c_atari.py", {"classic": "classic", "atari": "atari", "minatar": "minatar"}),
     "a3c_hogwild": Script("algos/a3c_hogwild.py", {"classic": "classic", "atari": "atari"}, variants={
-        "lstm": Variant(("--lstm",), label="256-unit LSTM after the dense layer")}),
-    "async_q": Script("algos/async_q.py", {"classic": "classic", "atari": "atari"}),
+        "lstm": Variant(("--lstm",), label="256-unit LSTM after the dense layer"),
+        "2-workers": Variant(("--num-workers", "2"), label="2 worker processes, for small machines")}),
+    "async_q": Script("algos/async_q.py", {"classic": "classic", "atari": "atari"}, variants={
+        "2-workers": Variant(("--num-workers", "2"), label="2 worker processes, for small machines")}),
     "paac": Script("algos/paac.py", {"classic": "classic", "atari": "atari", "minatar": "minatar"}, variants={
         "nips": Variant(("--arch", "nips"), label="arch_nips (the A3C network)"),
         "nature": Variant(("--arch", "nature"), label="arch_nature (the 2015 DQN network)")}),
