@@ -183,7 +183,7 @@ def check_worker_count(num_workers: int, oversubscribe: bool) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if num_workers > 4 * cores and not oversubscribe:
         raise ConfigError(f"--num-workers {num_workers} is more than 4 per core ({4 * cores} here); "
-                          "add --oversubscribe if you mean it")
+                          "use at most that, or add --oversubscribe if you mean it")
 
 
 def check_finite(args) -> None:
