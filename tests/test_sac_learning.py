@@ -28,10 +28,13 @@ def test_sac_balances_inverted_pendulum():
     # 10-episode evaluation every 1,000 steps, seeds 1, 2 and 3 first evaluated at >= 900 after 11k, 14k
     # and 15k steps on the machine we tuned on; on a later machine seed 1 evaluated 1000 from 15k on and
     # seed 2 evaluated 176 at 15k and 1000 from 16k on. Hence 16k steps, seed 1, with seed 2 as the second
-    # chance. About 4 minutes of one core a seed: the costliest learning test.
+    # chance. About 4 minutes of one core a seed: the costliest learning test. Smaller networks learned
+    # later (seed 1 with 64 units evaluated 100 at 16k; 128 units: seed 1 420, seed 2 1000), so the budget
+    # stays. The periodic evaluations are left out here: they do not change the training (the same
+    # episodes and final evaluation with and without them, checked on 3,000 steps) and only cost time.
     def train(seed):
         args = dataclasses.replace(sac.Args(), env_id="InvertedPendulum-v5", seed=seed, learning_starts=1_000,
-                                   total_timesteps=16_000, eval_every=1_000, eval_episodes=10, threads=1,
+                                   total_timesteps=16_000, eval_every=0, eval_episodes=10, threads=1,
                                    run_dir=f"run{seed}")
         summary = sac.main(args)
         assert summary["eval"]["deterministic"]
