@@ -144,6 +144,21 @@ gym.register("TestCounterTerminates-v0", entry_point=Counter, kwargs=dict(termin
 gym.register("TestCounterTruncated-v0", entry_point=Counter, kwargs=dict(terminate=False), max_episode_steps=2)
 
 
+def parameters(module: torch.nn.Module) -> list[torch.Tensor]:
+    """Copies of a module's parameters, to compare with after an update."""
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def assert_targets_moved_by_tau(agent, targets_before: dict, tau: float) -> None:
+    """Each target network (actor_target, critic_target) moved tau of the way to its online network, outside
+    autograd (a recorded Polyak update would chain every update's graph)."""
+    for target, online in (("actor_target", "actor"), ("critic_target", "critic")):
+        for old, new, source in zip(targets_before[target], getattr(agent, target).parameters(),
+                                    getattr(agent, online).parameters()):
+            assert torch.allclose(new, (1 - tau) * old + tau * source.detach(), atol=1e-6)
+            assert not new.requires_grad and new.grad_fn is None
+
+
 class SecondChanceUsed(UserWarning):
     """A learning test's first seed fell short and a later one passed."""
 
