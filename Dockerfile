@@ -9,7 +9,8 @@ RUN apt-get update \
 
 WORKDIR /app
 # The dependencies first, in their own layer, so editing a script does not reinstall them.
-# For a small CPU-only image, install torch from PyTorch's CPU wheel index before this step.
+# For a much smaller CPU-only image, add before it:
+#   RUN pip install --no-cache-dir torch --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY benchmark ./benchmark
 RUN pip install --no-cache-dir -e ".[envpool]"

@@ -7,18 +7,14 @@ of the policy, value and entropy terms to the global weights through one RMSProp
 workers share. No locks guard the weights; only the global step counter has one.
 
     python algos/a3c_hogwild.py --env-id CartPole-v1 --num-workers 2
-    python algos/a3c_hogwild.py --preset atari --env-id BreakoutNoFrameskip-v4 --num-workers 16
-    python algos/a3c_hogwild.py --preset atari --env-id PongNoFrameskip-v4 --lstm
+    python algos/a3c_hogwild.py atari --env-id BreakoutNoFrameskip-v4 --num-workers 16
+    python algos/a3c_hogwild.py atari --env-id PongNoFrameskip-v4 --lstm
     python algos/a3c_hogwild.py evaluate runs/<run>/model.pt --episodes 10
 
-Give it no more workers than the machine has cores: each worker is a process with one torch thread, and
-a worker that waits for a core slows every update it shares weights with (more than 4 per core is refused
-without --oversubscribe).
-
-The global_step of an episode (episodes.csv, TensorBoard) is the global step of its last step: workers claim
-their steps from one shared counter, so it counts the steps all workers had claimed when that episode ended.
-The main process writes each episode only once no worker can still report one that ended earlier, so the
-column never decreases; when a checkpoint is written, episodes.csv holds every episode up to its step.
+Give it at most one worker per core: a worker (a process with one torch thread) that waits for a core slows
+every update it shares weights with. All runs on CPU, as in the paper (--cuda changes nothing). One worker
+repeats exactly; more interleave their lock-free updates differently every time. An episode's global_step is
+the count of steps all workers had claimed when it ended; episodes.csv is in that order (see the hogwild kit).
 """
 
 import csv
@@ -53,6 +49,7 @@ from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "a3c_hogwild.py"  # names this script in messages, checkpoints and models
+ATARI = True  # plays Atari ids (with the DQN preprocessing the paper used)
 
 gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
 try:  # the MinAtar/*-v1 ids (Young & Tian 2019), when the minatar package is installed
@@ -67,22 +64,22 @@ except ImportError:
 @dataclass
 class Args:
     # --- common to every script ---
-    preset: Literal["classic", "atari"] = "classic"
-    """settings for a family of environments: classic (classic control: a2c_atari.py's classic values, as the paper has no such table), atari (the paper's Atari settings). Other flags override its values; `--preset atari --help` shows its defaults"""
+    preset: tyro.conf.Suppress[Literal["classic", "atari"]] = "classic"
+    """the preset the run started from (the command's first word); recorded, not a flag"""
     exp_name: str = os.path.basename(__file__).removesuffix(".py")
     """the name of this experiment, part of the run directory's name"""
     seed: int = 1
-    """seed of the main process; worker k seeds random, numpy, torch and its environment with seed + k"""
+    """seed of random, numpy and torch; worker k seeds its own, and its environment, with seed + k"""
     env_id: str = "CartPole-v1"
     """the gymnasium environment id"""
     total_timesteps: int = 500_000
     """environment steps to train for, summed over the workers (on Atari a step is 4 frames)"""
     torch_deterministic: bool = True
-    """make cuDNN deterministic. No effect here: the workers run on CPU. A run with one worker repeats exactly; with more, Hogwild's lock-free updates interleave differently every time"""
+    """make cuDNN deterministic so a seed repeats on GPU too (on CPU, runs repeat exactly anyway)"""
     cuda: bool = True
-    """kept for the common interface; A3C's workers are CPU processes, as in the paper, so no GPU is used"""
-    threads: int | None = None
-    """torch CPU threads of the main process, which only evaluates at the end (default 1). Each worker always uses 1"""
+    """use a CUDA GPU when one is present"""
+    threads: Annotated[int | None, tyro.conf.arg(help_behavior_hint="(default: 1; each worker uses 1)")] = None
+    """torch CPU threads. Give runs that share a machine 1 each"""
     track: bool = False
     """log to Weights & Biases (works offline with WANDB_MODE=offline)"""
     wandb_project_name: str = "a3c"
@@ -90,13 +87,13 @@ class Args:
     wandb_entity: str | None = None
     """the wandb entity (team or user)"""
     capture_video: bool = False
-    """record videos of worker 0's episodes into RUN_DIR/videos"""
+    """record videos of env 0 into RUN_DIR/videos"""
     save_model: bool = False
     """write RUN_DIR/model.pt at the end: weights and args"""
-    run_dir: str | None = None
-    """where the run writes its files; default runs/{env_id}__{exp_name}__{seed}__{timestamp}"""
+    run_dir: Annotated[str | None, tyro.conf.arg(help_behavior_hint="(default: runs/{env_id}__{exp_name}__{seed}__{timestamp})")] = None
+    """where the run writes its files"""
     checkpoint_every: int = 0
-    """write RUN_DIR/checkpoint.pt every this many env steps (0: only when interrupted); the workers pause while it is written"""
+    """write RUN_DIR/checkpoint.pt every this many env steps (0: only when interrupted)"""
     resume: str | None = None
     """continue the run in this run directory from its checkpoint (its saved args are used)"""
     eval_episodes: int = 10
@@ -150,183 +147,30 @@ PRESETS = {
 }
 
 
-@dataclass
-class EvalArgs:
-    """Evaluate a model saved with --save-model."""
-
-    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
-    """the model.pt file of a run"""
-    episodes: int = 10
-    """episodes to average over"""
-    seed: int = 12345
-    """seed of the evaluation environment"""
-    deterministic: bool = False
-    """act with the most likely action instead of sampling"""
-    capture_video: bool = False
-    """record the episodes next to the model, in videos/"""
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work, found before training starts."""
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def check_worker_count(num_workers: int, oversubscribe: bool) -> None:
-    """Refuse more than 4 worker processes per core unless asked for: a typo such as --num-workers 100000
-    would otherwise fork until the machine stalls."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if num_workers > 4 * cores and not oversubscribe:
-        raise ConfigError(f"--num-workers {num_workers} is more than 4 per core ({4 * cores} here); "
-                          "use at most that, or add --oversubscribe if you mean it")
-
-
-def check_finite(args) -> None:
-    """Refuse nan and inf in any float setting: `nan <= 0` is False, so the range checks alone let it through."""
-    for field in dataclasses.fields(args):
-        value = getattr(args, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
-
-
 def check_args(args: Args) -> None:
     """Refuse settings that cannot work, each with one line that names the fix."""
-    check_finite(args)
-    if args.total_timesteps <= 0 or args.num_workers <= 0 or args.num_steps <= 0:
-        raise ConfigError("--total-timesteps, --num-workers and --num-steps must be positive")
+    check_common(args)
+    check_hogwild(args, positive=("num_steps", "max_grad_norm", "lstm_size"))
     if args.total_timesteps < args.num_workers * args.num_steps:
         raise ConfigError(
             f"--total-timesteps {args.total_timesteps} is less than one update per worker, --num-workers x "
             f"--num-steps = {args.num_workers * args.num_steps}; raise it or use fewer workers")
-    if args.learning_rate <= 0:
-        raise ConfigError(f"--learning-rate must be positive, got {args.learning_rate}")
-    for name in ("gamma", "rms_decay"):
-        value = getattr(args, name)
-        if not 0 < value <= 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {value}")
-    if args.rms_eps <= 0 or args.adam_eps <= 0 or args.max_grad_norm <= 0:
-        raise ConfigError("--rms-eps, --adam-eps and --max-grad-norm must be positive")
     if args.ent_coef < 0 or args.vf_coef < 0:
         raise ConfigError("--ent-coef and --vf-coef must be non-negative")
-    if args.lstm_size <= 0:
-        raise ConfigError(f"--lstm-size must be positive, got {args.lstm_size}")
-    if args.checkpoint_every < 0 or args.eval_episodes < 0:
-        raise ConfigError("--checkpoint-every and --eval-episodes must be non-negative")
-    if args.threads is not None and args.threads <= 0:
-        raise ConfigError(f"--threads must be positive, got {args.threads}")
-    check_worker_count(args.num_workers, args.oversubscribe)
-
-
-def check_env_id(env_id: str) -> None:
-    """Refuse an unknown environment id, suggesting the closest registered ones, and an Atari id that skips
-    frames or makes actions sticky on its own."""
-    if env_id not in gym.envs.registry:
-        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
-        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
-    if is_atari(env_id):
-        check_atari_frameskip(env_id)
-
-
-def check_atari_frameskip(env_id: str) -> None:
-    """The DQN wrappers repeat each action over 4 frames themselves, as the papers did; an id that also skips
-    frames (ALE/*-v5, *-v4 without NoFrameskip) or makes actions sticky would silently play 16 frames a step."""
-    kwargs = gym.spec(env_id).kwargs
-    if kwargs.get("frameskip", 1) != 1 or kwargs.get("repeat_action_probability", 0.0) != 0.0:
-        game = "".join(part.capitalize() for part in str(kwargs.get("game", "pong")).split("_"))
-        raise ConfigError(f"{env_id} skips frames (frameskip={kwargs.get('frameskip')}) or makes actions sticky "
-                          f"(p={kwargs.get('repeat_action_probability')}) on top of the 4-frame skip of the "
-                          f"papers' wrappers; use {game}NoFrameskip-v4")
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
     """A3C here handles vector or image observations, and discrete actions (a softmax policy)."""
-    if isinstance(action_space, gym.spaces.Box):
-        raise ConfigError(f"{SCRIPT} supports Discrete action spaces only, not {action_space}; "
-                          "for continuous actions use ppo.py, trpo.py, ddpg.py, td3.py or sac.py")
     if not isinstance(action_space, gym.spaces.Discrete):
-        raise ConfigError(f"{SCRIPT} supports Discrete action spaces only, not {action_space}")
+        continuous = "; for continuous actions use ppo.py, trpo.py, ddpg.py, td3.py or sac.py"
+        raise ConfigError(f"{SCRIPT} supports Discrete action spaces only, not {action_space}"
+                          f"{continuous if isinstance(action_space, gym.spaces.Box) else ''}")
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (1, 3):
         raise ConfigError(f"{SCRIPT} supports 1-D vector or image observations, not {observation_space}")
 
 
-# --------------------------------------------------------------------------------------------------
-# Environments
-# --------------------------------------------------------------------------------------------------
-
-def is_atari(env_id: str) -> bool:
-    return "ale_py" in str(gym.spec(env_id).entry_point)
-
-
-def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
-    """A thunk for one env. Atari gets the DQN preprocessing the paper used (Mnih et al. 2015): 30 no-op
-    starts, 4-frame skip with a max over the last two, life loss as episode end, fire on reset, rewards
-    clipped to their sign, 84x84 greyscale, 4 frames stacked."""
-
-    def thunk():
-        render_mode = "rgb_array" if capture_video and idx == 0 else None
-        # ALE renders greyscale itself, a third of the work of RGB then conversion.
-        env = gym.make(env_id, render_mode=render_mode, **({"obs_type": "grayscale"} if is_atari(env_id) else {}))
-        if capture_video and idx == 0:
-            env = gym.wrappers.RecordVideo(env, video_dir)
-        if not is_atari(env_id):
-            return gym.wrappers.RecordEpisodeStatistics(env)
-        from stable_baselines3.common.atari_wrappers import (
-            ClipRewardEnv, EpisodicLifeEnv, FireResetEnv, MaxAndSkipEnv, NoopResetEnv,
-        )
-
-        env = NoopResetEnv(env, noop_max=30)
-        env = MaxAndSkipEnv(env, skip=4)
-        # Inside the life-loss and reward-clip wrappers: it records the real game score, per whole game,
-        # with lengths in agent steps.
-        env = gym.wrappers.RecordEpisodeStatistics(env)
-        env = EpisodicLifeEnv(env)
-        if "FIRE" in env.unwrapped.get_action_meanings():
-            env = FireResetEnv(env)
-        env = ClipRewardEnv(env)
-        env = gym.wrappers.ResizeObservation(env, (84, 84))
-        return gym.wrappers.FrameStackObservation(env, 4)
-
-    return thunk
-
-
-def make_vector_env(args: Args, seed: int, video_dir: str, num_envs: int = 1, capture_video: bool | None = None):
-    """Each worker steps one env; a SAME_STEP vector env of one gives the final observation and the
-    episode statistics in the same form as the other scripts."""
-    capture = args.capture_video if capture_video is None else capture_video
-    return gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, capture, video_dir) for i in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
-
-
-def finished_episodes(infos: dict):
-    """(returns, lengths) of the episodes that ended in this step of a SAME_STEP vector env."""
-    final = infos.get("final_info")
-    if final is None or "episode" not in final:
-        return (), ()
-    mask = final["_episode"]
-    return final["episode"]["r"][mask], final["episode"]["l"][mask]
-
-
-# --------------------------------------------------------------------------------------------------
-# The math
-# --------------------------------------------------------------------------------------------------
-
-
-def nstep_returns(
-    rewards: torch.Tensor,
-    next_value: torch.Tensor,
-    terminated: torch.Tensor,
-    truncated: torch.Tensor,
-    final_values: torch.Tensor,
-    gamma: float,
-) -> torch.Tensor:
+def nstep_returns(rewards: torch.Tensor, next_value: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor,
+                  final_values: torch.Tensor, gamma: float) -> torch.Tensor:
     """The n-step bootstrapped returns of a rollout of T steps (Algorithm S3 of the paper's supplement):
     R = V(s_T) after the last step, then R_t = r_t + gamma * R_{t+1} backwards, so step t looks ahead
     T - t steps. Shapes [T] or [T, N]; next_value has the shape of one step.
@@ -345,102 +189,8 @@ def nstep_returns(
     return returns
 
 
-def annealed_lr(learning_rate: float, global_step: int, total_timesteps: int) -> float:
-    """The paper's schedule: the learning rate falls linearly from its initial value to 0 at the last
-    global step, whichever worker takes it."""
-    return learning_rate * max(0.0, 1.0 - global_step / total_timesteps)
-
-
-class SharedRMSprop(torch.optim.Optimizer):
-    """RMSProp with one set of statistics shared by every worker (the paper's "shared RMSProp", section
-    S2), in TensorFlow's form, which the paper's code used: epsilon inside the root.
-
-        v <- decay * v + (1 - decay) * g^2
-        p <- p - lr * g / sqrt(v + eps)
-
-    The state (mean square and step count of each parameter) is made when the optimiser is built, so
-    that share_memory() can move all of it to shared memory before the workers start; each worker then
-    steps its own handle on the same tensors. torch.optim.RMSprop makes its state lazily, per process,
-    which would give each worker private statistics, and places eps outside the root. The step count is
-    not used by the update; it is kept for inspection and checkpoints, and increments without a lock
-    (two workers stepping at the same instant can count once).
-    """
-
-    def __init__(self, params, lr: float = 7e-4, decay: float = 0.99, eps: float = 0.1):
-        super().__init__(params, dict(lr=lr, decay=decay, eps=eps))
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.state[p]["step"] = torch.zeros((), dtype=torch.int64)
-                self.state[p]["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def share_memory(self) -> "SharedRMSprop":
-        for state in self.state.values():
-            for tensor in state.values():
-                tensor.share_memory_()
-        return self
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads, states = [p.grad for p in params], [self.state[p] for p in params]
-            square_avgs = [state["square_avg"] for state in states]
-            # torch's _foreach ops: one call for every parameter instead of one per parameter.
-            torch._foreach_add_([state["step"] for state in states], 1)
-            torch._foreach_mul_(square_avgs, group["decay"])
-            torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - group["decay"])
-            denominators = torch._foreach_add(square_avgs, group["eps"])
-            torch._foreach_sqrt_(denominators)
-            torch._foreach_addcdiv_(params, grads, denominators, value=-group["lr"])
-
-
-class SharedAdam(torch.optim.Optimizer):
-    """Adam (Kingma & Ba 2015) with its moments and step count in shared memory, one set for all
-    workers. The step count drives the bias correction, so a per-process count would make each worker
-    correct as if it were the only one; here it is shared (incremented without a lock, as the moments)."""
-
-    def __init__(self, params, lr: float = 7e-4, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.state[p]["step"] = torch.zeros((), dtype=torch.int64)
-                self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                self.state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def share_memory(self) -> "SharedAdam":
-        for state in self.state.values():
-            for tensor in state.values():
-                tensor.share_memory_()
-        return self
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                state["step"] += 1
-                step = int(state["step"])
-                state["exp_avg"].mul_(beta1).add_(p.grad, alpha=1 - beta1)
-                state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                denominator = (state["exp_avg_sq"] / (1 - beta2 ** step)).sqrt_().add_(group["eps"])
-                p.addcdiv_(state["exp_avg"], denominator, value=-group["lr"] / (1 - beta1 ** step))
-
-
-def make_optimizer(args: Args, params) -> torch.optim.Optimizer:
-    if args.optimizer == "adam":
-        return SharedAdam(params, lr=args.learning_rate, eps=args.adam_eps)
-    return SharedRMSprop(params, lr=args.learning_rate, decay=args.rms_decay, eps=args.rms_eps)
-
-
-def actor_critic_loss(
-    logprob: torch.Tensor, entropy: torch.Tensor, value: torch.Tensor, returns: torch.Tensor,
-    ent_coef: float, vf_coef: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def actor_critic_loss(logprob: torch.Tensor, entropy: torch.Tensor, value: torch.Tensor, returns: torch.Tensor,
+                      ent_coef: float, vf_coef: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The A3C loss of one rollout: policy gradient with advantage R - V (V not differentiated there),
     minus beta times the entropy, plus vf_coef times the squared error of V. Averaged over the rollout's
     steps (the paper sums them; with a fixed t_max that only rescales the learning rate). Returns (loss,
@@ -452,37 +202,9 @@ def actor_critic_loss(
     return pg_loss - ent_coef * entropy_mean + vf_coef * v_loss, pg_loss, v_loss, entropy_mean
 
 
-def give_gradients(local: nn.Module, shared: nn.Module) -> None:
-    """Point the global parameters' gradients at the worker's own (the parameters' .grad is a per-process
-    attribute, so this neither copies nor touches what other workers see)."""
-    for shared_param, local_param in zip(shared.parameters(), local.parameters()):
-        shared_param.grad = local_param.grad
-
-
-def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
-    """1 - Var[target - predicted] / Var[target]: 1 is perfect, 0 no better than a constant."""
-    if target.numel() < 2:
-        return float("nan")
-    variance = target.var()
-    return float("nan") if variance == 0 else float(1 - (target - predicted).var() / variance)
-
-
-# --------------------------------------------------------------------------------------------------
-# Networks
-# --------------------------------------------------------------------------------------------------
-
-
-def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
-    """Orthogonal weights and constant biases, as in the authors' baselines code."""
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
-    return layer
-
-
 def is_channel_last(shape: tuple[int, ...]) -> bool:
-    """Image observations come as C x H x W from the Atari chain (4 x 84 x 84) but as H x W x C from
-    MinAtar (10 x 10 x C). Read as channel-last when the last axis is no longer than either of the first
-    two; such observations are transposed before the convolutions."""
+    """Images come as C x H x W from the Atari chain (4 x 84 x 84) but as H x W x C from MinAtar (10 x 10 x C):
+    channel-last when the last axis is no longer than either of the first two (transposed for the convolutions)."""
     return len(shape) == 3 and shape[2] <= min(shape[0], shape[1])
 
 
@@ -499,19 +221,15 @@ class Agent(nn.Module):
     def __init__(self, observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete,
                  lstm: bool = False, lstm_size: int = 256):
         super().__init__()
-        shape = observation_space.shape
-        self.image = len(shape) == 3
-        self.channel_last = is_channel_last(shape)
-        self.recurrent = lstm
-        self.lstm_size = lstm_size
-        n_out = int(action_space.n)
+        shape, n_out = observation_space.shape, int(action_space.n)
+        self.image, self.channel_last = len(shape) == 3, is_channel_last(shape)
+        self.recurrent, self.lstm_size = lstm, lstm_size
         if self.image:
             channels, height, width = (shape[2], shape[0], shape[1]) if self.channel_last else shape
-            if min(height, width) >= 20:
-                convs = [layer_init(nn.Conv2d(channels, 16, 8, stride=4)), nn.ReLU(),
-                         layer_init(nn.Conv2d(16, 32, 4, stride=2)), nn.ReLU()]
-                hidden = 256
-            else:
+            if min(height, width) >= 20:  # the DQN network
+                convs, hidden = [layer_init(nn.Conv2d(channels, 16, 8, stride=4)), nn.ReLU(),
+                                 layer_init(nn.Conv2d(16, 32, 4, stride=2)), nn.ReLU()], 256
+            else:  # MinAtar's
                 convs, hidden = [layer_init(nn.Conv2d(channels, 16, 3, stride=1)), nn.ReLU()], 128
             body = nn.Sequential(*convs, nn.Flatten())
             with torch.no_grad():
@@ -529,32 +247,18 @@ class Agent(nn.Module):
             self.actor = layer_init(nn.Linear(hidden, n_out), std=0.01)
             self.critic = layer_init(nn.Linear(hidden, 1), std=1.0)
         else:
-            n_in = int(np.prod(shape))
-            self.trunk = nn.Identity()
-            self.actor = nn.Sequential(
-                layer_init(nn.Linear(n_in, 64)), nn.Tanh(),
-                layer_init(nn.Linear(64, 64)), nn.Tanh(),
-                layer_init(nn.Linear(64, n_out), std=0.01),
-            )
-            self.critic = nn.Sequential(
-                layer_init(nn.Linear(n_in, 64)), nn.Tanh(),
-                layer_init(nn.Linear(64, 64)), nn.Tanh(),
-                layer_init(nn.Linear(64, 1), std=1.0),
-            )
+            n_in, self.trunk = int(np.prod(shape)), nn.Identity()
+            self.actor = nn.Sequential(layer_init(nn.Linear(n_in, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)),
+                                       nn.Tanh(), layer_init(nn.Linear(64, n_out), std=0.01))
+            self.critic = nn.Sequential(layer_init(nn.Linear(n_in, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)),
+                                        nn.Tanh(), layer_init(nn.Linear(64, 1), std=1.0))
 
     def initial_state(self, batch: int = 1):
-        if not self.recurrent:
-            return None
-        return torch.zeros(batch, self.lstm_size), torch.zeros(batch, self.lstm_size)
+        return (torch.zeros(batch, self.lstm_size), torch.zeros(batch, self.lstm_size)) if self.recurrent else None
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float()
-        if self.image:
-            if obs.dtype == torch.uint8:
-                x = x / 255.0
-            if self.channel_last:
-                x = x.permute(0, 3, 1, 2)
-        return self.trunk(x)
+        x = obs.float() / 255.0 if self.image and obs.dtype == torch.uint8 else obs.float()
+        return self.trunk(x.permute(0, 3, 1, 2) if self.channel_last else x)
 
     def core(self, obs: torch.Tensor, state):
         """The features both heads read, and the next recurrent state, for one step of a batch."""
@@ -569,8 +273,7 @@ class Agent(nn.Module):
         step; returns (action, next state)."""
         hidden, state = self.core(obs, state)
         log_probs = self.actor(hidden).log_softmax(-1)
-        action = (log_probs - torch.empty_like(log_probs).exponential_().log()).argmax(-1)
-        return action, state
+        return (log_probs - torch.empty_like(log_probs).exponential_().log()).argmax(-1), state
 
     def get_value(self, obs: torch.Tensor, state) -> torch.Tensor:
         return self.critic(self.core(obs, state)[0]).squeeze(-1)
@@ -600,9 +303,797 @@ class Agent(nn.Module):
         return (dist.probs.argmax(-1) if deterministic else dist.sample()), state
 
 
-# --------------------------------------------------------------------------------------------------
-# Run directory, checkpoints, evaluation
-# --------------------------------------------------------------------------------------------------
+def build_agent(args: Args) -> Agent:
+    """The agent for args' environment and settings."""
+    return Agent(*worker_env_spaces(args.env_id), args.lstm, args.lstm_size)
+
+
+def build_shared(args: Args) -> tuple[Agent, torch.optim.Optimizer]:
+    """The global agent and the shared optimiser, in shared memory (the optimiser's statistics and step count too)."""
+    model = build_agent(args)
+    model.share_memory()
+    return model, make_optimizer(args, model.parameters())
+
+
+@dataclass
+class Rollout:
+    """What update() learns from: n <= t_max steps of one worker's env, each step's observation, action, reward and
+    episode end, the value of the final observation where an episode was cut off (0 elsewhere), which steps begin
+    an episode (the LSTM's state is zeroed there), the recurrent state before them (None without --lstm), V(s_n)."""
+
+    obs: torch.Tensor  # [n, *observation shape]
+    actions: torch.Tensor  # [n], long
+    rewards: torch.Tensor  # [n]
+    terminated: torch.Tensor  # [n], bool
+    truncated: torch.Tensor  # [n], bool
+    final_values: torch.Tensor  # [n]
+    starts: torch.Tensor  # [n], bool
+    first_state: tuple | None
+    next_value: torch.Tensor  # []
+
+
+def collect_rollout(local: Agent, envs, n: int, next_obs: torch.Tensor, state, episode_start: bool):
+    """The acting half of Algorithm S3: n steps of the worker's env with its local agent. Returns (their
+    Rollout, the next observation, the recurrent state and whether the next step begins an episode, all three
+    to carry into the next rollout, and the episodes that ended as (index of their last step, return, length))."""
+    first_state, steps, episodes = state, [], []
+    for t in range(n):
+        with torch.no_grad():
+            action, state = local.act(next_obs, state)
+        obs_np, reward, terminated, truncated, infos = envs.step(action.numpy())
+        final_value = 0.0
+        if truncated[0]:  # the value of the cut-off episode's final observation
+            with torch.no_grad():
+                final_value = float(local.get_value(torch.as_tensor(infos["final_obs"][0][None]), state)[0])
+        steps.append((next_obs[0], action[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), final_value,
+                      episode_start))
+        next_obs, episode_start = torch.as_tensor(obs_np), bool(terminated[0] or truncated[0])
+        if episode_start:
+            state = local.initial_state(1)
+            episodes.extend((t, float(r), int(length)) for r, length in zip(*finished_episodes(infos)))
+    with torch.no_grad():
+        next_value = local.get_value(next_obs, state)[0]
+    obs, actions, *flags = zip(*steps)  # rewards, terminated, truncated, final_values, starts
+    rollout = Rollout(torch.stack(obs), torch.stack(actions), *map(torch.tensor, flags), first_state, next_value)
+    return rollout, next_obs, state, episode_start, episodes
+
+
+def update(local: Agent, model: Agent, optimizer: torch.optim.Optimizer, args: Args, rollout: Rollout, start: int,
+           rank: int = 0) -> dict:
+    """The learning half of Algorithm S3, for a rollout whose steps were claimed from global step `start`: n-step
+    returns, the loss and its gradient in the local agent, clipped to --max-grad-norm, then applied to the global
+    weights by the shared optimiser at the learning rate annealed to `start`. A loss that is not finite raises
+    FloatingPointError before anything global changes. Returns the lr, the loss terms, values and returns."""
+    returns = nstep_returns(rollout.rewards, rollout.next_value, rollout.terminated, rollout.truncated,
+                            rollout.final_values, args.gamma)
+    logprob, entropy, value = local.evaluate_rollout(rollout.obs, rollout.actions, rollout.first_state, rollout.starts)
+    loss, pg_loss, v_loss, entropy_mean = actor_critic_loss(logprob, entropy, value, returns,
+                                                            args.ent_coef, args.vf_coef)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"the loss became {loss.item()} at step {start + len(returns):,} in worker {rank}; "
+                                 f"{safe_to_resume(args.run_dir)}")
+    local.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(local.parameters(), args.max_grad_norm)
+    lr = annealed_lr(args.learning_rate, start, args.total_timesteps) if args.anneal else args.learning_rate
+    apply_gradients(local, model, optimizer, lr)
+    return {"lr": lr, "pg_loss": pg_loss, "v_loss": v_loss, "entropy": entropy_mean, "value": value.detach(),
+            "returns": returns}
+
+
+def worker(link: "WorkerLink", args: Args, model: Agent, optimizer: torch.optim.Optimizer, seed: int) -> None:
+    """One actor-learner, in its own process: Algorithm S3 of the paper, until the global counter reaches the
+    total. Worker 0's losses stand for all in TensorBoard."""
+    seed_everything(seed)
+    envs = make_worker_env(args.env_id, link.rank, args.capture_video, os.path.join(args.run_dir, "videos"))
+    local = Agent(envs.single_observation_space, envs.single_action_space, args.lstm, args.lstm_size)
+    next_obs = torch.as_tensor(envs.reset(seed=seed)[0])
+    state, episode_start = local.initial_state(1), True
+    while link.safe_point():
+        start, n = link.claim(args.num_steps, args.total_timesteps)
+        if n == 0:
+            break
+        pull_weights(local, model)
+        rollout, next_obs, state, episode_start, episodes = collect_rollout(
+            local, envs, n, next_obs, state, episode_start)
+        for t, episodic_return, episodic_length in episodes:
+            link.episode(start + t + 1, episodic_return, episodic_length)
+        learned = update(local, model, optimizer, args, rollout, start, link.rank)
+        if link.report_due():
+            link.report({"charts/learning_rate": learned["lr"], "losses/policy_loss": learned["pg_loss"].item(),
+                         "losses/value_loss": learned["v_loss"].item(), "losses/entropy": learned["entropy"].item(),
+                         "losses/explained_variance": explained_variance(learned["value"], learned["returns"]),
+                         } if link.rank == 0 else None)
+    envs.close()
+
+
+def main(args: Args) -> dict:
+    """Train A3C and return the summary also written to RUN_DIR/summary.json (on SIGINT/SIGTERM:
+    {"interrupted": True, "global_step", "run_dir"})."""
+    args, checkpoint = resume_args(args)
+    check_env_id(args.env_id)  # the env id first: the other messages assume it exists
+    check_args(args)
+    with Run(args, checkpoint) as run:  # seeds everything; writes nothing yet
+        args = run.args
+        run.use_threads(1)  # the main process only coordinates, and evaluates at the end
+        model, optimizer = build_shared(args)
+        run.restore(model=model, optimizer=optimizer)  # into the shared tensors
+        # A resumed run cannot restore the environments' states: it starts fresh episodes, seeded from the step
+        # it resumes at. The workers are forked before any other thread (TensorBoard's, wandb's) exists here.
+        workers = run.closing(Workers(run, worker, [(args, model, optimizer, args.seed + run.start_step + rank)
+                                                    for rank in range(args.num_workers)]))
+        run.start()
+        if not train_workers(run, workers):
+            return run.interrupted()
+        return run.finish(workers.global_step, {"model": model.state_dict()},
+                          lambda: evaluate(model, dataclasses.replace(args, capture_video=False), args.eval_episodes,
+                                           args.seed + 100_000, args.eval_deterministic, ""),
+                          num_workers=args.num_workers)
+
+
+def evaluate(agent: Agent, args: Args, episodes: int, seed: int, deterministic: bool, video_dir: str) -> list[float]:
+    """The undiscounted returns of `episodes` whole episodes (whole games on Atari), in one env."""
+    state = None
+
+    def act(obs: torch.Tensor, episode_start: bool) -> np.ndarray:
+        nonlocal state  # the LSTM's, carried from step to step and reset where an episode begins
+        action, state = agent.policy(obs, agent.initial_state(1) if episode_start else state, deterministic)
+        return action.numpy()
+
+    return play(make_worker_env(args.env_id, 0, args.capture_video, video_dir), episodes, seed, act)
+
+
+def load_agent(model_path: str) -> tuple[Agent, Args]:
+    """Rebuild the agent saved by --save-model: weights and args."""
+    return load_model(model_path, build_agent)
+
+
+# ==== kit: atari ====  the same text in ppo, trpo, a2c_atari, a3c_hogwild, async_q and paac (master copy:
+# tools/kit/atari.py; `python tools/sync_kit.py` copies it). The papers' Atari preprocessing, EnvPool behind
+# the gymnasium interface, and the baselines' initialisation.
+
+
+def is_atari(env_id: str) -> bool:
+    return "ale_py" in str(gym.spec(env_id).entry_point)
+
+
+def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
+    """A thunk for one env. Atari gets the DQN preprocessing the paper used (Mnih et al. 2015): 30 no-op
+    starts, 4-frame skip with a max over the last two, life loss as episode end, fire on reset, rewards
+    clipped to their sign, 84x84 greyscale, 4 frames stacked."""
+
+    def thunk():
+        render_mode = "rgb_array" if capture_video and idx == 0 else None
+        # ALE renders greyscale itself, a third of the work of RGB then conversion (as EnvPool does).
+        env = gym.make(env_id, render_mode=render_mode, **({"obs_type": "grayscale"} if is_atari(env_id) else {}))
+        if capture_video and idx == 0:
+            env = gym.wrappers.RecordVideo(env, video_dir)
+        if not is_atari(env_id):
+            return gym.wrappers.RecordEpisodeStatistics(env)
+        from stable_baselines3.common.atari_wrappers import (
+            ClipRewardEnv, EpisodicLifeEnv, FireResetEnv, MaxAndSkipEnv, NoopResetEnv,
+        )
+
+        env = NoopResetEnv(env, noop_max=30)
+        env = MaxAndSkipEnv(env, skip=4)
+        # Inside the life-loss and reward-clip wrappers: it records the real game score, per whole game,
+        # with lengths in agent steps.
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = EpisodicLifeEnv(env)
+        if "FIRE" in env.unwrapped.get_action_meanings():
+            env = FireResetEnv(env)
+        env = ClipRewardEnv(env)
+        env = gym.wrappers.ResizeObservation(env, (84, 84))
+        return gym.wrappers.FrameStackObservation(env, 4)
+
+    return thunk
+
+
+class EnvPoolVecEnv:
+    """EnvPool's Atari behind the interface of a SAME_STEP gymnasium vector env.
+
+    EnvPool resets an env on the step *after* its episode ends (ignoring that action). Here that
+    reset step is taken at once for the finished envs only, so the caller sees the final observation in
+    infos["final_obs"] and the first one of the next episode in obs, as from gymnasium. Statistics are
+    of whole games and true scores (EnvPool's info["reward"] is unclipped), like the gymnasium chain.
+    """
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, num_threads: int = 0):
+        import envpool
+
+        task = env_id.removesuffix("NoFrameskip-v4").removeprefix("ALE/").split("-")[0] + "-v5"
+        # EnvPool's defaults differ from the DQN chain: no episodic life, no reward clip, sticky actions.
+        self.envs = envpool.make(
+            task, env_type="gymnasium", num_envs=num_envs, seed=seed, num_threads=num_threads, episodic_life=True,
+            reward_clip=True, repeat_action_probability=0.0, noop_max=30, frame_skip=4, stack_num=4, img_height=84, img_width=84,
+        )
+        self.num_envs = num_envs
+        self.single_observation_space = self.envs.observation_space
+        self.single_action_space = self.envs.action_space
+        self.episode_returns = np.zeros(num_envs)
+        self.episode_lengths = np.zeros(num_envs, dtype=np.int64)
+        self.closed = False
+
+    def reset(self, seed: int | None = None):
+        self.episode_returns[:] = 0
+        self.episode_lengths[:] = 0
+        obs, _ = self.envs.reset()
+        return obs, {}
+
+    def step(self, actions: np.ndarray):
+        obs, rewards, terminated, truncated, info = self.envs.step(actions)
+        self.episode_returns += info["reward"]
+        self.episode_lengths += 1
+        infos = {}
+        done = terminated | truncated
+        if done.any():
+            ids = np.flatnonzero(done)
+            infos["final_obs"], infos["_final_obs"] = obs.copy(), done
+            obs[ids] = self.envs.step(np.zeros(len(ids), dtype=actions.dtype), ids)[0]
+            # A game is over at its last life or at the time limit; a lost life is not an episode.
+            game_over = done & ((info["terminated"] == 1) | truncated)
+            if game_over.any():
+                infos["final_info"] = {
+                    "_episode": game_over,
+                    "episode": {"r": self.episode_returns.copy(), "l": self.episode_lengths.copy()},
+                }
+                self.episode_returns[game_over] = 0
+                self.episode_lengths[game_over] = 0
+        return obs, rewards, terminated, truncated, infos
+
+    def close(self):
+        if not self.closed:
+            self.envs.close()
+            self.closed = True
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights and constant biases, as in the authors' baselines code."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+# ==== end of kit: atari ====
+
+# ==== kit: workers ====  the same text in a3c_hogwild, async_q and paac (master copy: tools/kit/workers.py;
+# `python tools/sync_kit.py` copies it). Worker processes: how many, and none outliving the run.
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_worker_count(num_workers: int, oversubscribe: bool) -> None:
+    """Refuse more than 4 worker processes per core unless asked for: a typo such as --num-workers 100000
+    would otherwise fork until the machine stalls."""
+    cores = available_cores()
+    if num_workers > 4 * cores and not oversubscribe:
+        raise ConfigError(f"--num-workers {num_workers} is more than 4 per core ({4 * cores} here); "
+                          "use at most that, or add --oversubscribe if you mean it")
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this worker if the main process dies, even by SIGKILL and even in the middle of
+    a step (Linux); elsewhere a worker checks os.getppid() itself."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os._exit(1)
+
+
+# ==== end of kit: workers ====
+
+# ==== kit: hogwild ====  the same text in a3c_hogwild and async_q (master copy: tools/kit/hogwild.py;
+# `python tools/sync_kit.py` copies it). The paper's asynchronous actor-learners as Hogwild! (Recht et al. 2011)
+# runs them: one optimiser whose statistics every worker shares, workers that claim their steps from one
+# global counter and update the global weights without locks, and the main process that coordinates them.
+# From the script above it uses SCRIPT, Args and check_spaces, and the atari, workers and run kits. A worker is
+# a function work(link, *args) that runs in a process of its own; main() starts them with Workers and hands the
+# run to train_workers, which writes their episodes in global-step order and pauses them for each checkpoint.
+
+
+class SharedOptimizer(torch.optim.Optimizer):
+    """An optimiser whose state is made when it is built and kept in shared memory, so that every worker
+    forked or spawned afterwards steps its own handle on the same tensors (torch's optimisers make their state
+    lazily, per process, which would give each worker private statistics)."""
+
+    def share_memory(self) -> "SharedOptimizer":
+        for state in self.state.values():
+            for tensor in state.values():
+                tensor.share_memory_()
+        return self
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.share_memory()  # loading put the state in new, private tensors
+
+
+class SharedRMSprop(SharedOptimizer):
+    """RMSProp with one set of statistics shared by every worker (the paper's "shared RMSProp", section S2), in
+    TensorFlow's form, which the paper's code used: epsilon inside the root.
+
+        v <- decay * v + (1 - decay) * g^2
+        p <- p - lr * g / sqrt(v + eps)
+
+    Its state is the mean square and the step count of each parameter (torch.optim.RMSprop places eps outside
+    the root). v starts at 0, as in torch's RMSprop. The step count is not used by the update; it is kept for
+    inspection and checkpoints, and increments without a lock (two workers stepping at once can count once)."""
+
+    def __init__(self, params, lr: float = 7e-4, decay: float = 0.99, eps: float = 0.1):
+        super().__init__(params, dict(lr=lr, decay=decay, eps=eps))
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["step"] = torch.zeros((), dtype=torch.int64)
+                self.state[p]["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        self.share_memory()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads, states = [p.grad for p in params], [self.state[p] for p in params]
+            square_avgs = [state["square_avg"] for state in states]
+            # torch's _foreach ops: one call for every parameter instead of one per parameter.
+            torch._foreach_add_([state["step"] for state in states], 1)
+            torch._foreach_mul_(square_avgs, group["decay"])
+            torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - group["decay"])
+            denominators = torch._foreach_add(square_avgs, group["eps"])
+            torch._foreach_sqrt_(denominators)
+            torch._foreach_addcdiv_(params, grads, denominators, value=-group["lr"])
+
+
+class SharedAdam(SharedOptimizer):
+    """Adam (Kingma & Ba 2015) with its moments and step count in shared memory, one set for all workers. The
+    step count drives the bias correction, so a per-process count would make each worker correct as if it were
+    the only one; here it is shared (incremented without a lock, as the moments)."""
+
+    def __init__(self, params, lr: float = 7e-4, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["step"] = torch.zeros((), dtype=torch.int64)
+                self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                self.state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        self.share_memory()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                state["step"] += 1
+                step = int(state["step"])
+                state["exp_avg"].mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                denominator = (state["exp_avg_sq"] / (1 - beta2**step)).sqrt_().add_(group["eps"])
+                p.addcdiv_(state["exp_avg"], denominator, value=-group["lr"] / (1 - beta1**step))
+
+
+def make_optimizer(args, params) -> torch.optim.Optimizer:
+    """The shared optimiser of --optimizer, its state already in shared memory."""
+    if args.optimizer == "adam":
+        return SharedAdam(params, lr=args.learning_rate, eps=args.adam_eps)
+    return SharedRMSprop(params, lr=args.learning_rate, decay=args.rms_decay, eps=args.rms_eps)
+
+
+def check_hogwild(args, positive: tuple[str, ...]) -> None:
+    """The checks of the settings both scripts have: the worker count, the learning rate and the optimisers'
+    epsilons positive (and the script's settings named in positive), gamma and the RMSProp decay in (0, 1]."""
+    for name in ("num_workers", "learning_rate", "rms_eps", "adam_eps", *positive):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("gamma", "rms_decay"):
+        if not 0 < getattr(args, name) <= 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
+    check_worker_count(args.num_workers, args.oversubscribe)
+
+
+def annealed_lr(learning_rate: float, global_step: int, total_timesteps: int) -> float:
+    """The paper's schedule: the learning rate falls linearly from its initial value to 0 at the last global
+    step, whichever worker takes it."""
+    return learning_rate * max(0.0, 1.0 - global_step / total_timesteps)
+
+
+def pull_weights(local: nn.Module, shared: nn.Module) -> None:
+    """theta' <- theta: copy the global weights, as they are now (other workers keep writing), into local."""
+    with torch.no_grad():
+        for local_param, shared_param in zip(local.parameters(), shared.parameters()):
+            local_param.copy_(shared_param)
+
+
+def give_gradients(local: nn.Module, shared: nn.Module) -> None:
+    """Point the global parameters' gradients at the worker's own (the parameters' .grad is a per-process
+    attribute, so this neither copies nor touches what other workers see)."""
+    for shared_param, local_param in zip(shared.parameters(), local.parameters()):
+        shared_param.grad = local_param.grad
+
+
+def apply_gradients(local: nn.Module, shared: nn.Module, optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The Hogwild step: the worker's gradients, in local, applied to the global weights by the shared
+    optimiser at learning rate lr, without a lock."""
+    give_gradients(local, shared)
+    optimizer.param_groups[0]["lr"] = lr
+    optimizer.step()
+
+
+def make_worker_env(env_id: str, rank: int, capture_video: bool, video_dir: str):
+    """Worker `rank`'s env (videos from worker 0's only), as a SAME_STEP vector env of one: the final observation
+    of an episode comes in infos["final_obs"] and its statistics in infos["final_info"], as in the other scripts,
+    and obs is already the next episode's."""
+    return gym.vector.SyncVectorEnv([make_env(env_id, rank, capture_video, video_dir)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def worker_env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces of env_id, from a throwaway env, refused in one line by the script's
+    check_spaces if it cannot play them."""
+    envs = make_worker_env(env_id, 0, False, "")
+    envs.close()
+    check_spaces(envs.single_observation_space, envs.single_action_space)
+    return envs.single_observation_space, envs.single_action_space
+
+
+def play(envs, episodes: int, seed: int, act) -> list[float]:
+    """The undiscounted returns of `episodes` whole episodes (whole games on Atari) of a vector env of one, which
+    is closed after; act(obs, episode_start) chooses each step's action, under inference_mode."""
+    obs, _ = envs.reset(seed=seed)
+    returns, episode_start = [], True
+    while len(returns) < episodes:
+        with torch.inference_mode():
+            action = act(torch.as_tensor(obs), episode_start)
+        obs, _, terminated, truncated, infos = envs.step(action)
+        episode_start = bool(terminated[0] or truncated[0])
+        returns.extend(float(r) for r in finished_episodes(infos)[0])
+    envs.close()
+    return returns[:episodes]
+
+
+def load_model(model_path: str, build) -> tuple[nn.Module, "Args"]:
+    """The network saved by --save-model, built by build(args) for the args it was trained with, and those args."""
+    saved = load_saved(model_path)
+    args = args_from_saved(saved, model_path)
+    check_env_id(args.env_id)
+    network = build(args)
+    restore(model_path, lambda: network.load_state_dict(saved["model"]))
+    return network, args
+
+
+def claim_steps(counter, num_steps: int, total: int) -> tuple[int, int]:
+    """Claim the next steps from the global counter, under its lock: (first global step, number of steps),
+    cut to what is left of the total, so that the steps of all workers add up to it exactly."""
+    with counter.get_lock():
+        start = counter.value
+        n = min(num_steps, total - start)
+        counter.value = start + n
+    return start, n
+
+
+@dataclass
+class Shared:
+    """What the main process and the workers share besides the weights: the global step counter (with its
+    lock), the queue of the workers' messages (workers never write files), the stop event, and the numbers of
+    the last checkpoint asked for and of the last one written (the workers wait between the two)."""
+
+    counter: object  # mp.Value("q")
+    messages: object  # mp.Queue
+    stop: object  # mp.Event
+    pause_requested: object  # mp.Value("i")
+    pause_released: object  # mp.Value("i")
+    parent_pid: int
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process raised or died."""
+
+
+class WorkerLink:
+    """A worker's side of the coordination. Its messages, each behind the worker's earlier ones in the queue:
+    ("episode", rank, step, return, length), ("progress", rank, step, metrics or None) (none of its episodes
+    will end at or below step), ("paused", rank, checkpoint number, step, state), and, from worker_process,
+    ("done", rank, step, state) or ("error", rank, type name, message, traceback)."""
+
+    def __init__(self, rank: int, shared: Shared):
+        self.rank, self.shared = rank, shared
+        self.step = 0  # the end of this worker's last claim
+        self.pauses_seen = shared.pause_released.value
+        self.last_report = time.monotonic()
+
+    def alive(self) -> bool:
+        return not self.shared.stop.is_set() and os.getppid() == self.shared.parent_pid
+
+    def safe_point(self, state=lambda: None) -> bool:
+        """Call between updates: whether to go on (False once the run stops or the main process is gone).
+        While the main process writes a checkpoint, wait here, having sent state(): what the checkpoint keeps
+        of this worker."""
+        if not self.alive():
+            return False
+        requested = self.shared.pause_requested.value
+        if requested > self.pauses_seen:
+            self.pauses_seen = requested
+            self.shared.messages.put(("paused", self.rank, requested, self.step, state()))
+            while self.shared.pause_released.value < requested and self.alive():
+                time.sleep(0.005)
+        return self.alive()
+
+    def claim(self, num_steps: int, total: int) -> tuple[int, int]:
+        start, n = claim_steps(self.shared.counter, num_steps, total)
+        self.step = start + n
+        return start, n
+
+    def episode(self, step: int, episodic_return: float, episodic_length: int) -> None:
+        self.shared.messages.put(("episode", self.rank, step, float(episodic_return), int(episodic_length)))
+
+    def report_due(self) -> bool:
+        """Whether 0.2 s have passed since the last report: reports let the main process write the other
+        workers' episodes in step order."""
+        return time.monotonic() - self.last_report > 0.2
+
+    def report(self, metrics: dict | None = None) -> None:
+        """Tell the main process how far this worker is (after sending the episodes of its last claim), with
+        metrics for TensorBoard at that step."""
+        self.shared.messages.put(("progress", self.rank, self.step, metrics))
+        self.last_report = time.monotonic()
+
+
+def worker_process(work, rank: int, shared: Shared, *args) -> None:
+    """A worker process: work(link, *args) with one torch thread. SIGINT and SIGTERM (which Ctrl-C, `timeout` or
+    a scheduler send to the whole process group) are left to the main process, which checkpoints first. What
+    work returns goes to the main process with "done"; an exception as "error"."""
+    try:
+        die_with_parent(shared.parent_pid)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        torch.set_num_threads(1)
+        link = WorkerLink(rank, shared)
+        state = work(link, *args)
+        shared.messages.put(("done", rank, link.step, state))
+    except BaseException as error:  # reported to the main process, which stops the others and raises
+        shared.messages.put(("error", rank, type(error).__name__, str(error), traceback.format_exc()))
+        sys.exit(1)
+
+
+class Workers:
+    """The main process's side of the workers: it starts them (worker k runs work(link, *worker_args[k])), reads
+    their messages, hands their episodes to the run in global-step order (each is held until every running
+    worker has reported progress past its step) and their metrics to run.log, pauses them for checkpoints, and
+    stops them, killing any that do not exit. states[k] is what the checkpoint keeps of worker k (None where
+    nothing): its last "paused" or "done" message updates it."""
+
+    def __init__(self, run, work, worker_args: list[tuple], states: list | None = None):
+        if len(worker_args) > available_cores():
+            print(f"{SCRIPT}: warning: {len(worker_args)} workers on {available_cores()} cores; workers that wait for "
+                  f"a core slow the others down (use --num-workers {available_cores()} or fewer)",
+                  file=sys.stderr, flush=True)
+        # fork: workers start in a fraction of a second and share the tensors without copying; spawn where fork
+        # is unsafe or missing (macOS, Windows).
+        context = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        self.shared = Shared(counter=context.Value("q", run.start_step), messages=context.Queue(),
+                             stop=context.Event(), pause_requested=context.Value("i", 0, lock=False),
+                             pause_released=context.Value("i", 0, lock=False), parent_pid=os.getpid())
+        self.run, self.states = run, states if states is not None else [None] * len(worker_args)
+        self.progress = [run.start_step] * len(worker_args)
+        self.finished: set[int] = set()
+        self.paused: set[int] = set()
+        self.pending: list = []  # heap of (step, arrival, return, length)
+        self.arrivals = self.pauses = 0
+        self.closed = False
+        self.processes = [
+            context.Process(target=worker_process, name=f"{SCRIPT.removesuffix('.py')}-worker-{rank}", daemon=True,
+                            args=(work, rank, self.shared, *extra))
+            for rank, extra in enumerate(worker_args)
+        ]
+        try:
+            for process in self.processes:
+                process.start()
+        except BaseException:  # a fork that failed (out of memory or processes): stop those already started
+            self.close()
+            raise
+
+    @property
+    def global_step(self) -> int:
+        return self.shared.counter.value
+
+    def running(self) -> bool:
+        return len(self.finished) < len(self.processes)
+
+    def handle(self, message) -> None:
+        kind, rank = message[0], message[1]
+        if kind == "episode":
+            heapq.heappush(self.pending, (message[2], self.arrivals, message[3], message[4]))
+            self.arrivals += 1
+        elif kind == "progress":
+            self.progress[rank] = message[2]
+            if message[3]:
+                self.run.log(message[2], message[3])
+        elif kind == "paused":
+            _, _, number, self.progress[rank], self.states[rank] = message
+            if number == self.pauses:
+                self.paused.add(rank)
+        elif kind == "done":
+            _, _, self.progress[rank], self.states[rank] = message
+            self.finished.add(rank)
+        elif kind == "error":
+            _, _, name, text, trace = message
+            if name == "FloatingPointError":  # a diverged loss, not a bug: its one-line message says it all
+                raise FloatingPointError(text)
+            print(f"{SCRIPT} worker {rank} failed:\n{trace}", file=sys.stderr, flush=True)
+            raise WorkerFailed(f"worker {rank} raised {name}: {text}")
+
+    def release(self, everything: bool = False) -> None:
+        """Hand the held episodes that no worker can precede any more to the run, in step order."""
+        frontier = math.inf if everything else min(
+            (step for rank, step in enumerate(self.progress) if rank not in self.finished), default=math.inf)
+        while self.pending and self.pending[0][0] <= frontier:
+            step, _, episodic_return, episodic_length = heapq.heappop(self.pending)
+            self.run.episode(step, episodic_return, episodic_length)
+
+    def poll(self, timeout: float = 0.05) -> None:
+        """Handle the messages waiting (at most `timeout` seconds for the first) and check that the workers live."""
+        try:
+            self.handle(self.shared.messages.get(timeout=timeout))
+            for _ in range(1000):  # what else has arrived, without waiting
+                self.handle(self.shared.messages.get_nowait())
+        except queue_module.Empty:
+            pass
+        self.release()
+        for rank, process in enumerate(self.processes):
+            if rank not in self.finished and process.exitcode is not None:
+                self.drain_after_exit(rank, process)
+
+    def drain_after_exit(self, rank: int, process) -> None:
+        """A worker exited without saying done: read what it sent last (its error, if any), else fail."""
+        deadline = time.monotonic() + 2.0
+        while rank not in self.finished and time.monotonic() < deadline:
+            try:
+                self.handle(self.shared.messages.get(timeout=0.1))
+            except queue_module.Empty:
+                pass
+        if rank not in self.finished:
+            raise WorkerFailed(f"worker {rank} died with exit code {process.exitcode} without reporting an error")
+
+    def pause(self) -> None:
+        """Return once every worker waits at a safe point between updates (or is done): the weights, the
+        optimiser's statistics, the counter and states are then consistent, and every episode up to the
+        counter has been handed to the run."""
+        self.pauses += 1
+        self.paused.clear()
+        self.shared.pause_requested.value = self.pauses
+        while len(self.paused | self.finished) < len(self.processes):
+            self.poll()
+        self.release(everything=True)  # no worker takes a step until released: none can report an earlier episode
+
+    def go(self) -> None:
+        self.shared.pause_released.value = self.pauses
+
+    def close(self, grace: float = 5.0) -> None:
+        """Stop every worker: ask, wait up to `grace` seconds (reading their messages meanwhile, so that none
+        blocks on a full pipe), then kill the rest. Nothing is left running."""
+        if self.closed:
+            return
+        self.closed = True
+        self.shared.stop.set()
+        deadline = time.monotonic() + grace
+        while any(p.is_alive() for p in self.processes) and time.monotonic() < deadline:
+            try:
+                self.shared.messages.get(timeout=0.05)
+            except (queue_module.Empty, OSError, EOFError):
+                pass
+        for process in self.processes:
+            if process.is_alive():
+                process.kill()
+            if process.pid is not None:  # started
+                process.join(timeout=5)
+        self.shared.messages.close()
+        self.shared.messages.cancel_join_thread()
+
+
+def train_workers(run, workers: Workers) -> bool:
+    """The main process's loop: hand the workers' episodes and metrics to the run until every worker is done,
+    pausing them for each checkpoint (--checkpoint-every, or a signal). Returns False when a signal stopped the
+    run, after its checkpoint: the workers took no step past it. The workers are stopped either way."""
+    while workers.running():
+        workers.poll()
+        run.progress.update(workers.global_step, run.recent_returns)
+        if run.checkpoint_due(workers.global_step):
+            workers.pause()
+            run.save(workers.global_step)
+            if run.stopped:
+                workers.close()
+                return False
+            workers.go()
+    workers.release(everything=True)
+    workers.close()
+    return True
+
+
+# ==== end of kit: hogwild ====
+
+# ==== kit: run ====  the same text in every script of algos/ (master copy: tools/kit/run.py; after editing it,
+# `python tools/sync_kit.py` copies it into every script, and tests/test_kit.py checks the copies).
+# Everything a run does besides learning: one-line errors, checkpoints and resume, the run directory and its
+# logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
+# script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
+# evaluate(agent, args, episodes, seed, deterministic, video_dir).
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before training starts."""
+
+
+def check_common(args) -> None:
+    """The checks of the settings every script has: floats finite (`nan <= 0` is False, so range checks alone
+    let nan through), a positive budget and thread count, counts that are not negative."""
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+    if args.total_timesteps <= 0:
+        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
+    if args.checkpoint_every < 0 or args.eval_episodes < 0:
+        raise ConfigError("--checkpoint-every and --eval-episodes must be non-negative")
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
+
+
+def check_env_id(env_id: str) -> None:
+    """Refuse an unknown environment id (naming the closest registered ones), an Atari game in a script that
+    does not play Atari, and an Atari id that skips frames itself or makes actions sticky."""
+    if env_id not in gym.envs.registry:
+        try:  # Atari ids exist once ale_py has registered them
+            import ale_py
+
+            gym.register_envs(ale_py)
+        except ImportError:
+            pass
+    if env_id not in gym.envs.registry:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    if not str(gym.spec(env_id).entry_point).startswith("ale_py"):
+        return
+    if not ATARI:
+        raise ConfigError(f"{env_id} is an Atari game, which {SCRIPT} does not play; ppo.py, trpo.py, a2c_atari.py, "
+                          "a3c_hogwild.py, async_q.py and paac.py do")
+    # The papers' wrappers repeat each action over 4 frames themselves: an id that also skips frames
+    # (ALE/*-v5, *-v4 without NoFrameskip) or makes actions sticky would silently play 16 frames a step.
+    kwargs = gym.spec(env_id).kwargs
+    if kwargs.get("frameskip", 1) != 1 or kwargs.get("repeat_action_probability", 0.0) != 0.0:
+        game = "".join(part.capitalize() for part in str(kwargs.get("game", "pong")).split("_"))
+        raise ConfigError(f"{env_id} skips frames (frameskip={kwargs.get('frameskip')}) or makes actions sticky "
+                          f"(p={kwargs.get('repeat_action_probability')}) on top of the 4-frame skip of the "
+                          f"papers' wrappers; use {game}NoFrameskip-v4")
+
+
+def finished_episodes(infos: dict):
+    """(returns, lengths) of the episodes that ended in this step of a SAME_STEP vector env."""
+    final = infos.get("final_info")
+    if final is None or "episode" not in final:
+        return (), ()
+    mask = final["_episode"]
+    return final["episode"]["r"][mask], final["episode"]["l"][mask]
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var[target - predicted] / Var[target]: 1 is perfect, 0 no better than a constant."""
+    variance = target.var()
+    return float("nan") if variance == 0 else float(1 - (target - predicted).var() / variance)
+
+
+# --- files: atomic, finite, and loaded without running code ------------------------------------------
 
 
 def atomic_write(path: str, write) -> None:
@@ -610,6 +1101,14 @@ def atomic_write(path: str, write) -> None:
     tmp = f"{path}.tmp"
     write(tmp)
     os.replace(tmp, path)
+
+
+def write_json(path: str, obj: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    atomic_write(path, write)
 
 
 def all_finite(state) -> bool:
@@ -631,14 +1130,6 @@ def save_torch(obj, path: str) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def write_json(path: str, obj: dict) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-
-    atomic_write(path, write)
-
-
 def load_saved(path: str) -> dict:
     """A checkpoint or model of this script, loaded without running any code in the file (weights_only).
     Anything else is refused in one line. torch's own message advises weights_only=False, which would run
@@ -655,13 +1146,6 @@ def load_saved(path: str) -> dict:
     if not all_finite(saved):
         raise ConfigError(f"{path} holds nan or inf: it was written by a run that diverged")
     return saved
-
-
-def load_checkpoint(run_dir: str) -> dict:
-    path = os.path.join(run_dir, "checkpoint.pt")
-    if not os.path.isfile(path):
-        raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there (was it run with --checkpoint-every?)")
-    return load_saved(path)
 
 
 def value_fits(value, hint) -> bool:
@@ -694,11 +1178,11 @@ def args_from_saved(saved: dict, path: str) -> "Args":
     return Args(**saved["args"])
 
 
-def restore(path: str, load) -> None:
-    """Run load(), which copies a checkpoint or model into this run; a file that does not fit it (another
+def restore(path: str, load):
+    """Return load(), which reads a checkpoint or model into this run; a file that does not fit it (another
     env or network size, a missing entry) is refused in one line instead of a traceback."""
     try:
-        load()
+        return load()
     except ConfigError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
@@ -706,10 +1190,17 @@ def restore(path: str, load) -> None:
         raise ConfigError(f"{path} does not fit this run of {SCRIPT} ({type(error).__name__}: {reason})") from None
 
 
-def remove_stale_temporaries(run_dir: str) -> None:
-    """A run killed while saving leaves a half-written *.tmp beside the file it was replacing: remove it."""
-    for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
-        os.remove(path)
+def resume_args(args: "Args") -> tuple["Args", dict | None]:
+    """With --resume DIR: the args saved in DIR/checkpoint.pt (pointed at DIR) and the checkpoint itself.
+    Without: (args, None)."""
+    if not args.resume:
+        return args, None
+    path = os.path.join(args.resume, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--resume {args.resume}: no checkpoint.pt there (was it run with --checkpoint-every?)")
+    checkpoint = load_saved(path)
+    saved_args = args_from_saved(checkpoint, path)
+    return dataclasses.replace(saved_args, resume=args.resume, run_dir=args.resume), checkpoint
 
 
 def safe_to_resume(run_dir: str) -> str:
@@ -720,28 +1211,46 @@ def safe_to_resume(run_dir: str) -> str:
     return "no checkpoint was written (--checkpoint-every keeps one)"
 
 
-def wait_past_event_files(run_dir: str) -> None:
-    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
-    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
-    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
-    next."""
-    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
-    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
-    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
+def rng_state() -> dict:
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": list(random.getstate()[1]),
+        "numpy": [torch.from_numpy(key.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((3, tuple(state["python"]), None))
+    key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+
+
+def package_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for package in ("torch", "gymnasium", "numpy", "ale-py", "mujoco", "minatar", "envpool", "tyro"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+# --- the run -----------------------------------------------------------------------------------------
+
 EPISODE_FIELDS = ["global_step", "episodic_return", "episodic_length", "wall_time"]
 
 
 def open_episode_log(run_dir: str, keep_until_step: int | None):
     """Open episodes.csv for appending. On resume, first drop the rows written after the checkpoint:
-    those steps are taken again, and keeping both would duplicate them."""
+    those episodes are replayed, and keeping both would duplicate them."""
     path = os.path.join(run_dir, "episodes.csv")
     if keep_until_step is not None and os.path.exists(path):
         with open(path, newline="") as f:
@@ -762,66 +1271,14 @@ def open_episode_log(run_dir: str, keep_until_step: int | None):
     return f, writer
 
 
-def package_versions() -> dict:
-    versions = {"python": sys.version.split()[0]}
-    for package in ("torch", "gymnasium", "numpy", "ale-py", "minatar", "tyro"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def evaluate(agent: Agent, args: Args, episodes: int, seed: int, deterministic: bool, video_dir: str) -> list[float]:
-    """The undiscounted returns of `episodes` whole episodes (whole games on Atari), in one env."""
-    envs = make_vector_env(args, seed, video_dir)
-    obs, _ = envs.reset(seed=seed)
-    state = agent.initial_state(1)
-    returns: list[float] = []
-    while len(returns) < episodes:
-        with torch.inference_mode():
-            action, state = agent.policy(torch.as_tensor(obs), state, deterministic)
-        obs, _, terminated, truncated, infos = envs.step(action.numpy())
-        if state is not None and (terminated[0] or truncated[0]):
-            state = agent.initial_state(1)
-        returns.extend(float(r) for r in finished_episodes(infos)[0])
-    envs.close()
-    return returns[:episodes]
-
-
-def build_agent(args: Args) -> Agent:
-    """The agent for args' environment, built from the spaces of a throwaway env."""
-    envs = make_vector_env(args, args.seed, "", capture_video=False)
-    try:
-        check_spaces(envs.single_observation_space, envs.single_action_space)
-        return Agent(envs.single_observation_space, envs.single_action_space, args.lstm, args.lstm_size)
-    finally:
-        envs.close()
-
-
-def load_agent(model_path: str) -> tuple[Agent, Args]:
-    """Rebuild the agent saved by --save-model: weights and args."""
-    saved = load_saved(model_path)
-    args = args_from_saved(saved, model_path)
-    check_env_id(args.env_id)
-    agent = build_agent(args)
-    restore(model_path, lambda: agent.load_state_dict(saved["model"]))
-    return agent, args
-
-
-def main_evaluate(eval_args: EvalArgs) -> dict:
-    agent, args = load_agent(eval_args.model_path)
-    args = dataclasses.replace(args, capture_video=eval_args.capture_video)
-    video_dir = os.path.join(os.path.dirname(os.path.abspath(eval_args.model_path)), "videos")
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        returns = evaluate(agent, args, eval_args.episodes, eval_args.seed, eval_args.deterministic, video_dir)
-    finally:
-        torch.set_num_threads(threads_before)
-    result = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
-    print(json.dumps(result))
-    return result
+def wait_past_event_files(run_dir: str) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
+    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
+    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
+    next."""
+    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
+    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
+    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
 
 
 class Progress:
@@ -838,7 +1295,7 @@ class Progress:
             return
         self.last = now
         sps = (step - self.start_step) / max(now - self.start, 1e-9)
-        eta = (self.total - step) / max(sps, 1e-9)
+        eta = max(self.total - step, 0) / max(sps, 1e-9)
         recent = f"{np.mean(recent_returns):9.2f}" if recent_returns else "      n/a"
         line = (f"step {step:>10,}/{self.total:,} ({100 * step / self.total:5.1f}%) | {sps:7,.0f} steps/s | "
                 f"return (last {len(recent_returns)}) {recent} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
@@ -852,511 +1309,251 @@ class Progress:
             print()
 
 
-# --------------------------------------------------------------------------------------------------
-# The workers
-# --------------------------------------------------------------------------------------------------
+class Run:
+    """One training run's directory and all it holds besides the learning: checkpoint.pt (with the RNG state)
+    and resume, episodes.csv, TensorBoard and wandb, the progress line, SIGINT/SIGTERM, model.pt, the final
+    evaluation and summary.json. Used as `with Run(args, checkpoint) as run:`. It seeds random, numpy and
+    torch at once, and writes nothing until start(), which comes after every check. On leaving the block it
+    closes what it opened (and what was given to closing()) and puts torch's thread count back."""
 
-
-@dataclass
-class Shared:
-    """What the main process and the workers share. The counter holds the global step: a worker claims
-    its next rollout's steps from it under its lock, so the steps taken add up to total_timesteps exactly.
-    pause/go let the main process stop every worker between updates (for a consistent checkpoint); stop
-    ends them. Workers report to the main process through `messages` and never write files."""
-
-    counter: object  # mp.Value("q")
-    messages: object  # mp.Queue
-    pause: object  # mp.Event
-    go: object  # mp.Event
-    stop: object  # mp.Event
-    parent_pid: int
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Have the kernel kill this worker if the main process dies, even by SIGKILL (Linux); elsewhere the
-    worker notices at its next update that its parent changed."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def claim_steps(counter, num_steps: int, total: int) -> tuple[int, int]:
-    """Claim the next rollout's steps from the global counter: (first global step, number of steps)."""
-    with counter.get_lock():
-        start = counter.value
-        n = min(num_steps, total - start)
-        counter.value = start + n
-    return start, n
-
-
-@dataclass
-class Rollout:
-    """What update() learns from: n steps of one worker's env (n <= t_max), each step's observation, action,
-    reward and episode end, the value of the final observation where an episode was cut off (0 elsewhere),
-    which steps begin an episode (the LSTM's state is zeroed before them), the recurrent state before the
-    first step (None without --lstm) and V(s_n), the value after the last step."""
-
-    obs: torch.Tensor  # [n, *observation shape]
-    actions: torch.Tensor  # [n], long
-    rewards: torch.Tensor  # [n]
-    terminated: torch.Tensor  # [n], bool
-    truncated: torch.Tensor  # [n], bool
-    final_values: torch.Tensor  # [n]
-    starts: torch.Tensor  # [n], bool
-    first_state: tuple | None = None
-    next_value: torch.Tensor | None = None
-
-    @classmethod
-    def allocate(cls, observation_space: gym.spaces.Box, t_max: int) -> "Rollout":
-        """Storage for t_max steps, made once per worker; uint8 frames stay uint8."""
-        dtypes = {np.dtype(np.uint8): torch.uint8, np.dtype(bool): torch.bool}
-        dtype = dtypes.get(np.dtype(observation_space.dtype), torch.float32)
-        return cls(torch.zeros((t_max, *observation_space.shape), dtype=dtype), torch.zeros(t_max, dtype=torch.long),
-                   torch.zeros(t_max), torch.zeros(t_max, dtype=torch.bool), torch.zeros(t_max, dtype=torch.bool),
-                   torch.zeros(t_max), torch.zeros(t_max, dtype=torch.bool))
-
-    def first(self, n: int) -> "Rollout":
-        """The first n steps, as views of the storage."""
-        return Rollout(self.obs[:n], self.actions[:n], self.rewards[:n], self.terminated[:n], self.truncated[:n],
-                       self.final_values[:n], self.starts[:n], self.first_state, self.next_value)
-
-
-def collect_rollout(local: Agent, envs, storage: Rollout, n: int, next_obs: torch.Tensor, state, episode_start: bool):
-    """The acting half of Algorithm S3: n steps of the worker's env with its local agent, written into
-    storage. Returns (the rollout of those n steps, the next observation, the recurrent state and whether
-    the next step begins an episode, all three to carry into the next rollout, and the episodes that
-    ended as (index of their last step in the rollout, return, length))."""
-    storage.first_state = state
-    storage.final_values.zero_()
-    episodes = []
-    for t in range(n):
-        storage.obs[t], storage.starts[t] = next_obs[0], episode_start
-        with torch.no_grad():
-            action, state = local.act(next_obs, state)
-        obs_np, reward, terminated, truncated, infos = envs.step(action.numpy())
-        next_obs = torch.as_tensor(obs_np)
-        storage.actions[t], storage.rewards[t] = action[0], float(reward[0])
-        storage.terminated[t], storage.truncated[t] = bool(terminated[0]), bool(truncated[0])
-        if truncated[0]:  # the value of the cut-off episode's final observation
-            with torch.no_grad():
-                storage.final_values[t] = local.get_value(torch.as_tensor(infos["final_obs"][0][None]), state)[0]
-        episode_start = bool(terminated[0] or truncated[0])
-        if episode_start:
-            state = local.initial_state(1)
-            episodes.extend((t, float(r), int(length)) for r, length in zip(*finished_episodes(infos)))
-    with torch.no_grad():
-        storage.next_value = local.get_value(next_obs, state)[0]
-    return storage.first(n), next_obs, state, episode_start, episodes
-
-
-def update(local: Agent, model: Agent, optimizer: torch.optim.Optimizer, args: Args, rollout: Rollout, start: int,
-           rank: int = 0) -> dict:
-    """The learning half of Algorithm S3, for a rollout whose steps were claimed from global step `start`:
-    n-step returns, the loss and its gradient in the local agent, clipped to --max-grad-norm, then applied
-    to the global weights by the shared optimiser at the learning rate annealed to `start`. A loss that is
-    not finite raises FloatingPointError before anything global changes. Returns what is worth logging:
-    the learning rate, the loss terms (tensors), the values and the returns."""
-    returns = nstep_returns(rollout.rewards, rollout.next_value, rollout.terminated, rollout.truncated,
-                            rollout.final_values, args.gamma)
-    logprob, entropy, value = local.evaluate_rollout(rollout.obs, rollout.actions, rollout.first_state, rollout.starts)
-    loss, pg_loss, v_loss, entropy_mean = actor_critic_loss(logprob, entropy, value, returns,
-                                                            args.ent_coef, args.vf_coef)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"the loss became {loss.item()} at step {start + len(returns):,} in worker {rank}; "
-                                 f"{safe_to_resume(args.run_dir)}")
-    local.zero_grad(set_to_none=True)
-    loss.backward()
-    nn.utils.clip_grad_norm_(local.parameters(), args.max_grad_norm)
-    give_gradients(local, model)
-    lr = annealed_lr(args.learning_rate, start, args.total_timesteps) if args.anneal else args.learning_rate
-    optimizer.param_groups[0]["lr"] = lr
-    optimizer.step()
-    return {"lr": lr, "pg_loss": pg_loss, "v_loss": v_loss, "entropy": entropy_mean, "value": value.detach(),
-            "returns": returns}
-
-
-def worker(rank: int, args: Args, model: Agent, optimizer: torch.optim.Optimizer, shared: Shared, seed: int) -> None:
-    """One actor-learner: Algorithm S3 of the paper, looping until the global counter reaches the total.
-    Sends ("episode", rank, step, return, length) for each finished episode, ("progress", rank, step, stats)
-    now and then (no episode of this worker will come at or below that step), ("paused", rank, step),
-    ("done", rank, step) and, on an exception, ("error", rank, type name, message, traceback)."""
-    messages = shared.messages
-    try:
-        die_with_parent(shared.parent_pid)
-        for sig in (signal.SIGINT, signal.SIGTERM):  # the main process decides when workers stop
-            signal.signal(sig, signal.SIG_IGN)
-        torch.set_num_threads(1)
-        seed_everything(seed)
-        envs = make_vector_env(args, seed, os.path.join(args.run_dir, "videos"), capture_video=args.capture_video and rank == 0)
-        local = Agent(envs.single_observation_space, envs.single_action_space, args.lstm, args.lstm_size)
-        local_params, shared_params = list(local.parameters()), list(model.parameters())
-        storage = Rollout.allocate(envs.single_observation_space, args.num_steps)
-
-        next_obs = torch.as_tensor(envs.reset(seed=seed)[0])
-        state, episode_start = local.initial_state(1), True
-        last_report, step = time.monotonic(), 0
-        while not shared.stop.is_set():
-            if shared.pause.is_set():
-                messages.put(("paused", rank, step))
-                shared.go.wait()
-                continue
-            if os.getppid() != shared.parent_pid:
-                return
-            start, n = claim_steps(shared.counter, args.num_steps, args.total_timesteps)
-            if n == 0:
-                break
-            with torch.no_grad():  # sync: the global weights, as they are now (other workers keep writing)
-                for local_param, shared_param in zip(local_params, shared_params):
-                    local_param.copy_(shared_param)
-            rollout, next_obs, state, episode_start, episodes = collect_rollout(
-                local, envs, storage, n, next_obs, state, episode_start)
-            for t, episodic_return, episodic_length in episodes:
-                messages.put(("episode", rank, start + t + 1, episodic_return, episodic_length))
-            step = start + n
-            learned = update(local, model, optimizer, args, rollout, start, rank)
-
-            now = time.monotonic()
-            if now - last_report > 0.2:  # lets the main process write other workers' episodes in step order
-                stats = None
-                if rank == 0:  # one worker's losses stand for all
-                    stats = {"charts/learning_rate": learned["lr"], "losses/policy_loss": learned["pg_loss"].item(),
-                             "losses/value_loss": learned["v_loss"].item(), "losses/entropy": learned["entropy"].item(),
-                             "losses/explained_variance": explained_variance(learned["value"], learned["returns"])}
-                messages.put(("progress", rank, step, stats))
-                last_report = now
-        messages.put(("done", rank, step))
-        envs.close()
-    except BaseException as error:  # reported to the main process, which stops the others and raises
-        messages.put(("error", rank, type(error).__name__, str(error), traceback.format_exc()))
-        sys.exit(1)
-
-
-class WorkerFailed(RuntimeError):
-    """A worker process raised or died."""
-
-
-class Coordinator:
-    """The main process's side of the workers: it starts them, reads their messages, writes their
-    episodes to episodes.csv in global-step order (each is held until every running worker has reported
-    progress past its step), pauses them for checkpoints, and stops them, killing any that do not exit."""
-
-    def __init__(self, args: Args, model: Agent, optimizer, start_step: int, on_episode, on_stats):
-        context = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        self.shared = Shared(counter=context.Value("q", start_step), messages=context.Queue(),
-                             pause=context.Event(), go=context.Event(), stop=context.Event(),
-                             parent_pid=os.getpid())
-        self.on_episode, self.on_stats = on_episode, on_stats
-        self.num_workers = args.num_workers
-        self.progress = [start_step] * args.num_workers
-        self.finished: set[int] = set()
-        self.pending: list = []  # heap of (step, arrival, return, length)
-        self.arrivals = 0
-        worker_seed = args.seed + (start_step if start_step else 0)  # a resumed run starts fresh episodes
-        self.processes = [
-            context.Process(target=worker, name=f"a3c-worker-{rank}", daemon=True,
-                            args=(rank, args, model, optimizer, self.shared, worker_seed + rank))
-            for rank in range(args.num_workers)
-        ]
-        try:
-            for process in self.processes:
-                process.start()
-        except BaseException:  # a fork that failed (out of memory or processes): stop those already started
-            self.close()
-            raise
-
-    @property
-    def global_step(self) -> int:
-        return self.shared.counter.value
-
-    def running(self) -> bool:
-        return len(self.finished) < self.num_workers
-
-    def handle(self, message) -> str:
-        kind, rank = message[0], message[1]
-        if kind == "episode":
-            heapq.heappush(self.pending, (message[2], self.arrivals, message[3], message[4]))
-            self.arrivals += 1
-        elif kind == "progress":
-            self.progress[rank] = message[2]
-            if message[3]:
-                self.on_stats(message[3], message[2])
-        elif kind in ("paused", "done"):
-            self.progress[rank] = message[2]
-            if kind == "done":
-                self.finished.add(rank)
-        elif kind == "error":
-            _, _, name, text, trace = message
-            if name == "FloatingPointError":  # a diverged loss, not a bug: its one-line message says it all
-                raise FloatingPointError(text)
-            print(f"a3c worker {rank} failed:\n{trace}", file=sys.stderr, flush=True)
-            raise WorkerFailed(f"worker {rank} raised {name}: {text}")
-        return kind
-
-    def release(self, everything: bool = False) -> None:
-        """Hand the held episodes that no worker can precede any more to on_episode, in step order."""
-        frontier = math.inf if everything else min(
-            (p for rank, p in enumerate(self.progress) if rank not in self.finished), default=math.inf)
-        while self.pending and self.pending[0][0] <= frontier:
-            step, _, episodic_return, episodic_length = heapq.heappop(self.pending)
-            self.on_episode(step, episodic_return, episodic_length)
-
-    def poll(self, timeout: float = 0.1) -> str | None:
-        """Handle the messages waiting (at most `timeout` seconds for the first); check the workers live."""
-        kind = None
-        try:
-            kind = self.handle(self.shared.messages.get(timeout=timeout))
-            while True:
-                kind = self.handle(self.shared.messages.get_nowait())
-        except queue_module.Empty:
-            pass
-        self.release()
-        for rank, process in enumerate(self.processes):
-            if rank not in self.finished and process.exitcode is not None:
-                self.drain_after_exit(rank, process)
-        return kind
-
-    def drain_after_exit(self, rank: int, process) -> None:
-        """A worker exited without saying done: read what it sent last (its error, if any), else fail."""
-        deadline = time.monotonic() + 2.0
-        while rank not in self.finished and time.monotonic() < deadline:
-            try:
-                self.handle(self.shared.messages.get(timeout=0.1))
-            except queue_module.Empty:
-                pass
-        if rank not in self.finished:
-            raise WorkerFailed(f"worker {rank} died with exit code {process.exitcode} without reporting an error")
-
-    def pause(self) -> None:
-        """Return once every worker waits between updates: the weights, the optimiser's statistics and
-        the counter are then consistent, and every episode up to the counter has been handed on."""
-        self.shared.go.clear()
-        self.shared.pause.set()
-        waiting: set[int] = set()
-        while len(waiting | self.finished) < self.num_workers:
-            try:
-                message = self.shared.messages.get(timeout=0.1)
-            except queue_module.Empty:
-                for rank, process in enumerate(self.processes):
-                    if rank not in self.finished and process.exitcode is not None:
-                        self.drain_after_exit(rank, process)
-                continue
-            if self.handle(message) == "paused":
-                waiting.add(message[1])
-        self.shared.pause.clear()
-        self.release(everything=True)
-
-    def go(self) -> None:
-        self.shared.go.set()
-
-    def close(self, grace: float = 5.0) -> None:
-        """Stop every worker: ask, wait up to `grace` seconds (reading their messages meanwhile, so none
-        blocks on a full pipe), then kill the rest. Nothing is left running."""
-        self.shared.stop.set()
-        self.shared.go.set()
-        deadline = time.monotonic() + grace
-        while any(p.is_alive() for p in self.processes) and time.monotonic() < deadline:
-            try:
-                self.shared.messages.get(timeout=0.05)
-            except (queue_module.Empty, OSError, EOFError):
-                pass
-        for process in self.processes:
-            if process.is_alive():
-                process.kill()
-            if process.pid is not None:  # started
-                process.join(timeout=5)
-        self.shared.messages.close()
-        self.shared.messages.cancel_join_thread()
-
-
-# --------------------------------------------------------------------------------------------------
-# Training
-# --------------------------------------------------------------------------------------------------
-
-
-def main(args: Args) -> dict:
-    """Train A3C and return the summary that is also written to RUN_DIR/summary.json. A run stopped by
-    SIGINT or SIGTERM returns {"interrupted": True, "global_step", "run_dir"} and writes no summary."""
-    checkpoint = None
-    if args.resume:
-        checkpoint = load_checkpoint(args.resume)
-        path = os.path.join(args.resume, "checkpoint.pt")
-        args = dataclasses.replace(args_from_saved(checkpoint, path), resume=args.resume, run_dir=args.resume)
-    check_env_id(args.env_id)
-    check_args(args)
-    run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    args = dataclasses.replace(args, run_dir=run_dir)
-    if args.num_workers > available_cores():
-        print(f"{SCRIPT}: warning: {args.num_workers} workers on {available_cores()} cores; workers that "
-              f"wait for a core slow the others down (use --num-workers {available_cores()} or fewer)",
-              file=sys.stderr, flush=True)
-
-    threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
-    torch.set_num_threads(args.threads or 1)
-    try:
+    def __init__(self, args: "Args", checkpoint: dict | None):
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.args = dataclasses.replace(args, run_dir=args.run_dir or os.path.join("runs", name))
+        self.dir, self.resumed = self.args.run_dir, checkpoint
+        self.path = os.path.join(self.dir, "checkpoint.pt")
+        # A resumed run continues the step count and the wall time of the checkpoint.
+        self.start_step = int(self.saved("global_step", 0))
+        self.elapsed_before = float(self.saved("elapsed", 0.0))
+        self.last_save_step = self.start_step
+        self.parts, self.counters, self.closers = {}, {}, []
+        self.stop_signal: list[int] = []
+        self.handlers: dict = {}
+        self.writer = self.episode_file = self.progress = None
+        self.recent_returns: deque = deque(maxlen=20)
+        self.threads_before = torch.get_num_threads()
+        self.start_time = time.time()
         seed_everything(args.seed)
-        model, optimizer = build_shared(args)
-        global_step, elapsed_before = 0, 0.0
-        if checkpoint is not None:
-            def load_state() -> None:
-                nonlocal global_step, elapsed_before
-                model.load_state_dict(checkpoint["model"])  # copied into the shared tensors
-                optimizer.load_state_dict(checkpoint["optimizer"])
-                optimizer.share_memory()  # load_state_dict put the optimiser's state in new, private tensors
-                global_step, elapsed_before = int(checkpoint["global_step"]), float(checkpoint["elapsed"])
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-            restore(path, load_state)
-        os.makedirs(run_dir, exist_ok=True)
-        remove_stale_temporaries(run_dir)
-        return train(args, model, optimizer, checkpoint, global_step, elapsed_before)
-    finally:
-        torch.set_num_threads(threads_before)
+    def saved(self, name: str, default):
+        """A value of the checkpoint resumed from (a counter the script keeps); default on a fresh run."""
+        if self.resumed is None:
+            return default
+        return restore(self.path, lambda: self.resumed[name])
 
+    def restore(self, **parts) -> None:
+        """Name what a checkpoint holds besides counters (networks, optimisers, buffers: anything with
+        state_dict and load_state_dict); on resume, load them and the RNG state."""
+        self.parts = parts
 
-def build_shared(args: Args) -> tuple[Agent, torch.optim.Optimizer]:
-    """The global agent and the shared optimiser, both in shared memory (the optimiser's statistics and step
-    count included), so that every worker forked or spawned afterwards updates the same tensors."""
-    model = build_agent(args)
-    optimizer = make_optimizer(args, model.parameters())
-    model.share_memory()
-    optimizer.share_memory()
-    return model, optimizer
+        def load() -> None:
+            for name, part in parts.items():
+                part.load_state_dict(self.resumed[name])
+            set_rng_state(self.resumed["rng"])
 
+        if self.resumed is not None:
+            restore(self.path, load)
 
-def train(args: Args, model: Agent, optimizer, checkpoint, start_step: int, elapsed_before: float) -> dict:
-    run_dir = args.run_dir
-    episode_file, episode_log = open_episode_log(run_dir, start_step if checkpoint else None)
-    recent_returns: deque = deque(maxlen=20)
-    writer = None
-    start_time = time.time()
+    def use_threads(self, default: int | None) -> None:
+        """torch's CPU threads for this run: --threads, else default (None: torch's own choice)."""
+        torch.set_num_threads(self.args.threads or default or self.threads_before)
 
-    def on_episode(step: int, episodic_return: float, episodic_length: int) -> None:
-        wall_time = elapsed_before + time.time() - start_time
-        episode_log.writerow([step, episodic_return, episodic_length, round(wall_time, 3)])
-        episode_file.flush()
-        writer.add_scalar("charts/episodic_return", episodic_return, step)
-        writer.add_scalar("charts/episodic_length", episodic_length, step)
-        recent_returns.append(episodic_return)
+    def closing(self, thing):
+        """Close thing (an env) when the run ends; returns it."""
+        self.closers.append(thing)
+        return thing
 
-    def on_stats(stats: dict, step: int) -> None:
-        for name, value in stats.items():
-            writer.add_scalar(name, value, step)
-        writer.add_scalar("charts/SPS", int((step - start_step) / max(time.time() - start_time, 1e-9)), step)
-
-    def save_checkpoint(step: int) -> None:
-        save_torch({
-            "script": SCRIPT, "args": dataclasses.asdict(args), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "global_step": step,
-            "elapsed": elapsed_before + time.time() - start_time,
-        }, os.path.join(run_dir, "checkpoint.pt"))
-
-    stop_signal = []
-    previous_handlers = {}
-    # The workers are forked before any other thread (TensorBoard's, wandb's) exists in this process.
-    try:
-        workers = Coordinator(args, model, optimizer, start_step, on_episode, on_stats)
-    except BaseException:
-        episode_file.close()
-        raise
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous_handlers[sig] = signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        if args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
+    def start(self, total_steps: int | None = None) -> None:
+        """Every check has passed: make the run directory, open its logs, and take SIGINT and SIGTERM, which
+        from now on stop the run at the next save_if_due() with a checkpoint."""
+        os.makedirs(self.dir, exist_ok=True)
+        for path in glob.glob(os.path.join(glob.escape(self.dir), "*.tmp")):
+            os.remove(path)  # half-written by a run killed while saving
+        print(f"{SCRIPT}: {'resuming' if self.resumed else 'writing'} {self.dir}", flush=True)
+        self.episode_file, self.episode_log = open_episode_log(self.dir, self.start_step if self.resumed else None)
+        if self.args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
             import wandb
 
-            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
-                       name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
-                       sync_tensorboard=True)
-        # Everything logged at steps up to the checkpoint's was logged before it was written; what a killed
-        # attempt logged after it is purged, as this run logs those steps again.
-        if checkpoint is not None:
-            wait_past_event_files(run_dir)
-        writer = SummaryWriter(run_dir, purge_step=start_step + 1 if checkpoint is not None else None)
-        if checkpoint is None:
-            table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
-            writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-        progress = Progress(args.total_timesteps, start_step)
-        last_checkpoint = start_step
-        try:
-            while workers.running():
-                workers.poll()
-                step = workers.global_step
-                progress.update(step, recent_returns)
-                if stop_signal:
-                    workers.pause()  # the workers stay paused until close() stops them: no step past the checkpoint
-                    saved_step = workers.global_step
-                    save_checkpoint(saved_step)
-                    print(f"\nstopped by signal {stop_signal[0]} at step {saved_step}; "
-                          f"resume with --resume {run_dir}", flush=True)
-                    return {"interrupted": True, "global_step": saved_step, "run_dir": run_dir}
-                if args.checkpoint_every and step // args.checkpoint_every > last_checkpoint // args.checkpoint_every:
-                    workers.pause()
-                    last_checkpoint = workers.global_step
-                    save_checkpoint(last_checkpoint)
-                    workers.go()
-            workers.release(everything=True)
-            global_step = workers.global_step
-            progress.update(global_step, recent_returns, force=True)
-        finally:
-            progress.close()
-    finally:
-        workers.close()
-        for sig, handler in previous_handlers.items():
+            wandb.init(project=self.args.wandb_project_name, entity=self.args.wandb_entity, config=vars(self.args),
+                       name=os.path.basename(self.dir), dir=self.dir, id=os.path.basename(self.dir),
+                       resume="allow", sync_tensorboard=True)
+        # Everything logged up to the checkpoint's step was logged before it was saved: what a killed attempt
+        # logged after it is dropped, as it is logged again.
+        if self.resumed is not None:
+            wait_past_event_files(self.dir)
+        self.writer = SummaryWriter(self.dir, purge_step=self.start_step + 1 if self.resumed is not None else None)
+        if self.resumed is None:
+            table = "\n".join(f"|{key}|{value}|" for key, value in vars(self.args).items())
+            self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.handlers[sig] = signal.signal(sig, lambda signum, frame: self.stop_signal.append(signum))
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        self.progress = Progress(total_steps or self.args.total_timesteps, self.start_step)
+        self.start_time = time.time()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.start_time
+
+    def sps(self, step: int) -> int:
+        return int((step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+
+    def episode(self, step: int, episodic_return: float, episodic_length: int) -> None:
+        """Log one finished episode: episodes.csv, TensorBoard, and the progress line's recent returns."""
+        self.episode_log.writerow([step, float(episodic_return), int(episodic_length), round(self.elapsed(), 3)])
+        self.episode_file.flush()
+        self.writer.add_scalar("charts/episodic_return", episodic_return, step)
+        self.writer.add_scalar("charts/episodic_length", episodic_length, step)
+        self.recent_returns.append(float(episodic_return))
+
+    def episodes(self, step: int, infos: dict) -> None:
+        """Log the episodes that ended in this step of a vector env."""
+        for episodic_return, episodic_length in zip(*finished_episodes(infos)):
+            self.episode(step, episodic_return, episodic_length)
+
+    def log(self, step: int, metrics: dict) -> None:
+        """Scalars to TensorBoard at this step (tensors are read here), with charts/SPS, and the progress line."""
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, float(value), step)
+        self.writer.add_scalar("charts/SPS", self.sps(step), step)
+        self.progress.update(step, self.recent_returns)
+
+    def check_finite(self, step: int, loss=None, weights: nn.Module | None = None) -> None:
+        """Stop on a loss, or weights, that became nan or inf, before a checkpoint holds them. (A gradient that
+        overflowed can turn the weights to nan although the loss before the step was finite.)"""
+        if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
+            raise FloatingPointError(f"the loss became {float(loss)} at step {step:,}; {safe_to_resume(self.dir)}")
+        if weights is not None and not all_finite(weights.state_dict()):
+            raise FloatingPointError(f"the weights became nan or inf at step {step:,} (the loss was finite); "
+                                     f"{safe_to_resume(self.dir)}")
+
+    @property
+    def stopped(self) -> bool:
+        """Whether SIGINT or SIGTERM asked the run to stop."""
+        return bool(self.stop_signal)
+
+    def checkpoint_due(self, step: int) -> bool:
+        """A signal came, or the step count passed a multiple of --checkpoint-every since the last save."""
+        every = self.args.checkpoint_every
+        return self.stopped or bool(every) and step // every > self.last_save_step // every
+
+    def save(self, step: int, **counters) -> None:
+        """Write checkpoint.pt: the parts named in restore(), the script's counters, the step, the elapsed
+        time and the RNG state."""
+        self.counters, self.last_save_step = counters, step
+        save_torch({
+            "script": SCRIPT, "args": dataclasses.asdict(self.args),
+            **{name: part.state_dict() for name, part in self.parts.items()}, **counters,
+            "global_step": step, "elapsed": self.elapsed(), "rng": rng_state(),
+        }, self.path)
+
+    def save_if_due(self, step: int, **counters) -> None:
+        """save() when checkpoint_due(); the counters are also what the final checkpoint holds."""
+        self.counters = counters
+        if self.checkpoint_due(step):
+            self.save(step, **counters)
+
+    def interrupted(self) -> dict:
+        """What main() returns when a signal stopped the run (after save_if_due() saved it)."""
+        print(f"\nstopped by signal {self.stop_signal[0]} at step {self.last_save_step}; resume with "
+              f"--resume {self.dir}", flush=True)
+        return {"interrupted": True, "global_step": self.last_save_step, "run_dir": self.dir}
+
+    def finish(self, step: int, model: dict, evaluate, **summary) -> dict:
+        """The end of a run: a last checkpoint (with --checkpoint-every), model.pt holding `model` and the args
+        (with --save-model), the final evaluation (evaluate() returns the episodes' returns) and summary.json
+        with `summary` added. Returns the summary."""
+        self.progress.update(step, self.recent_returns, force=True)
+        if self.args.checkpoint_every:
+            self.save(step, **self.counters)
+        summary = {"algo": SCRIPT.removesuffix(".py"), "env_id": self.args.env_id, "seed": self.args.seed,
+                   "total_steps": step, "sps": self.sps(step), "wall_time": round(self.elapsed(), 1), **summary,
+                   "args": dataclasses.asdict(self.args), "versions": package_versions()}
+        if self.args.save_model:
+            save_torch({"script": SCRIPT, "args": dataclasses.asdict(self.args), **model},
+                       os.path.join(self.dir, "model.pt"))
+        result = ""
+        if self.args.eval_episodes:
+            returns = evaluate()
+            summary["eval"] = {"episodes": len(returns), "deterministic": self.args.eval_deterministic,
+                               "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+            self.writer.add_scalar("eval/mean_return", summary["eval"]["mean_return"], step)
+            self.writer.add_scalar("eval/std_return", summary["eval"]["std_return"], step)
+            result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} "
+                      f"over {len(returns)} episodes")
+        write_json(os.path.join(self.dir, "summary.json"), summary)
+        if self.args.track:
+            import wandb
+
+            wandb.finish()
+        self.progress.close()
+        self.progress = None
+        print(f"done: {step:,} steps at {summary['sps']:,} steps/s in {self.dir}{result}", flush=True)
+        return summary
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *error) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        for sig, handler in self.handlers.items():
             signal.signal(sig, handler)
-        episode_file.close()
-        if writer is not None:
-            writer.flush()
-
-    sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
-    if args.checkpoint_every:
-        save_checkpoint(global_step)
-    elapsed = elapsed_before + time.time() - start_time
-    summary = {
-        "algo": "a3c_hogwild", "env_id": args.env_id, "seed": args.seed, "total_steps": global_step,
-        "sps": sps, "wall_time": round(elapsed, 1), "num_workers": args.num_workers,
-        "args": dataclasses.asdict(args), "versions": package_versions(),
-    }
-    if args.save_model:
-        save_torch({"script": SCRIPT, "args": dataclasses.asdict(args), "model": model.state_dict()},
-                   os.path.join(run_dir, "model.pt"))
-    if args.eval_episodes:
-        eval_returns = evaluate(model, dataclasses.replace(args, capture_video=False), args.eval_episodes,
-                                args.seed + 100_000, args.eval_deterministic, "")
-        summary["eval"] = {"episodes": len(eval_returns), "deterministic": args.eval_deterministic,
-                           "mean_return": float(np.mean(eval_returns)), "std_return": float(np.std(eval_returns))}
-        writer.add_scalar("eval/mean_return", summary["eval"]["mean_return"], global_step)
-    write_json(os.path.join(run_dir, "summary.json"), summary)
-    writer.close()
-    if args.track:
-        wandb.finish()
-    result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} over "
-              f"{args.eval_episodes} episodes" if args.eval_episodes else "")
-    print(f"done: {global_step:,} steps at {summary['sps']:,} steps/s with {args.num_workers} workers in {run_dir}{result}")
-    return summary
+        for thing in reversed(self.closers):
+            thing.close()
+        if self.episode_file is not None:
+            self.episode_file.close()
+        if self.writer is not None:
+            self.writer.close()
+        torch.set_num_threads(self.threads_before)
 
 
-def parse_args(argv: list[str]) -> Args | EvalArgs:
-    """`evaluate MODEL ...` gives EvalArgs. Anything else gives training Args: the preset named by
-    --preset (default classic), with the other flags applied over it."""
-    if argv[:1] == ["evaluate"]:
-        return tyro.cli(EvalArgs, args=argv[1:], prog=f"{SCRIPT} evaluate")
-    preset = "classic"
-    for i, arg in enumerate(argv):
-        if arg == "--preset" and i + 1 < len(argv):
-            preset = argv[i + 1]
-        elif arg.startswith("--preset="):
-            preset = arg.split("=", 1)[1]
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
+# --- evaluating a saved model, and the command line ------------------------------------------------------
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a model saved with --save-model."""
+
+    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
+    """the model.pt file of a run"""
+    episodes: int = 10
+    """episodes to average over"""
+    seed: int = 12345
+    """seed of the evaluation environments"""
+    deterministic: bool = next(iter(PRESETS.values())).eval_deterministic
+    """act without exploration (the most likely action, the mean action or the greedy one)"""
+    capture_video: bool = False
+    """record the episodes next to the model, in videos/"""
+
+
+def main_evaluate(eval_args: EvalArgs) -> dict:
+    agent, args = load_agent(eval_args.model_path)
+    args = dataclasses.replace(args, capture_video=eval_args.capture_video)
+    video_dir = os.path.join(os.path.dirname(os.path.abspath(eval_args.model_path)), "videos")
+    returns = evaluate(agent, args, eval_args.episodes, eval_args.seed, eval_args.deterministic, video_dir)
+    result = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+    print(json.dumps(result))
+    return result
+
+
+def parse_args(argv: list[str]) -> "Args | EvalArgs":
+    """`evaluate MODEL ...` gives EvalArgs. Training takes a preset as its first word (a tyro subcommand; the
+    first of PRESETS when the command starts with a flag, --help included) and applies the flags over it."""
+    if any(arg == "--preset" or arg.startswith("--preset=") for arg in argv):
+        raise ConfigError(f"a preset is the first word of the command, not a flag: {SCRIPT} "
+                          f"{{{','.join(PRESETS)}}} [FLAGS]")
+    if not argv or argv[0].startswith("-"):
+        argv = [next(iter(PRESETS)), *argv]
+    names = ", ".join(PRESETS)
+    presets = [Annotated[Args, tyro.conf.subcommand(name, default=args, description=(
+        f"{__doc__}\nPresets (the first word of the command): {names}; the defaults below are the {name} preset's."
+    ))] for name, args in PRESETS.items()]
+    evaluate_model = Annotated[EvalArgs, tyro.conf.subcommand("evaluate", description=EvalArgs.__doc__)]
+    command = typing.Union[(*presets, evaluate_model)]
+    return tyro.cli(command, args=argv, prog=SCRIPT, description=__doc__, config=(tyro.conf.OmitSubcommandPrefixes,))
 
 
 def cli(argv: list[str]) -> None:
@@ -1373,3 +1570,4 @@ def cli(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     cli(sys.argv[1:])
+# ==== end of kit: run ====

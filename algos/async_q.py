@@ -7,13 +7,12 @@ squared error to its targets over I_AsyncUpdate steps, and applies it to the sha
 shared RMSProp, without locks (Hogwild!). The target network is refreshed every so many global steps.
 
     python algos/async_q.py --env-id CartPole-v1 --method n-step-q --num-workers 2
-    python algos/async_q.py --preset atari --env-id BreakoutNoFrameskip-v4 --method one-step-q
+    python algos/async_q.py atari --env-id BreakoutNoFrameskip-v4 --method one-step-q
     python algos/async_q.py evaluate runs/<run>/model.pt --episodes 10
 
-The global_step of an episode (episodes.csv, TensorBoard) is the global step of its last step: workers claim
-their steps from one shared counter, so it counts the steps all workers had claimed when that episode ended.
-The main process writes each episode only once no worker can still report one that ended earlier, so the
-column never decreases; when a checkpoint is written, episodes.csv holds every episode up to its step.
+All runs on CPU, as in the paper (--cuda changes nothing). One worker repeats exactly; more interleave their
+lock-free updates differently every time. An episode's global_step is the number of steps all workers had
+claimed from the shared counter when it ended; episodes.csv is written in that order (see the hogwild kit).
 """
 
 import csv
@@ -47,6 +46,7 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "async_q.py"  # names this script in messages, checkpoints and models
+ATARI = True  # plays Atari ids (with the DQN preprocessing the paper used)
 
 gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
 
@@ -58,8 +58,8 @@ FINAL_EPSILON_PROBS = (0.4, 0.3, 0.3)
 @dataclass
 class Args:
     # --- common to every script ---
-    preset: Literal["classic", "atari"] = "classic"
-    """settings for a family of environments: classic (classic control, tuned here: the paper has no such table), atari (the paper's Atari settings). Other flags override its values; `--preset atari --help` shows its defaults"""
+    preset: tyro.conf.Suppress[Literal["classic", "atari"]] = "classic"
+    """the preset the run started from (the command's first word); recorded, not a flag"""
     exp_name: str = os.path.basename(__file__).removesuffix(".py")
     """the name of this experiment, part of the run directory's name"""
     seed: int = 1
@@ -69,11 +69,11 @@ class Args:
     total_timesteps: int = 500_000
     """environment steps to train for, summed over the workers (on Atari a step is 4 frames)"""
     torch_deterministic: bool = True
-    """make cuDNN deterministic (kept for the common interface: the workers run on CPU, and with more than one worker Hogwild updates are not reproducible anyway; one worker is)"""
+    """make cuDNN deterministic so a seed repeats on GPU too (on CPU, runs repeat exactly anyway)"""
     cuda: bool = True
-    """kept for the common interface: the paper's method runs on CPU cores, and so does this script"""
-    threads: int | None = None
-    """torch CPU threads of the main process (logging and the final evaluation); default 1. Each worker always uses 1"""
+    """use a CUDA GPU when one is present"""
+    threads: Annotated[int | None, tyro.conf.arg(help_behavior_hint="(default: 1; each worker uses 1)")] = None
+    """torch CPU threads. Give runs that share a machine 1 each"""
     track: bool = False
     """log to Weights & Biases (works offline with WANDB_MODE=offline)"""
     wandb_project_name: str = "async-q"
@@ -81,11 +81,11 @@ class Args:
     wandb_entity: str | None = None
     """the wandb entity (team or user)"""
     capture_video: bool = False
-    """record videos of worker 0's env into RUN_DIR/videos"""
+    """record videos of env 0 into RUN_DIR/videos"""
     save_model: bool = False
     """write RUN_DIR/model.pt at the end: weights and args"""
-    run_dir: str | None = None
-    """where the run writes its files; default runs/{env_id}__{exp_name}__{seed}__{timestamp}"""
+    run_dir: Annotated[str | None, tyro.conf.arg(help_behavior_hint="(default: runs/{env_id}__{exp_name}__{seed}__{timestamp})")] = None
+    """where the run writes its files"""
     checkpoint_every: int = 0
     """write RUN_DIR/checkpoint.pt every this many env steps (0: only when interrupted)"""
     resume: str | None = None
@@ -142,89 +142,14 @@ PRESETS = {
 }
 
 
-@dataclass
-class EvalArgs:
-    """Evaluate a model saved with --save-model."""
-
-    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
-    """the model.pt file of a run"""
-    episodes: int = 10
-    """episodes to average over"""
-    seed: int = 12345
-    """seed of the evaluation environments"""
-    deterministic: bool = True
-    """act greedily; off: epsilon-greedy with the run's --eval-epsilon"""
-    capture_video: bool = False
-    """record the episodes next to the model, in videos/"""
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work, found before training starts."""
-
-
-def check_worker_count(num_workers: int, oversubscribe: bool) -> None:
-    """Refuse more than 4 worker processes per core unless asked for: a typo such as --num-workers 100000
-    would otherwise fork until the machine stalls."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if num_workers > 4 * cores and not oversubscribe:
-        raise ConfigError(f"--num-workers {num_workers} is more than 4 per core ({4 * cores} here); "
-                          "use at most that, or add --oversubscribe if you mean it")
-
-
-def check_finite(args) -> None:
-    """Refuse nan and inf in any float setting: `nan <= 0` is False, so the range checks alone let it through."""
-    for field in dataclasses.fields(args):
-        value = getattr(args, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
-
-
 def check_args(args: Args) -> None:
     """Refuse settings that cannot work, each with one line that names the fix."""
-    check_finite(args)
-    if args.total_timesteps <= 0 or args.num_workers <= 0 or args.async_update <= 0:
-        raise ConfigError("--total-timesteps, --num-workers and --async-update must be positive")
-    if args.target_update <= 0 or args.epsilon_anneal_steps <= 0:
-        raise ConfigError("--target-update and --epsilon-anneal-steps must be positive")
-    if args.learning_rate <= 0:
-        raise ConfigError(f"--learning-rate must be positive, got {args.learning_rate}")
-    for name in ("gamma", "rms_decay"):
-        value = getattr(args, name)
-        if not 0 < value <= 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {value}")
-    if args.rms_eps <= 0 or args.adam_eps <= 0:
-        raise ConfigError(f"--rms-eps and --adam-eps must be positive, got {args.rms_eps} and {args.adam_eps}")
+    check_common(args)
+    check_hogwild(args, positive=("async_update", "target_update", "epsilon_anneal_steps"))
     if args.max_grad_norm < 0:
         raise ConfigError(f"--max-grad-norm must be non-negative (0 turns clipping off), got {args.max_grad_norm}")
     if not 0 <= args.eval_epsilon <= 1:
         raise ConfigError(f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
-    if args.checkpoint_every < 0 or args.eval_episodes < 0:
-        raise ConfigError("--checkpoint-every and --eval-episodes must be non-negative")
-    if args.threads is not None and args.threads <= 0:
-        raise ConfigError(f"--threads must be positive, got {args.threads}")
-    check_worker_count(args.num_workers, args.oversubscribe)
-
-
-def check_env_id(env_id: str) -> None:
-    """Refuse an unknown environment id, suggesting the closest registered ones, and an Atari id that skips
-    frames or makes actions sticky on its own."""
-    if env_id not in gym.envs.registry:
-        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
-        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
-    if is_atari(env_id):
-        check_atari_frameskip(env_id)
-
-
-def check_atari_frameskip(env_id: str) -> None:
-    """The DQN wrappers repeat each action over 4 frames themselves, as the papers did; an id that also skips
-    frames (ALE/*-v5, *-v4 without NoFrameskip) or makes actions sticky would silently play 16 frames a step."""
-    kwargs = gym.spec(env_id).kwargs
-    if kwargs.get("frameskip", 1) != 1 or kwargs.get("repeat_action_probability", 0.0) != 0.0:
-        game = "".join(part.capitalize() for part in str(kwargs.get("game", "pong")).split("_"))
-        raise ConfigError(f"{env_id} skips frames (frameskip={kwargs.get('frameskip')}) or makes actions sticky "
-                          f"(p={kwargs.get('repeat_action_probability')}) on top of the 4-frame skip of the "
-                          f"papers' wrappers; use {game}NoFrameskip-v4")
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
@@ -236,9 +161,296 @@ def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
         raise ConfigError(f"{SCRIPT} supports 1-D vector or stacked-image observations, not {observation_space}")
 
 
-# --------------------------------------------------------------------------------------------------
-# Environments
-# --------------------------------------------------------------------------------------------------
+def sample_final_epsilon(rng: np.random.Generator) -> float:
+    """A worker's final epsilon: 0.1, 0.01 or 0.5 with probabilities 0.4, 0.3, 0.3 (the paper's
+    experimental setup)."""
+    return float(rng.choice(FINAL_EPSILONS, p=FINAL_EPSILON_PROBS))
+
+
+def epsilon_at(step: int, final_epsilon: float, anneal_steps: int) -> float:
+    """Epsilon after `step` global steps: linear from 1 to final_epsilon over anneal_steps, then flat."""
+    fraction = min(step / anneal_steps, 1.0)
+    return 1.0 + fraction * (final_epsilon - 1.0)
+
+
+def bootstrap_values(method: str, target_q: torch.Tensor, next_actions: torch.Tensor) -> torch.Tensor:
+    """The target network's value of the state after each step, from its Q-values target_q [T, A] there:
+    max_a Q'(s', a) for Q-learning (Algorithm 1 and S2), Q'(s', a') for SARSA, where a' is the action the
+    worker's epsilon-greedy policy chose in s' (the one it then takes, unless the episode ended)."""
+    if method == "one-step-sarsa":
+        return target_q.gather(1, next_actions[:, None]).squeeze(1)
+    return target_q.max(1).values
+
+
+def one_step_targets(rewards: torch.Tensor, bootstrap: torch.Tensor, terminated: torch.Tensor,
+                     gamma: float) -> torch.Tensor:
+    """y_t = r_t + gamma * bootstrap_t, or r_t when the episode terminated at step t (Algorithm 1).
+    bootstrap_t is the value of the state after step t: when the episode was truncated there, that is
+    its final observation's, so a time limit is bootstrapped through and a real end is not."""
+    return rewards + gamma * bootstrap * (~terminated)
+
+
+def nstep_q_targets(rewards: torch.Tensor, bootstrap: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor,
+                    gamma: float) -> torch.Tensor:
+    """The n-step targets of Algorithm S2 over one worker's segment of T steps: R = max_a Q'(s_T, a)
+    after the last step, then R_t = r_t + gamma R_{t+1} backwards, so step t looks T - t steps ahead.
+
+    Where an episode ends inside the segment at step t, the return restarts from that episode's end:
+    0 if it terminated, the final observation's bootstrap_t if it was truncated. Only bootstrap[T - 1]
+    and the bootstraps at episode ends are read. Terminated and truncated together count as terminated.
+    """
+    targets = torch.zeros_like(rewards)
+    future = bootstrap[-1]
+    for t in reversed(range(rewards.shape[0])):
+        if t < rewards.shape[0] - 1 and truncated[t]:
+            future = bootstrap[t]
+        if terminated[t]:
+            future = torch.zeros_like(future)
+        future = rewards[t] + gamma * future
+        targets[t] = future
+    return targets
+
+
+def q_loss(q_taken: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """sum_t (y_t - Q(s_t, a_t))^2 over the segment: Algorithm 1 accumulates the gradient of each step's
+    squared error over I_AsyncUpdate steps, which is the gradient of this sum. Targets are constants."""
+    return ((targets.detach() - q_taken) ** 2).sum()
+
+
+class QNetwork(nn.Module):
+    """Q(s, .) for every action at once.
+    - Images: the 2013 DQN network (Mnih et al. 2013) that the paper used: 16 8x8 stride 4, 32 4x4
+      stride 2, 256 dense, ReLU; uint8 pixels scaled to [0, 1].
+    - Vector observations: an MLP of 64-64 ReLU units."""
+
+    def __init__(self, observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete):
+        super().__init__()
+        shape, self.n_actions = observation_space.shape, int(action_space.n)
+        if len(shape) == 3:
+            body = nn.Sequential(layer_init(nn.Conv2d(shape[0], 16, 8, stride=4)), nn.ReLU(),
+                                 layer_init(nn.Conv2d(16, 32, 4, stride=2)), nn.ReLU(), nn.Flatten())
+            with torch.no_grad():
+                n_flat = body(torch.zeros(1, *shape)).shape[1]
+            self.net = nn.Sequential(body, layer_init(nn.Linear(n_flat, 256)), nn.ReLU(),
+                                     layer_init(nn.Linear(256, self.n_actions), std=1.0))
+        else:
+            n_in = int(np.prod(shape))
+            self.net = nn.Sequential(layer_init(nn.Linear(n_in, 64)), nn.ReLU(), layer_init(nn.Linear(64, 64)), nn.ReLU(),
+                                     layer_init(nn.Linear(64, self.n_actions), std=1.0))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
+        return self.net(x)
+
+
+def epsilon_greedy(q_net: QNetwork, obs: np.ndarray, epsilon: float, rng: np.random.Generator) -> int:
+    """A uniformly random action with probability epsilon, else the greedy one, for one observation."""
+    if rng.random() < epsilon:
+        return int(rng.integers(q_net.n_actions))
+    with torch.inference_mode():
+        return int(q_net(torch.as_tensor(obs)).argmax(1))
+
+
+@dataclass
+class Segment:
+    """What update() learns from: n steps of one worker (n <= I_AsyncUpdate), each step's observation, action,
+    reward and episode end, the state after it (the final observation where an episode ended) and a', the
+    action the policy chose there (SARSA's)."""
+
+    obs: torch.Tensor  # [n, *observation shape]
+    actions: torch.Tensor  # [n], long
+    rewards: torch.Tensor  # [n]
+    terminated: torch.Tensor  # [n], bool
+    truncated: torch.Tensor  # [n], bool
+    after: torch.Tensor  # [n, *observation shape]
+    next_actions: torch.Tensor  # [n], long
+
+    @classmethod
+    def allocate(cls, observation_space: gym.spaces.Box, n: int) -> "Segment":
+        """Storage for n steps, made once per worker; uint8 frames stay uint8."""
+        obs = torch.zeros((n, *observation_space.shape),
+                          dtype=torch.uint8 if observation_space.dtype == np.uint8 else torch.float32)
+        return cls(obs, torch.zeros(n, dtype=torch.long), torch.zeros(n), torch.zeros(n, dtype=torch.bool),
+                   torch.zeros(n, dtype=torch.bool), torch.zeros_like(obs), torch.zeros(n, dtype=torch.long))
+
+    def first(self, n: int) -> "Segment":
+        """The first n steps, as views of the storage."""
+        return Segment(*(getattr(self, field.name)[:n] for field in dataclasses.fields(self)))
+
+
+def update(local_net: QNetwork, q_net: QNetwork, target_net: QNetwork, optimizer: torch.optim.Optimizer, args: Args,
+           segment: Segment, start: int, rank: int = 0) -> dict:
+    """The learning step of Algorithm 1 / S2 for a segment whose steps were claimed from global step `start`: the
+    targets from the shared target network, the gradient of the summed squared error in the local network
+    (clipped to --max-grad-norm if set), applied to the shared weights by the shared optimiser at the learning
+    rate annealed to `start`; then the shared target network is refreshed if the segment crossed a multiple of
+    I_target. A loss that is not finite raises FloatingPointError before anything shared changes. Returns the
+    loss, the Q-values of the actions taken and the learning rate."""
+    steps = len(segment.rewards)
+    with torch.no_grad():
+        target_q = target_net(segment.after)
+    bootstrap = bootstrap_values(args.method, target_q, segment.next_actions)
+    if args.method == "n-step-q":
+        targets = nstep_q_targets(segment.rewards, bootstrap, segment.terminated, segment.truncated, args.gamma)
+    else:
+        targets = one_step_targets(segment.rewards, bootstrap, segment.terminated, args.gamma)
+    q_taken = local_net(segment.obs).gather(1, segment.actions[:, None]).squeeze(1)
+    loss = q_loss(q_taken, targets)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"the loss became {loss.item()} at step {start + steps:,} in worker {rank}; "
+                                 f"{safe_to_resume(args.run_dir)}")
+    local_net.zero_grad(set_to_none=True)
+    loss.backward()
+    if args.max_grad_norm:
+        nn.utils.clip_grad_norm_(local_net.parameters(), args.max_grad_norm)
+    lr = annealed_lr(args.learning_rate, start, args.total_timesteps) if args.anneal else args.learning_rate
+    apply_gradients(local_net, q_net, optimizer, lr)
+    if (start + steps) // args.target_update > start // args.target_update:  # the segment crossed I_target
+        pull_weights(target_net, q_net)
+    return {"loss": loss.detach(), "q_taken": q_taken.detach(), "lr": lr}
+
+
+def worker(link: "WorkerLink", args: Args, q_net: QNetwork, target_net: QNetwork, optimizer: torch.optim.Optimizer,
+           start_state: dict | None, env_seed: int) -> dict:
+    """One actor-learner, in its own process: Algorithm 1 / S2 until the global counter reaches the total. Each
+    segment: claim up to I_AsyncUpdate global steps, copy the shared weights, act epsilon-greedily, update().
+    Returns what the final checkpoint keeps of it. Worker 0's losses stand for all in TensorBoard."""
+    k = link.rank
+    rng = np.random.default_rng(args.seed + k)
+    random.seed(args.seed + k)
+    torch.manual_seed(args.seed + k)
+    final_epsilon = sample_final_epsilon(rng)
+    if start_state is not None:  # resumed: the random state and final epsilon it had at the checkpoint
+        set_worker_rng_state(start_state["rng"], rng)
+        final_epsilon = start_state["final_epsilon"]
+    envs = make_worker_env(args.env_id, k, args.capture_video, os.path.join(args.run_dir, "videos"))
+    local_net = QNetwork(envs.single_observation_space, envs.single_action_space)
+    storage = Segment.allocate(envs.single_observation_space, args.async_update)
+
+    def state() -> dict:
+        return {"rng": worker_rng_state(rng), "final_epsilon": final_epsilon}
+
+    obs, _ = envs.reset(seed=env_seed + k)
+    envs.single_action_space.seed(env_seed + k)
+    action, updates = None, 0
+    while link.safe_point(state):
+        start, steps = link.claim(args.async_update, args.total_timesteps)
+        if steps == 0:
+            break
+        pull_weights(local_net, q_net)  # theta' <- theta
+        epsilon = epsilon_at(start, final_epsilon, args.epsilon_anneal_steps)
+        if action is None:
+            action = epsilon_greedy(local_net, obs, epsilon, rng)
+        for t in range(steps):
+            storage.obs[t], storage.actions[t] = torch.as_tensor(obs[0]), action
+            next_obs, reward, terminated, truncated, infos = envs.step(np.array([action]))
+            done = terminated[0] or truncated[0]
+            after = infos["final_obs"][0] if done else next_obs[0]
+            storage.after[t], storage.rewards[t] = torch.as_tensor(after), float(reward[0])
+            storage.terminated[t], storage.truncated[t] = bool(terminated[0]), bool(truncated[0])
+            action = epsilon_greedy(local_net, next_obs, epsilon, rng)
+            # SARSA's a' in s': the action taken next, or, at an episode end, the one the policy would take
+            # in the final observation.
+            sarsa_end = done and args.method == "one-step-sarsa"
+            storage.next_actions[t] = epsilon_greedy(local_net, after[None], epsilon, rng) if sarsa_end else action
+            for episodic_return, episodic_length in zip(*finished_episodes(infos)):
+                link.episode(start + t + 1, episodic_return, episodic_length)
+            obs = next_obs
+        learned = update(local_net, q_net, target_net, optimizer, args, storage.first(steps), start, k)
+        updates += 1
+        if k == 0 and updates % 200 == 0:
+            link.report({"losses/td_loss": learned["loss"].item() / steps, "charts/epsilon": epsilon,
+                         "losses/q_values": learned["q_taken"].mean().item(), "charts/learning_rate": learned["lr"]})
+        elif link.report_due():
+            link.report()
+    envs.close()  # and, with --capture-video, the last video written
+    return state()
+
+
+def worker_rng_state(generator: np.random.Generator) -> dict:
+    """A worker's random state: python's, torch's and its numpy Generator's, in plain Python types: it
+    travels through the message queue (a tensor there would need its sender alive to be received) and
+    PCG64's 128-bit integers are kept as text, which torch.load(weights_only=True) accepts."""
+    bits = generator.bit_generator.state
+    return {
+        "python": list(random.getstate()[1]),
+        "torch": torch.get_rng_state().tolist(),
+        "numpy": [str(bits["state"]["state"]), str(bits["state"]["inc"]), bits["has_uint32"], bits["uinteger"]],
+    }
+
+
+def set_worker_rng_state(state: dict, generator: np.random.Generator) -> None:
+    random.setstate((3, tuple(state["python"]), None))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    key, inc, has_uint32, uinteger = state["numpy"]
+    generator.bit_generator.state = {"bit_generator": "PCG64", "state": {"state": int(key), "inc": int(inc)},
+                                     "has_uint32": has_uint32, "uinteger": uinteger}
+
+
+class WorkerStates(list):
+    """What a checkpoint keeps of each worker, under "workers": its random state and final epsilon, as it sent
+    them when it last paused or ended (None before it has). A part of the checkpoint (state_dict and
+    load_state_dict); the hogwild kit's Workers keeps it up to date."""
+
+    def state_dict(self) -> list:
+        return list(self)
+
+    def load_state_dict(self, states: list) -> None:
+        if len(states) != len(self) or any(state is not None and not {"rng", "final_epsilon"} <= set(state)
+                                           for state in states):
+            raise ValueError(f"it holds {len(states)} worker states, not the {len(self)} of its --num-workers")
+        self[:] = states
+
+
+def main(args: Args) -> dict:
+    """Train with asynchronous workers and return the summary also written to RUN_DIR/summary.json (on
+    SIGINT/SIGTERM: {"interrupted": True, "global_step", "run_dir"}). A worker's exception stops every worker
+    and is raised here as WorkerFailed, its traceback printed; a worker's diverged loss as FloatingPointError."""
+    args, checkpoint = resume_args(args)
+    check_env_id(args.env_id)  # the env id first: the other messages assume it exists
+    check_args(args)
+    with Run(args, checkpoint) as run:  # seeds everything; writes nothing yet
+        args = run.args
+        run.use_threads(1)  # the main process only coordinates, and evaluates at the end
+        observation_space, action_space = worker_env_spaces(args.env_id)
+        q_net, target_net = QNetwork(observation_space, action_space), QNetwork(observation_space, action_space)
+        target_net.load_state_dict(q_net.state_dict())
+        q_net.share_memory()
+        target_net.share_memory()
+        optimizer = make_optimizer(args, q_net.parameters())
+        worker_states = WorkerStates([None] * args.num_workers)
+        run.restore(model=q_net, target=target_net, optimizer=optimizer, workers=worker_states)
+        # A resumed run cannot restore the environments' states: it starts fresh episodes, seeded from the step it
+        # resumes at. The workers are forked before any other thread (TensorBoard's, wandb's) exists here.
+        env_seed = args.seed + run.start_step
+        workers = run.closing(Workers(run, worker, [(args, q_net, target_net, optimizer, worker_states[k], env_seed)
+                                                    for k in range(args.num_workers)], worker_states))
+        run.start()
+        if not train_workers(run, workers):
+            return run.interrupted()
+        return run.finish(workers.global_step, {"model": q_net.state_dict()},
+                          lambda: evaluate(q_net, dataclasses.replace(args, capture_video=False), args.eval_episodes,
+                                           args.seed + 100_000, args.eval_deterministic, ""),
+                          method=args.method, num_workers=args.num_workers)
+
+
+def evaluate(q_net: QNetwork, args: Args, episodes: int, seed: int, deterministic: bool, video_dir: str) -> list[float]:
+    """The undiscounted returns of `episodes` whole episodes (whole games on Atari), acting greedily
+    (or epsilon-greedily with args.eval_epsilon when not deterministic)."""
+    rng, epsilon = np.random.default_rng(seed), 0.0 if deterministic else args.eval_epsilon
+    return play(make_worker_env(args.env_id, 0, args.capture_video, video_dir), episodes, seed,
+                lambda obs, episode_start: np.array([epsilon_greedy(q_net, obs, epsilon, rng)]))
+
+
+def load_agent(model_path: str) -> tuple[QNetwork, Args]:
+    """Rebuild the network saved by --save-model: weights and args."""
+    return load_model(model_path, lambda args: QNetwork(*worker_env_spaces(args.env_id)))
+
+
+# ==== kit: atari ====  the same text in ppo, trpo, a2c_atari, a3c_hogwild, async_q and paac (master copy:
+# tools/kit/atari.py; `python tools/sync_kit.py` copies it). The papers' Atari preprocessing, EnvPool behind
+# the gymnasium interface, and the baselines' initialisation.
+
 
 def is_atari(env_id: str) -> bool:
     return "ale_py" in str(gym.spec(env_id).entry_point)
@@ -276,12 +488,593 @@ def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
     return thunk
 
 
-def make_worker_env(args: Args, idx: int, video_dir: str, capture_video: bool | None = None):
-    """One worker's env as a one-env SAME_STEP vector env: the final observation of an episode comes in
-    infos["final_obs"], its statistics in infos["final_info"], and obs is already the next episode's."""
-    capture = args.capture_video if capture_video is None else capture_video
-    return gym.vector.SyncVectorEnv([make_env(args.env_id, idx, capture, video_dir)],
+class EnvPoolVecEnv:
+    """EnvPool's Atari behind the interface of a SAME_STEP gymnasium vector env.
+
+    EnvPool resets an env on the step *after* its episode ends (ignoring that action). Here that
+    reset step is taken at once for the finished envs only, so the caller sees the final observation in
+    infos["final_obs"] and the first one of the next episode in obs, as from gymnasium. Statistics are
+    of whole games and true scores (EnvPool's info["reward"] is unclipped), like the gymnasium chain.
+    """
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, num_threads: int = 0):
+        import envpool
+
+        task = env_id.removesuffix("NoFrameskip-v4").removeprefix("ALE/").split("-")[0] + "-v5"
+        # EnvPool's defaults differ from the DQN chain: no episodic life, no reward clip, sticky actions.
+        self.envs = envpool.make(
+            task, env_type="gymnasium", num_envs=num_envs, seed=seed, num_threads=num_threads, episodic_life=True,
+            reward_clip=True, repeat_action_probability=0.0, noop_max=30, frame_skip=4, stack_num=4, img_height=84, img_width=84,
+        )
+        self.num_envs = num_envs
+        self.single_observation_space = self.envs.observation_space
+        self.single_action_space = self.envs.action_space
+        self.episode_returns = np.zeros(num_envs)
+        self.episode_lengths = np.zeros(num_envs, dtype=np.int64)
+        self.closed = False
+
+    def reset(self, seed: int | None = None):
+        self.episode_returns[:] = 0
+        self.episode_lengths[:] = 0
+        obs, _ = self.envs.reset()
+        return obs, {}
+
+    def step(self, actions: np.ndarray):
+        obs, rewards, terminated, truncated, info = self.envs.step(actions)
+        self.episode_returns += info["reward"]
+        self.episode_lengths += 1
+        infos = {}
+        done = terminated | truncated
+        if done.any():
+            ids = np.flatnonzero(done)
+            infos["final_obs"], infos["_final_obs"] = obs.copy(), done
+            obs[ids] = self.envs.step(np.zeros(len(ids), dtype=actions.dtype), ids)[0]
+            # A game is over at its last life or at the time limit; a lost life is not an episode.
+            game_over = done & ((info["terminated"] == 1) | truncated)
+            if game_over.any():
+                infos["final_info"] = {
+                    "_episode": game_over,
+                    "episode": {"r": self.episode_returns.copy(), "l": self.episode_lengths.copy()},
+                }
+                self.episode_returns[game_over] = 0
+                self.episode_lengths[game_over] = 0
+        return obs, rewards, terminated, truncated, infos
+
+    def close(self):
+        if not self.closed:
+            self.envs.close()
+            self.closed = True
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights and constant biases, as in the authors' baselines code."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+# ==== end of kit: atari ====
+
+# ==== kit: workers ====  the same text in a3c_hogwild, async_q and paac (master copy: tools/kit/workers.py;
+# `python tools/sync_kit.py` copies it). Worker processes: how many, and none outliving the run.
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_worker_count(num_workers: int, oversubscribe: bool) -> None:
+    """Refuse more than 4 worker processes per core unless asked for: a typo such as --num-workers 100000
+    would otherwise fork until the machine stalls."""
+    cores = available_cores()
+    if num_workers > 4 * cores and not oversubscribe:
+        raise ConfigError(f"--num-workers {num_workers} is more than 4 per core ({4 * cores} here); "
+                          "use at most that, or add --oversubscribe if you mean it")
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this worker if the main process dies, even by SIGKILL and even in the middle of
+    a step (Linux); elsewhere a worker checks os.getppid() itself."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os._exit(1)
+
+
+# ==== end of kit: workers ====
+
+# ==== kit: hogwild ====  the same text in a3c_hogwild and async_q (master copy: tools/kit/hogwild.py;
+# `python tools/sync_kit.py` copies it). The paper's asynchronous actor-learners as Hogwild! (Recht et al. 2011)
+# runs them: one optimiser whose statistics every worker shares, workers that claim their steps from one
+# global counter and update the global weights without locks, and the main process that coordinates them.
+# From the script above it uses SCRIPT, Args and check_spaces, and the atari, workers and run kits. A worker is
+# a function work(link, *args) that runs in a process of its own; main() starts them with Workers and hands the
+# run to train_workers, which writes their episodes in global-step order and pauses them for each checkpoint.
+
+
+class SharedOptimizer(torch.optim.Optimizer):
+    """An optimiser whose state is made when it is built and kept in shared memory, so that every worker
+    forked or spawned afterwards steps its own handle on the same tensors (torch's optimisers make their state
+    lazily, per process, which would give each worker private statistics)."""
+
+    def share_memory(self) -> "SharedOptimizer":
+        for state in self.state.values():
+            for tensor in state.values():
+                tensor.share_memory_()
+        return self
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.share_memory()  # loading put the state in new, private tensors
+
+
+class SharedRMSprop(SharedOptimizer):
+    """RMSProp with one set of statistics shared by every worker (the paper's "shared RMSProp", section S2), in
+    TensorFlow's form, which the paper's code used: epsilon inside the root.
+
+        v <- decay * v + (1 - decay) * g^2
+        p <- p - lr * g / sqrt(v + eps)
+
+    Its state is the mean square and the step count of each parameter (torch.optim.RMSprop places eps outside
+    the root). v starts at 0, as in torch's RMSprop. The step count is not used by the update; it is kept for
+    inspection and checkpoints, and increments without a lock (two workers stepping at once can count once)."""
+
+    def __init__(self, params, lr: float = 7e-4, decay: float = 0.99, eps: float = 0.1):
+        super().__init__(params, dict(lr=lr, decay=decay, eps=eps))
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["step"] = torch.zeros((), dtype=torch.int64)
+                self.state[p]["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        self.share_memory()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads, states = [p.grad for p in params], [self.state[p] for p in params]
+            square_avgs = [state["square_avg"] for state in states]
+            # torch's _foreach ops: one call for every parameter instead of one per parameter.
+            torch._foreach_add_([state["step"] for state in states], 1)
+            torch._foreach_mul_(square_avgs, group["decay"])
+            torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - group["decay"])
+            denominators = torch._foreach_add(square_avgs, group["eps"])
+            torch._foreach_sqrt_(denominators)
+            torch._foreach_addcdiv_(params, grads, denominators, value=-group["lr"])
+
+
+class SharedAdam(SharedOptimizer):
+    """Adam (Kingma & Ba 2015) with its moments and step count in shared memory, one set for all workers. The
+    step count drives the bias correction, so a per-process count would make each worker correct as if it were
+    the only one; here it is shared (incremented without a lock, as the moments)."""
+
+    def __init__(self, params, lr: float = 7e-4, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["step"] = torch.zeros((), dtype=torch.int64)
+                self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                self.state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        self.share_memory()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                state["step"] += 1
+                step = int(state["step"])
+                state["exp_avg"].mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                denominator = (state["exp_avg_sq"] / (1 - beta2**step)).sqrt_().add_(group["eps"])
+                p.addcdiv_(state["exp_avg"], denominator, value=-group["lr"] / (1 - beta1**step))
+
+
+def make_optimizer(args, params) -> torch.optim.Optimizer:
+    """The shared optimiser of --optimizer, its state already in shared memory."""
+    if args.optimizer == "adam":
+        return SharedAdam(params, lr=args.learning_rate, eps=args.adam_eps)
+    return SharedRMSprop(params, lr=args.learning_rate, decay=args.rms_decay, eps=args.rms_eps)
+
+
+def check_hogwild(args, positive: tuple[str, ...]) -> None:
+    """The checks of the settings both scripts have: the worker count, the learning rate and the optimisers'
+    epsilons positive (and the script's settings named in positive), gamma and the RMSProp decay in (0, 1]."""
+    for name in ("num_workers", "learning_rate", "rms_eps", "adam_eps", *positive):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("gamma", "rms_decay"):
+        if not 0 < getattr(args, name) <= 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
+    check_worker_count(args.num_workers, args.oversubscribe)
+
+
+def annealed_lr(learning_rate: float, global_step: int, total_timesteps: int) -> float:
+    """The paper's schedule: the learning rate falls linearly from its initial value to 0 at the last global
+    step, whichever worker takes it."""
+    return learning_rate * max(0.0, 1.0 - global_step / total_timesteps)
+
+
+def pull_weights(local: nn.Module, shared: nn.Module) -> None:
+    """theta' <- theta: copy the global weights, as they are now (other workers keep writing), into local."""
+    with torch.no_grad():
+        for local_param, shared_param in zip(local.parameters(), shared.parameters()):
+            local_param.copy_(shared_param)
+
+
+def give_gradients(local: nn.Module, shared: nn.Module) -> None:
+    """Point the global parameters' gradients at the worker's own (the parameters' .grad is a per-process
+    attribute, so this neither copies nor touches what other workers see)."""
+    for shared_param, local_param in zip(shared.parameters(), local.parameters()):
+        shared_param.grad = local_param.grad
+
+
+def apply_gradients(local: nn.Module, shared: nn.Module, optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The Hogwild step: the worker's gradients, in local, applied to the global weights by the shared
+    optimiser at learning rate lr, without a lock."""
+    give_gradients(local, shared)
+    optimizer.param_groups[0]["lr"] = lr
+    optimizer.step()
+
+
+def make_worker_env(env_id: str, rank: int, capture_video: bool, video_dir: str):
+    """Worker `rank`'s env (videos from worker 0's only), as a SAME_STEP vector env of one: the final observation
+    of an episode comes in infos["final_obs"] and its statistics in infos["final_info"], as in the other scripts,
+    and obs is already the next episode's."""
+    return gym.vector.SyncVectorEnv([make_env(env_id, rank, capture_video, video_dir)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def worker_env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces of env_id, from a throwaway env, refused in one line by the script's
+    check_spaces if it cannot play them."""
+    envs = make_worker_env(env_id, 0, False, "")
+    envs.close()
+    check_spaces(envs.single_observation_space, envs.single_action_space)
+    return envs.single_observation_space, envs.single_action_space
+
+
+def play(envs, episodes: int, seed: int, act) -> list[float]:
+    """The undiscounted returns of `episodes` whole episodes (whole games on Atari) of a vector env of one, which
+    is closed after; act(obs, episode_start) chooses each step's action, under inference_mode."""
+    obs, _ = envs.reset(seed=seed)
+    returns, episode_start = [], True
+    while len(returns) < episodes:
+        with torch.inference_mode():
+            action = act(torch.as_tensor(obs), episode_start)
+        obs, _, terminated, truncated, infos = envs.step(action)
+        episode_start = bool(terminated[0] or truncated[0])
+        returns.extend(float(r) for r in finished_episodes(infos)[0])
+    envs.close()
+    return returns[:episodes]
+
+
+def load_model(model_path: str, build) -> tuple[nn.Module, "Args"]:
+    """The network saved by --save-model, built by build(args) for the args it was trained with, and those args."""
+    saved = load_saved(model_path)
+    args = args_from_saved(saved, model_path)
+    check_env_id(args.env_id)
+    network = build(args)
+    restore(model_path, lambda: network.load_state_dict(saved["model"]))
+    return network, args
+
+
+def claim_steps(counter, num_steps: int, total: int) -> tuple[int, int]:
+    """Claim the next steps from the global counter, under its lock: (first global step, number of steps),
+    cut to what is left of the total, so that the steps of all workers add up to it exactly."""
+    with counter.get_lock():
+        start = counter.value
+        n = min(num_steps, total - start)
+        counter.value = start + n
+    return start, n
+
+
+@dataclass
+class Shared:
+    """What the main process and the workers share besides the weights: the global step counter (with its
+    lock), the queue of the workers' messages (workers never write files), the stop event, and the numbers of
+    the last checkpoint asked for and of the last one written (the workers wait between the two)."""
+
+    counter: object  # mp.Value("q")
+    messages: object  # mp.Queue
+    stop: object  # mp.Event
+    pause_requested: object  # mp.Value("i")
+    pause_released: object  # mp.Value("i")
+    parent_pid: int
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process raised or died."""
+
+
+class WorkerLink:
+    """A worker's side of the coordination. Its messages, each behind the worker's earlier ones in the queue:
+    ("episode", rank, step, return, length), ("progress", rank, step, metrics or None) (none of its episodes
+    will end at or below step), ("paused", rank, checkpoint number, step, state), and, from worker_process,
+    ("done", rank, step, state) or ("error", rank, type name, message, traceback)."""
+
+    def __init__(self, rank: int, shared: Shared):
+        self.rank, self.shared = rank, shared
+        self.step = 0  # the end of this worker's last claim
+        self.pauses_seen = shared.pause_released.value
+        self.last_report = time.monotonic()
+
+    def alive(self) -> bool:
+        return not self.shared.stop.is_set() and os.getppid() == self.shared.parent_pid
+
+    def safe_point(self, state=lambda: None) -> bool:
+        """Call between updates: whether to go on (False once the run stops or the main process is gone).
+        While the main process writes a checkpoint, wait here, having sent state(): what the checkpoint keeps
+        of this worker."""
+        if not self.alive():
+            return False
+        requested = self.shared.pause_requested.value
+        if requested > self.pauses_seen:
+            self.pauses_seen = requested
+            self.shared.messages.put(("paused", self.rank, requested, self.step, state()))
+            while self.shared.pause_released.value < requested and self.alive():
+                time.sleep(0.005)
+        return self.alive()
+
+    def claim(self, num_steps: int, total: int) -> tuple[int, int]:
+        start, n = claim_steps(self.shared.counter, num_steps, total)
+        self.step = start + n
+        return start, n
+
+    def episode(self, step: int, episodic_return: float, episodic_length: int) -> None:
+        self.shared.messages.put(("episode", self.rank, step, float(episodic_return), int(episodic_length)))
+
+    def report_due(self) -> bool:
+        """Whether 0.2 s have passed since the last report: reports let the main process write the other
+        workers' episodes in step order."""
+        return time.monotonic() - self.last_report > 0.2
+
+    def report(self, metrics: dict | None = None) -> None:
+        """Tell the main process how far this worker is (after sending the episodes of its last claim), with
+        metrics for TensorBoard at that step."""
+        self.shared.messages.put(("progress", self.rank, self.step, metrics))
+        self.last_report = time.monotonic()
+
+
+def worker_process(work, rank: int, shared: Shared, *args) -> None:
+    """A worker process: work(link, *args) with one torch thread. SIGINT and SIGTERM (which Ctrl-C, `timeout` or
+    a scheduler send to the whole process group) are left to the main process, which checkpoints first. What
+    work returns goes to the main process with "done"; an exception as "error"."""
+    try:
+        die_with_parent(shared.parent_pid)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        torch.set_num_threads(1)
+        link = WorkerLink(rank, shared)
+        state = work(link, *args)
+        shared.messages.put(("done", rank, link.step, state))
+    except BaseException as error:  # reported to the main process, which stops the others and raises
+        shared.messages.put(("error", rank, type(error).__name__, str(error), traceback.format_exc()))
+        sys.exit(1)
+
+
+class Workers:
+    """The main process's side of the workers: it starts them (worker k runs work(link, *worker_args[k])), reads
+    their messages, hands their episodes to the run in global-step order (each is held until every running
+    worker has reported progress past its step) and their metrics to run.log, pauses them for checkpoints, and
+    stops them, killing any that do not exit. states[k] is what the checkpoint keeps of worker k (None where
+    nothing): its last "paused" or "done" message updates it."""
+
+    def __init__(self, run, work, worker_args: list[tuple], states: list | None = None):
+        if len(worker_args) > available_cores():
+            print(f"{SCRIPT}: warning: {len(worker_args)} workers on {available_cores()} cores; workers that wait for "
+                  f"a core slow the others down (use --num-workers {available_cores()} or fewer)",
+                  file=sys.stderr, flush=True)
+        # fork: workers start in a fraction of a second and share the tensors without copying; spawn where fork
+        # is unsafe or missing (macOS, Windows).
+        context = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        self.shared = Shared(counter=context.Value("q", run.start_step), messages=context.Queue(),
+                             stop=context.Event(), pause_requested=context.Value("i", 0, lock=False),
+                             pause_released=context.Value("i", 0, lock=False), parent_pid=os.getpid())
+        self.run, self.states = run, states if states is not None else [None] * len(worker_args)
+        self.progress = [run.start_step] * len(worker_args)
+        self.finished: set[int] = set()
+        self.paused: set[int] = set()
+        self.pending: list = []  # heap of (step, arrival, return, length)
+        self.arrivals = self.pauses = 0
+        self.closed = False
+        self.processes = [
+            context.Process(target=worker_process, name=f"{SCRIPT.removesuffix('.py')}-worker-{rank}", daemon=True,
+                            args=(work, rank, self.shared, *extra))
+            for rank, extra in enumerate(worker_args)
+        ]
+        try:
+            for process in self.processes:
+                process.start()
+        except BaseException:  # a fork that failed (out of memory or processes): stop those already started
+            self.close()
+            raise
+
+    @property
+    def global_step(self) -> int:
+        return self.shared.counter.value
+
+    def running(self) -> bool:
+        return len(self.finished) < len(self.processes)
+
+    def handle(self, message) -> None:
+        kind, rank = message[0], message[1]
+        if kind == "episode":
+            heapq.heappush(self.pending, (message[2], self.arrivals, message[3], message[4]))
+            self.arrivals += 1
+        elif kind == "progress":
+            self.progress[rank] = message[2]
+            if message[3]:
+                self.run.log(message[2], message[3])
+        elif kind == "paused":
+            _, _, number, self.progress[rank], self.states[rank] = message
+            if number == self.pauses:
+                self.paused.add(rank)
+        elif kind == "done":
+            _, _, self.progress[rank], self.states[rank] = message
+            self.finished.add(rank)
+        elif kind == "error":
+            _, _, name, text, trace = message
+            if name == "FloatingPointError":  # a diverged loss, not a bug: its one-line message says it all
+                raise FloatingPointError(text)
+            print(f"{SCRIPT} worker {rank} failed:\n{trace}", file=sys.stderr, flush=True)
+            raise WorkerFailed(f"worker {rank} raised {name}: {text}")
+
+    def release(self, everything: bool = False) -> None:
+        """Hand the held episodes that no worker can precede any more to the run, in step order."""
+        frontier = math.inf if everything else min(
+            (step for rank, step in enumerate(self.progress) if rank not in self.finished), default=math.inf)
+        while self.pending and self.pending[0][0] <= frontier:
+            step, _, episodic_return, episodic_length = heapq.heappop(self.pending)
+            self.run.episode(step, episodic_return, episodic_length)
+
+    def poll(self, timeout: float = 0.05) -> None:
+        """Handle the messages waiting (at most `timeout` seconds for the first) and check that the workers live."""
+        try:
+            self.handle(self.shared.messages.get(timeout=timeout))
+            for _ in range(1000):  # what else has arrived, without waiting
+                self.handle(self.shared.messages.get_nowait())
+        except queue_module.Empty:
+            pass
+        self.release()
+        for rank, process in enumerate(self.processes):
+            if rank not in self.finished and process.exitcode is not None:
+                self.drain_after_exit(rank, process)
+
+    def drain_after_exit(self, rank: int, process) -> None:
+        """A worker exited without saying done: read what it sent last (its error, if any), else fail."""
+        deadline = time.monotonic() + 2.0
+        while rank not in self.finished and time.monotonic() < deadline:
+            try:
+                self.handle(self.shared.messages.get(timeout=0.1))
+            except queue_module.Empty:
+                pass
+        if rank not in self.finished:
+            raise WorkerFailed(f"worker {rank} died with exit code {process.exitcode} without reporting an error")
+
+    def pause(self) -> None:
+        """Return once every worker waits at a safe point between updates (or is done): the weights, the
+        optimiser's statistics, the counter and states are then consistent, and every episode up to the
+        counter has been handed to the run."""
+        self.pauses += 1
+        self.paused.clear()
+        self.shared.pause_requested.value = self.pauses
+        while len(self.paused | self.finished) < len(self.processes):
+            self.poll()
+        self.release(everything=True)  # no worker takes a step until released: none can report an earlier episode
+
+    def go(self) -> None:
+        self.shared.pause_released.value = self.pauses
+
+    def close(self, grace: float = 5.0) -> None:
+        """Stop every worker: ask, wait up to `grace` seconds (reading their messages meanwhile, so that none
+        blocks on a full pipe), then kill the rest. Nothing is left running."""
+        if self.closed:
+            return
+        self.closed = True
+        self.shared.stop.set()
+        deadline = time.monotonic() + grace
+        while any(p.is_alive() for p in self.processes) and time.monotonic() < deadline:
+            try:
+                self.shared.messages.get(timeout=0.05)
+            except (queue_module.Empty, OSError, EOFError):
+                pass
+        for process in self.processes:
+            if process.is_alive():
+                process.kill()
+            if process.pid is not None:  # started
+                process.join(timeout=5)
+        self.shared.messages.close()
+        self.shared.messages.cancel_join_thread()
+
+
+def train_workers(run, workers: Workers) -> bool:
+    """The main process's loop: hand the workers' episodes and metrics to the run until every worker is done,
+    pausing them for each checkpoint (--checkpoint-every, or a signal). Returns False when a signal stopped the
+    run, after its checkpoint: the workers took no step past it. The workers are stopped either way."""
+    while workers.running():
+        workers.poll()
+        run.progress.update(workers.global_step, run.recent_returns)
+        if run.checkpoint_due(workers.global_step):
+            workers.pause()
+            run.save(workers.global_step)
+            if run.stopped:
+                workers.close()
+                return False
+            workers.go()
+    workers.release(everything=True)
+    workers.close()
+    return True
+
+
+# ==== end of kit: hogwild ====
+
+# ==== kit: run ====  the same text in every script of algos/ (master copy: tools/kit/run.py; after editing it,
+# `python tools/sync_kit.py` copies it into every script, and tests/test_kit.py checks the copies).
+# Everything a run does besides learning: one-line errors, checkpoints and resume, the run directory and its
+# logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
+# script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
+# evaluate(agent, args, episodes, seed, deterministic, video_dir).
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before training starts."""
+
+
+def check_common(args) -> None:
+    """The checks of the settings every script has: floats finite (`nan <= 0` is False, so range checks alone
+    let nan through), a positive budget and thread count, counts that are not negative."""
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+    if args.total_timesteps <= 0:
+        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
+    if args.checkpoint_every < 0 or args.eval_episodes < 0:
+        raise ConfigError("--checkpoint-every and --eval-episodes must be non-negative")
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
+
+
+def check_env_id(env_id: str) -> None:
+    """Refuse an unknown environment id (naming the closest registered ones), an Atari game in a script that
+    does not play Atari, and an Atari id that skips frames itself or makes actions sticky."""
+    if env_id not in gym.envs.registry:
+        try:  # Atari ids exist once ale_py has registered them
+            import ale_py
+
+            gym.register_envs(ale_py)
+        except ImportError:
+            pass
+    if env_id not in gym.envs.registry:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    if not str(gym.spec(env_id).entry_point).startswith("ale_py"):
+        return
+    if not ATARI:
+        raise ConfigError(f"{env_id} is an Atari game, which {SCRIPT} does not play; ppo.py, trpo.py, a2c_atari.py, "
+                          "a3c_hogwild.py, async_q.py and paac.py do")
+    # The papers' wrappers repeat each action over 4 frames themselves: an id that also skips frames
+    # (ALE/*-v5, *-v4 without NoFrameskip) or makes actions sticky would silently play 16 frames a step.
+    kwargs = gym.spec(env_id).kwargs
+    if kwargs.get("frameskip", 1) != 1 or kwargs.get("repeat_action_probability", 0.0) != 0.0:
+        game = "".join(part.capitalize() for part in str(kwargs.get("game", "pong")).split("_"))
+        raise ConfigError(f"{env_id} skips frames (frameskip={kwargs.get('frameskip')}) or makes actions sticky "
+                          f"(p={kwargs.get('repeat_action_probability')}) on top of the 4-frame skip of the "
+                          f"papers' wrappers; use {game}NoFrameskip-v4")
 
 
 def finished_episodes(infos: dict):
@@ -293,193 +1086,13 @@ def finished_episodes(infos: dict):
     return final["episode"]["r"][mask], final["episode"]["l"][mask]
 
 
-# --------------------------------------------------------------------------------------------------
-# The math
-# --------------------------------------------------------------------------------------------------
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var[target - predicted] / Var[target]: 1 is perfect, 0 no better than a constant."""
+    variance = target.var()
+    return float("nan") if variance == 0 else float(1 - (target - predicted).var() / variance)
 
 
-def sample_final_epsilon(rng: np.random.Generator) -> float:
-    """A worker's final epsilon: 0.1, 0.01 or 0.5 with probabilities 0.4, 0.3, 0.3 (the paper's
-    experimental setup)."""
-    return float(rng.choice(FINAL_EPSILONS, p=FINAL_EPSILON_PROBS))
-
-
-def epsilon_at(step: int, final_epsilon: float, anneal_steps: int) -> float:
-    """Epsilon after `step` global steps: linear from 1 to final_epsilon over anneal_steps, then flat."""
-    fraction = min(step / anneal_steps, 1.0)
-    return 1.0 + fraction * (final_epsilon - 1.0)
-
-
-def bootstrap_values(method: str, target_q: torch.Tensor, next_actions: torch.Tensor) -> torch.Tensor:
-    """The target network's value of the state after each step, from its Q-values target_q [T, A] there:
-    max_a Q'(s', a) for Q-learning (Algorithm 1 and S2), Q'(s', a') for SARSA, where a' is the action the
-    worker's epsilon-greedy policy chose in s' (the one it then takes, unless the episode ended)."""
-    if method == "one-step-sarsa":
-        return target_q.gather(1, next_actions[:, None]).squeeze(1)
-    return target_q.max(1).values
-
-
-def one_step_targets(rewards: torch.Tensor, bootstrap: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
-    """y_t = r_t + gamma * bootstrap_t, or r_t when the episode terminated at step t (Algorithm 1).
-    bootstrap_t is the value of the state after step t: when the episode was truncated there, that is
-    its final observation's, so a time limit is bootstrapped through and a real end is not."""
-    return rewards + gamma * bootstrap * (~terminated)
-
-
-def nstep_q_targets(
-    rewards: torch.Tensor, bootstrap: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor, gamma: float,
-) -> torch.Tensor:
-    """The n-step targets of Algorithm S2 over one worker's segment of T steps: R = max_a Q'(s_T, a)
-    after the last step, then R_t = r_t + gamma R_{t+1} backwards, so step t looks T - t steps ahead.
-
-    Where an episode ends inside the segment at step t, the return restarts from that episode's end:
-    0 if it terminated, the final observation's bootstrap_t if it was truncated. Only bootstrap[T - 1]
-    and the bootstraps at episode ends are read. Terminated and truncated together count as terminated.
-    """
-    targets = torch.zeros_like(rewards)
-    future = bootstrap[-1]
-    for t in reversed(range(rewards.shape[0])):
-        if t < rewards.shape[0] - 1 and truncated[t]:
-            future = bootstrap[t]
-        if terminated[t]:
-            future = torch.zeros_like(future)
-        future = rewards[t] + gamma * future
-        targets[t] = future
-    return targets
-
-
-def q_loss(q_taken: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """sum_t (y_t - Q(s_t, a_t))^2 over the segment: Algorithm 1 accumulates the gradient of each step's
-    squared error over I_AsyncUpdate steps, which is the gradient of this sum. Targets are constants."""
-    return ((targets.detach() - q_taken) ** 2).sum()
-
-
-class SharedRMSprop(torch.optim.Optimizer):
-    """RMSProp with one set of statistics shared by every worker (the paper's "shared RMSProp"), in
-    TensorFlow's form, which the paper used (epsilon inside the root):
-
-        v <- decay * v + (1 - decay) * g^2
-        p <- p - lr * g / sqrt(v + eps)
-
-    The state is created at once and moved into shared memory, the step count included, so processes
-    forked or spawned after share_memory() see and update the same tensors. v starts at 0 (as torch's
-    RMSprop; TF1's started it at 1). Updates are lock-free, as in the paper.
-    """
-
-    def __init__(self, params, lr: float = 7e-4, decay: float = 0.99, eps: float = 0.1):
-        super().__init__(params, dict(lr=lr, decay=decay, eps=eps))
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.state[p] = {"step": torch.zeros(()), "square_avg": torch.zeros_like(p, memory_format=torch.preserve_format)}
-        self.share_memory()
-
-    def share_memory(self) -> "SharedRMSprop":
-        """Move every state tensor into shared memory (again after load_state_dict, which replaces them)."""
-        for state in self.state.values():
-            for value in state.values():
-                value.share_memory_()
-        return self
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                state["step"] += 1
-                square_avg = state["square_avg"]
-                square_avg.mul_(group["decay"]).addcmul_(p.grad, p.grad, value=1 - group["decay"])
-                p.addcdiv_(p.grad, (square_avg + group["eps"]).sqrt_(), value=-group["lr"])
-
-
-class SharedAdam(torch.optim.Optimizer):
-    """Adam (Kingma & Ba 2015) with its moments and step count in shared memory: one set for all workers.
-    The bias corrections read the shared step count, which counts the updates of every worker."""
-
-    def __init__(self, params, lr: float = 7e-4, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.state[p] = {"step": torch.zeros(()), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
-        self.share_memory()
-
-    def share_memory(self) -> "SharedAdam":
-        for state in self.state.values():
-            for value in state.values():
-                value.share_memory_()
-        return self
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                state["step"] += 1
-                step = float(state["step"])
-                state["exp_avg"].mul_(beta1).add_(p.grad, alpha=1 - beta1)
-                state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                denominator = (state["exp_avg_sq"] / (1 - beta2**step)).sqrt_().add_(group["eps"])
-                p.addcdiv_(state["exp_avg"], denominator, value=-group["lr"] / (1 - beta1**step))
-
-
-def make_optimizer(args: Args, params) -> torch.optim.Optimizer:
-    if args.optimizer == "adam":
-        return SharedAdam(params, lr=args.learning_rate, eps=args.adam_eps)
-    return SharedRMSprop(params, lr=args.learning_rate, decay=args.rms_decay, eps=args.rms_eps)
-
-
-# --------------------------------------------------------------------------------------------------
-# Networks
-# --------------------------------------------------------------------------------------------------
-
-
-def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
-    """Orthogonal weights and constant biases, as in the authors' baselines code."""
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
-    return layer
-
-
-class QNetwork(nn.Module):
-    """Q(s, .) for every action at once.
-    - Images: the 2013 DQN network (Mnih et al. 2013) that the paper used: 16 8x8 stride 4, 32 4x4
-      stride 2, 256 dense, ReLU; uint8 pixels scaled to [0, 1].
-    - Vector observations: an MLP of 64-64 ReLU units."""
-
-    def __init__(self, observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete):
-        super().__init__()
-        shape = observation_space.shape
-        self.image = len(shape) == 3
-        n_actions = int(action_space.n)
-        if self.image:
-            body = nn.Sequential(
-                layer_init(nn.Conv2d(shape[0], 16, 8, stride=4)), nn.ReLU(),
-                layer_init(nn.Conv2d(16, 32, 4, stride=2)), nn.ReLU(),
-                nn.Flatten(),
-            )
-            with torch.no_grad():
-                n_flat = body(torch.zeros(1, *shape)).shape[1]
-            self.net = nn.Sequential(body, layer_init(nn.Linear(n_flat, 256)), nn.ReLU(),
-                                     layer_init(nn.Linear(256, n_actions), std=1.0))
-        else:
-            self.net = nn.Sequential(
-                layer_init(nn.Linear(int(np.prod(shape)), 64)), nn.ReLU(),
-                layer_init(nn.Linear(64, 64)), nn.ReLU(),
-                layer_init(nn.Linear(64, n_actions), std=1.0),
-            )
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
-        return self.net(x)
-
-
-# --------------------------------------------------------------------------------------------------
-# Run directory, checkpoints, evaluation
-# --------------------------------------------------------------------------------------------------
+# --- files: atomic, finite, and loaded without running code ------------------------------------------
 
 
 def atomic_write(path: str, write) -> None:
@@ -487,6 +1100,14 @@ def atomic_write(path: str, write) -> None:
     tmp = f"{path}.tmp"
     write(tmp)
     os.replace(tmp, path)
+
+
+def write_json(path: str, obj: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    atomic_write(path, write)
 
 
 def all_finite(state) -> bool:
@@ -508,14 +1129,6 @@ def save_torch(obj, path: str) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def write_json(path: str, obj: dict) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-
-    atomic_write(path, write)
-
-
 def load_saved(path: str) -> dict:
     """A checkpoint or model of this script, loaded without running any code in the file (weights_only).
     Anything else is refused in one line. torch's own message advises weights_only=False, which would run
@@ -532,13 +1145,6 @@ def load_saved(path: str) -> dict:
     if not all_finite(saved):
         raise ConfigError(f"{path} holds nan or inf: it was written by a run that diverged")
     return saved
-
-
-def load_checkpoint(run_dir: str) -> dict:
-    path = os.path.join(run_dir, "checkpoint.pt")
-    if not os.path.isfile(path):
-        raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there (was it run with --checkpoint-every?)")
-    return load_saved(path)
 
 
 def value_fits(value, hint) -> bool:
@@ -571,11 +1177,11 @@ def args_from_saved(saved: dict, path: str) -> "Args":
     return Args(**saved["args"])
 
 
-def restore(path: str, load) -> None:
-    """Run load(), which copies a checkpoint or model into this run; a file that does not fit it (another
+def restore(path: str, load):
+    """Return load(), which reads a checkpoint or model into this run; a file that does not fit it (another
     env or network size, a missing entry) is refused in one line instead of a traceback."""
     try:
-        load()
+        return load()
     except ConfigError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
@@ -583,10 +1189,17 @@ def restore(path: str, load) -> None:
         raise ConfigError(f"{path} does not fit this run of {SCRIPT} ({type(error).__name__}: {reason})") from None
 
 
-def remove_stale_temporaries(run_dir: str) -> None:
-    """A run killed while saving leaves a half-written *.tmp beside the file it was replacing: remove it."""
-    for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
-        os.remove(path)
+def resume_args(args: "Args") -> tuple["Args", dict | None]:
+    """With --resume DIR: the args saved in DIR/checkpoint.pt (pointed at DIR) and the checkpoint itself.
+    Without: (args, None)."""
+    if not args.resume:
+        return args, None
+    path = os.path.join(args.resume, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--resume {args.resume}: no checkpoint.pt there (was it run with --checkpoint-every?)")
+    checkpoint = load_saved(path)
+    saved_args = args_from_saved(checkpoint, path)
+    return dataclasses.replace(saved_args, resume=args.resume, run_dir=args.resume), checkpoint
 
 
 def safe_to_resume(run_dir: str) -> str:
@@ -597,35 +1210,39 @@ def safe_to_resume(run_dir: str) -> str:
     return "no checkpoint was written (--checkpoint-every keeps one)"
 
 
-def wait_past_event_files(run_dir: str) -> None:
-    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
-    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
-    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
-    next."""
-    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
-    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
-    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
-def rng_state(generator: np.random.Generator) -> dict:
-    """A worker's random state: python's, torch's and its numpy Generator's, in plain Python types: it
-    travels through the message queue (a tensor there would need its sender alive to be received) and
-    PCG64's 128-bit integers are kept as text, which torch.load(weights_only=True) accepts."""
-    bits = generator.bit_generator.state
+def rng_state() -> dict:
+    _, key, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": list(random.getstate()[1]),
-        "torch": torch.get_rng_state().tolist(),
-        "numpy": [str(bits["state"]["state"]), str(bits["state"]["inc"]), bits["has_uint32"], bits["uinteger"]],
+        "numpy": [torch.from_numpy(key.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
     }
 
 
-def set_rng_state(state: dict, generator: np.random.Generator) -> None:
+def set_rng_state(state: dict) -> None:
     random.setstate((3, tuple(state["python"]), None))
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    key, inc, has_uint32, uinteger = state["numpy"]
-    generator.bit_generator.state = {"bit_generator": "PCG64", "state": {"state": int(key), "inc": int(inc)},
-                                     "has_uint32": has_uint32, "uinteger": uinteger}
+    key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
 
+
+def package_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for package in ("torch", "gymnasium", "numpy", "ale-py", "mujoco", "minatar", "envpool", "tyro"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+# --- the run -----------------------------------------------------------------------------------------
 
 EPISODE_FIELDS = ["global_step", "episodic_return", "episodic_length", "wall_time"]
 
@@ -653,57 +1270,14 @@ def open_episode_log(run_dir: str, keep_until_step: int | None):
     return f, writer
 
 
-def package_versions() -> dict:
-    versions = {"python": sys.version.split()[0]}
-    for package in ("torch", "gymnasium", "numpy", "ale-py", "tyro"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def evaluate(q_net: QNetwork, args: Args, episodes: int, seed: int, deterministic: bool, video_dir: str) -> list[float]:
-    """The undiscounted returns of `episodes` whole episodes (whole games on Atari), acting greedily
-    (or epsilon-greedily with args.eval_epsilon when not deterministic)."""
-    envs = make_worker_env(args, 0, video_dir)
-    rng = np.random.default_rng(seed)
-    n_actions = int(envs.single_action_space.n)
-    obs, _ = envs.reset(seed=seed)
-    returns: list[float] = []
-    while len(returns) < episodes:
-        if not deterministic and rng.random() < args.eval_epsilon:
-            action = int(rng.integers(n_actions))
-        else:
-            with torch.inference_mode():
-                action = int(q_net(torch.as_tensor(obs)).argmax(1))
-        obs, _, _, _, infos = envs.step(np.array([action]))
-        returns.extend(float(r) for r in finished_episodes(infos)[0])
-    envs.close()
-    return returns[:episodes]
-
-
-def load_q_network(model_path: str) -> tuple[QNetwork, Args]:
-    """Rebuild the network saved by --save-model: weights and args."""
-    saved = load_saved(model_path)
-    args = args_from_saved(saved, model_path)
-    check_env_id(args.env_id)
-    envs = make_worker_env(args, 0, "", capture_video=False)
-    check_spaces(envs.single_observation_space, envs.single_action_space)
-    q_net = QNetwork(envs.single_observation_space, envs.single_action_space)
-    envs.close()
-    restore(model_path, lambda: q_net.load_state_dict(saved["model"]))
-    return q_net, args
-
-
-def main_evaluate(eval_args: EvalArgs) -> dict:
-    q_net, args = load_q_network(eval_args.model_path)
-    args = dataclasses.replace(args, capture_video=eval_args.capture_video)
-    video_dir = os.path.join(os.path.dirname(os.path.abspath(eval_args.model_path)), "videos")
-    returns = evaluate(q_net, args, eval_args.episodes, eval_args.seed, eval_args.deterministic, video_dir)
-    result = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
-    print(json.dumps(result))
-    return result
+def wait_past_event_files(run_dir: str) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
+    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
+    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
+    next."""
+    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
+    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
+    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
 
 
 class Progress:
@@ -720,7 +1294,7 @@ class Progress:
             return
         self.last = now
         sps = (step - self.start_step) / max(now - self.start, 1e-9)
-        eta = (self.total - step) / max(sps, 1e-9)
+        eta = max(self.total - step, 0) / max(sps, 1e-9)
         recent = f"{np.mean(recent_returns):9.2f}" if recent_returns else "      n/a"
         line = (f"step {step:>10,}/{self.total:,} ({100 * step / self.total:5.1f}%) | {sps:7,.0f} steps/s | "
                 f"return (last {len(recent_returns)}) {recent} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
@@ -734,482 +1308,251 @@ class Progress:
             print()
 
 
-# --------------------------------------------------------------------------------------------------
-# The workers
-# --------------------------------------------------------------------------------------------------
+class Run:
+    """One training run's directory and all it holds besides the learning: checkpoint.pt (with the RNG state)
+    and resume, episodes.csv, TensorBoard and wandb, the progress line, SIGINT/SIGTERM, model.pt, the final
+    evaluation and summary.json. Used as `with Run(args, checkpoint) as run:`. It seeds random, numpy and
+    torch at once, and writes nothing until start(), which comes after every check. On leaving the block it
+    closes what it opened (and what was given to closing()) and puts torch's thread count back."""
+
+    def __init__(self, args: "Args", checkpoint: dict | None):
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.args = dataclasses.replace(args, run_dir=args.run_dir or os.path.join("runs", name))
+        self.dir, self.resumed = self.args.run_dir, checkpoint
+        self.path = os.path.join(self.dir, "checkpoint.pt")
+        # A resumed run continues the step count and the wall time of the checkpoint.
+        self.start_step = int(self.saved("global_step", 0))
+        self.elapsed_before = float(self.saved("elapsed", 0.0))
+        self.last_save_step = self.start_step
+        self.parts, self.counters, self.closers = {}, {}, []
+        self.stop_signal: list[int] = []
+        self.handlers: dict = {}
+        self.writer = self.episode_file = self.progress = None
+        self.recent_returns: deque = deque(maxlen=20)
+        self.threads_before = torch.get_num_threads()
+        self.start_time = time.time()
+        seed_everything(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    def saved(self, name: str, default):
+        """A value of the checkpoint resumed from (a counter the script keeps); default on a fresh run."""
+        if self.resumed is None:
+            return default
+        return restore(self.path, lambda: self.resumed[name])
+
+    def restore(self, **parts) -> None:
+        """Name what a checkpoint holds besides counters (networks, optimisers, buffers: anything with
+        state_dict and load_state_dict); on resume, load them and the RNG state."""
+        self.parts = parts
+
+        def load() -> None:
+            for name, part in parts.items():
+                part.load_state_dict(self.resumed[name])
+            set_rng_state(self.resumed["rng"])
+
+        if self.resumed is not None:
+            restore(self.path, load)
+
+    def use_threads(self, default: int | None) -> None:
+        """torch's CPU threads for this run: --threads, else default (None: torch's own choice)."""
+        torch.set_num_threads(self.args.threads or default or self.threads_before)
+
+    def closing(self, thing):
+        """Close thing (an env) when the run ends; returns it."""
+        self.closers.append(thing)
+        return thing
+
+    def start(self, total_steps: int | None = None) -> None:
+        """Every check has passed: make the run directory, open its logs, and take SIGINT and SIGTERM, which
+        from now on stop the run at the next save_if_due() with a checkpoint."""
+        os.makedirs(self.dir, exist_ok=True)
+        for path in glob.glob(os.path.join(glob.escape(self.dir), "*.tmp")):
+            os.remove(path)  # half-written by a run killed while saving
+        print(f"{SCRIPT}: {'resuming' if self.resumed else 'writing'} {self.dir}", flush=True)
+        self.episode_file, self.episode_log = open_episode_log(self.dir, self.start_step if self.resumed else None)
+        if self.args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
+            import wandb
+
+            wandb.init(project=self.args.wandb_project_name, entity=self.args.wandb_entity, config=vars(self.args),
+                       name=os.path.basename(self.dir), dir=self.dir, id=os.path.basename(self.dir),
+                       resume="allow", sync_tensorboard=True)
+        # Everything logged up to the checkpoint's step was logged before it was saved: what a killed attempt
+        # logged after it is dropped, as it is logged again.
+        if self.resumed is not None:
+            wait_past_event_files(self.dir)
+        self.writer = SummaryWriter(self.dir, purge_step=self.start_step + 1 if self.resumed is not None else None)
+        if self.resumed is None:
+            table = "\n".join(f"|{key}|{value}|" for key, value in vars(self.args).items())
+            self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.handlers[sig] = signal.signal(sig, lambda signum, frame: self.stop_signal.append(signum))
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        self.progress = Progress(total_steps or self.args.total_timesteps, self.start_step)
+        self.start_time = time.time()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.start_time
+
+    def sps(self, step: int) -> int:
+        return int((step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+
+    def episode(self, step: int, episodic_return: float, episodic_length: int) -> None:
+        """Log one finished episode: episodes.csv, TensorBoard, and the progress line's recent returns."""
+        self.episode_log.writerow([step, float(episodic_return), int(episodic_length), round(self.elapsed(), 3)])
+        self.episode_file.flush()
+        self.writer.add_scalar("charts/episodic_return", episodic_return, step)
+        self.writer.add_scalar("charts/episodic_length", episodic_length, step)
+        self.recent_returns.append(float(episodic_return))
+
+    def episodes(self, step: int, infos: dict) -> None:
+        """Log the episodes that ended in this step of a vector env."""
+        for episodic_return, episodic_length in zip(*finished_episodes(infos)):
+            self.episode(step, episodic_return, episodic_length)
+
+    def log(self, step: int, metrics: dict) -> None:
+        """Scalars to TensorBoard at this step (tensors are read here), with charts/SPS, and the progress line."""
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, float(value), step)
+        self.writer.add_scalar("charts/SPS", self.sps(step), step)
+        self.progress.update(step, self.recent_returns)
+
+    def check_finite(self, step: int, loss=None, weights: nn.Module | None = None) -> None:
+        """Stop on a loss, or weights, that became nan or inf, before a checkpoint holds them. (A gradient that
+        overflowed can turn the weights to nan although the loss before the step was finite.)"""
+        if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
+            raise FloatingPointError(f"the loss became {float(loss)} at step {step:,}; {safe_to_resume(self.dir)}")
+        if weights is not None and not all_finite(weights.state_dict()):
+            raise FloatingPointError(f"the weights became nan or inf at step {step:,} (the loss was finite); "
+                                     f"{safe_to_resume(self.dir)}")
+
+    @property
+    def stopped(self) -> bool:
+        """Whether SIGINT or SIGTERM asked the run to stop."""
+        return bool(self.stop_signal)
+
+    def checkpoint_due(self, step: int) -> bool:
+        """A signal came, or the step count passed a multiple of --checkpoint-every since the last save."""
+        every = self.args.checkpoint_every
+        return self.stopped or bool(every) and step // every > self.last_save_step // every
+
+    def save(self, step: int, **counters) -> None:
+        """Write checkpoint.pt: the parts named in restore(), the script's counters, the step, the elapsed
+        time and the RNG state."""
+        self.counters, self.last_save_step = counters, step
+        save_torch({
+            "script": SCRIPT, "args": dataclasses.asdict(self.args),
+            **{name: part.state_dict() for name, part in self.parts.items()}, **counters,
+            "global_step": step, "elapsed": self.elapsed(), "rng": rng_state(),
+        }, self.path)
+
+    def save_if_due(self, step: int, **counters) -> None:
+        """save() when checkpoint_due(); the counters are also what the final checkpoint holds."""
+        self.counters = counters
+        if self.checkpoint_due(step):
+            self.save(step, **counters)
+
+    def interrupted(self) -> dict:
+        """What main() returns when a signal stopped the run (after save_if_due() saved it)."""
+        print(f"\nstopped by signal {self.stop_signal[0]} at step {self.last_save_step}; resume with "
+              f"--resume {self.dir}", flush=True)
+        return {"interrupted": True, "global_step": self.last_save_step, "run_dir": self.dir}
+
+    def finish(self, step: int, model: dict, evaluate, **summary) -> dict:
+        """The end of a run: a last checkpoint (with --checkpoint-every), model.pt holding `model` and the args
+        (with --save-model), the final evaluation (evaluate() returns the episodes' returns) and summary.json
+        with `summary` added. Returns the summary."""
+        self.progress.update(step, self.recent_returns, force=True)
+        if self.args.checkpoint_every:
+            self.save(step, **self.counters)
+        summary = {"algo": SCRIPT.removesuffix(".py"), "env_id": self.args.env_id, "seed": self.args.seed,
+                   "total_steps": step, "sps": self.sps(step), "wall_time": round(self.elapsed(), 1), **summary,
+                   "args": dataclasses.asdict(self.args), "versions": package_versions()}
+        if self.args.save_model:
+            save_torch({"script": SCRIPT, "args": dataclasses.asdict(self.args), **model},
+                       os.path.join(self.dir, "model.pt"))
+        result = ""
+        if self.args.eval_episodes:
+            returns = evaluate()
+            summary["eval"] = {"episodes": len(returns), "deterministic": self.args.eval_deterministic,
+                               "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+            self.writer.add_scalar("eval/mean_return", summary["eval"]["mean_return"], step)
+            self.writer.add_scalar("eval/std_return", summary["eval"]["std_return"], step)
+            result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} "
+                      f"over {len(returns)} episodes")
+        write_json(os.path.join(self.dir, "summary.json"), summary)
+        if self.args.track:
+            import wandb
+
+            wandb.finish()
+        self.progress.close()
+        self.progress = None
+        print(f"done: {step:,} steps at {summary['sps']:,} steps/s in {self.dir}{result}", flush=True)
+        return summary
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *error) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        for sig, handler in self.handlers.items():
+            signal.signal(sig, handler)
+        for thing in reversed(self.closers):
+            thing.close()
+        if self.episode_file is not None:
+            self.episode_file.close()
+        if self.writer is not None:
+            self.writer.close()
+        torch.set_num_threads(self.threads_before)
+
+
+# --- evaluating a saved model, and the command line ------------------------------------------------------
 
 
 @dataclass
-class Shared:
-    """What the main process and the workers share: networks and optimiser state in shared memory, the
-    global step counter (with its lock), the episode queue, and the controls of checkpoints and stops."""
+class EvalArgs:
+    """Evaluate a model saved with --save-model."""
 
-    q_net: QNetwork
-    target_net: QNetwork
-    optimizer: torch.optim.Optimizer
-    global_step: "mp.sharedctypes.Synchronized"
-    messages: "mp.Queue"
-    stop: "mp.synchronize.Event"
-    pause_requested: "mp.sharedctypes.Synchronized"  # the number of the checkpoint asked for
-    pause_released: "mp.sharedctypes.Synchronized"   # the number of the last checkpoint written
-
-
-def die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent dies, even by SIGKILL: no orphans."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent-pid check in the loop still applies
-        pass
+    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
+    """the model.pt file of a run"""
+    episodes: int = 10
+    """episodes to average over"""
+    seed: int = 12345
+    """seed of the evaluation environments"""
+    deterministic: bool = next(iter(PRESETS.values())).eval_deterministic
+    """act without exploration (the most likely action, the mean action or the greedy one)"""
+    capture_video: bool = False
+    """record the episodes next to the model, in videos/"""
 
 
-def worker(k: int, args: Args, shared: Shared, start_state: dict | None, env_seed: int, video_dir: str) -> None:
-    """Worker k: an actor-learner process. It sends ("episode", k, step, return, length) for each episode that
-    ends, ("progress", k, step) now and then (none of its episodes will end at or below that step), ("stats",
-    ...) from worker 0, ("paused", k, checkpoint number, state), ("done", k, state), and ("nan", k, message)
-    for a diverged loss. Any other exception goes to the main process as text."""
-    parent = os.getppid()
-    die_with_parent()
-    # Ctrl-C reaches the whole process group, and so does SIGTERM from `timeout` or a cluster's scheduler:
-    # the main process decides, pausing the workers for a checkpoint, then stopping them.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    torch.set_num_threads(1)
-    try:
-        run_worker(k, args, shared, start_state, env_seed, video_dir, parent)
-    except FloatingPointError as error:
-        shared.messages.put(("nan", k, str(error)))
-    except Exception:
-        shared.messages.put(("error", k, traceback.format_exc()))
-        sys.exit(1)
+def main_evaluate(eval_args: EvalArgs) -> dict:
+    agent, args = load_agent(eval_args.model_path)
+    args = dataclasses.replace(args, capture_video=eval_args.capture_video)
+    video_dir = os.path.join(os.path.dirname(os.path.abspath(eval_args.model_path)), "videos")
+    returns = evaluate(agent, args, eval_args.episodes, eval_args.seed, eval_args.deterministic, video_dir)
+    result = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+    print(json.dumps(result))
+    return result
 
 
-def run_worker(k: int, args: Args, shared: Shared, start_state: dict | None, env_seed: int, video_dir: str,
-               parent: int) -> None:
-    rng = np.random.default_rng(args.seed + k)
-    random.seed(args.seed + k)
-    torch.manual_seed(args.seed + k)
-    final_epsilon = sample_final_epsilon(rng)
-    if start_state is not None:
-        set_rng_state(start_state["rng"], rng)
-        final_epsilon = start_state["final_epsilon"]
-    crash_at = int(os.environ.get("ASYNC_Q_CRASH_WORKER_AT", "-1")) if k == 1 else -1  # hook for the tests
-
-    envs = make_worker_env(args, k, video_dir)
-    try:
-        train_worker(k, args, shared, envs, rng, final_epsilon, crash_at, env_seed, parent)
-    finally:
-        envs.close()  # and, with --capture-video, the last video written
-
-
-def train_worker(k: int, args: Args, shared: Shared, envs, rng: np.random.Generator, final_epsilon: float,
-                 crash_at: int, env_seed: int, parent: int) -> None:
-    """The actor-learner loop of Algorithm 1 / S2: claim up to I_AsyncUpdate global steps, act, compute
-    the targets with the shared target network, apply the summed gradient with the shared optimiser."""
-    n_actions = int(envs.single_action_space.n)
-    local_net = QNetwork(envs.single_observation_space, envs.single_action_space)
-    local_params, global_params = list(local_net.parameters()), list(shared.q_net.parameters())
-    n = args.async_update
-    obs_dtype = torch.uint8 if envs.single_observation_space.dtype == np.uint8 else torch.float32
-    obs_buf = torch.zeros((n, *envs.single_observation_space.shape), dtype=obs_dtype)
-    after_buf = torch.zeros_like(obs_buf)  # the state after each step (the final observation at an episode end)
-    action_buf, next_action_buf = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
-    reward_buf = torch.zeros(n)
-    terminated_buf, truncated_buf = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
-
-    def choose(observation: np.ndarray, epsilon: float) -> int:
-        if rng.random() < epsilon:
-            return int(rng.integers(n_actions))
-        with torch.inference_mode():
-            return int(local_net(torch.as_tensor(observation)).argmax(1))
-
-    obs, _ = envs.reset(seed=env_seed + k)
-    envs.single_action_space.seed(env_seed + k)
-    action = None
-    checkpoint_seen, updates, last_report = shared.pause_released.value, 0, time.monotonic()
-    while True:
-        # A safe point between updates: stop, or wait while the main process writes a checkpoint.
-        if shared.stop.is_set() or os.getppid() != parent:
-            return
-        requested = shared.pause_requested.value
-        if requested > checkpoint_seen:
-            checkpoint_seen = requested
-            shared.messages.put(("paused", k, requested, {"rng": rng_state(rng), "final_epsilon": final_epsilon}))
-            while shared.pause_released.value < requested:
-                if shared.stop.is_set() or os.getppid() != parent:
-                    return
-                time.sleep(0.005)
-        with shared.global_step.get_lock():
-            start = shared.global_step.value
-            steps = min(n, args.total_timesteps - start)
-            shared.global_step.value = start + max(steps, 0)
-        if steps <= 0:  # the budget is spent; the state goes with the news, for the final checkpoint
-            shared.messages.put(("done", k, {"rng": rng_state(rng), "final_epsilon": final_epsilon}))
-            return
-        if updates == crash_at:
-            raise RuntimeError(f"simulated crash of worker {k} (ASYNC_Q_CRASH_WORKER_AT={crash_at})")
-
-        for local, shared_param in zip(local_params, global_params):  # theta' <- theta
-            local.data.copy_(shared_param.data)
-        epsilon = epsilon_at(start, final_epsilon, args.epsilon_anneal_steps)
-        if action is None:
-            action = choose(obs, epsilon)
-        for t in range(steps):
-            obs_buf[t] = torch.as_tensor(obs[0])
-            action_buf[t] = action
-            next_obs, reward, terminated, truncated, infos = envs.step(np.array([action]))
-            done = terminated[0] or truncated[0]
-            after = infos["final_obs"][0] if done else next_obs[0]
-            after_buf[t] = torch.as_tensor(after)
-            reward_buf[t], terminated_buf[t], truncated_buf[t] = float(reward[0]), bool(terminated[0]), bool(truncated[0])
-            action = choose(next_obs, epsilon)
-            # SARSA's a' in s': the action taken next, or, at an episode end, the one the policy would take
-            # in the final observation.
-            next_action_buf[t] = choose(after[None], epsilon) if done and args.method == "one-step-sarsa" else action
-            for episodic_return, episodic_length in zip(*finished_episodes(infos)):
-                shared.messages.put(("episode", k, start + t + 1, float(episodic_return), int(episodic_length)))
-            obs = next_obs
-
-        with torch.no_grad():
-            target_q = shared.target_net(after_buf[:steps])
-        bootstrap = bootstrap_values(args.method, target_q, next_action_buf[:steps])
-        if args.method == "n-step-q":
-            targets = nstep_q_targets(reward_buf[:steps], bootstrap, terminated_buf[:steps], truncated_buf[:steps], args.gamma)
-        else:
-            targets = one_step_targets(reward_buf[:steps], bootstrap, terminated_buf[:steps], args.gamma)
-        q_taken = local_net(obs_buf[:steps]).gather(1, action_buf[:steps, None]).squeeze(1)
-        loss = q_loss(q_taken, targets)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss.item()} at step {start + steps:,} in worker {k}; "
-                                     f"{safe_to_resume(args.run_dir)}")
-        local_net.zero_grad(set_to_none=True)
-        loss.backward()
-        if args.max_grad_norm:
-            nn.utils.clip_grad_norm_(local_params, args.max_grad_norm)
-        for local, shared_param in zip(local_params, global_params):
-            shared_param.grad = local.grad
-        end = start + steps
-        lr_scale = 1.0 - start / args.total_timesteps if args.anneal else 1.0
-        shared.optimizer.param_groups[0]["lr"] = lr_scale * args.learning_rate
-        shared.optimizer.step()
-        if end // args.target_update > start // args.target_update:  # this worker's steps crossed I_target
-            for target, shared_param in zip(shared.target_net.parameters(), global_params):
-                target.data.copy_(shared_param.data)
-        updates += 1
-        if k == 0 and updates % 200 == 0:  # losses for TensorBoard, from one worker, now and then
-            shared.messages.put(("stats", k, end, loss.item() / steps, float(q_taken.detach().mean()), epsilon,
-                                 shared.optimizer.param_groups[0]["lr"]))
-        if time.monotonic() - last_report > 0.2:  # lets the main process write other workers' episodes in step order
-            shared.messages.put(("progress", k, end))  # none of this worker's episodes will end at or below end
-            last_report = time.monotonic()
-
-
-def child_pids(pid: int) -> list[int]:
-    """The live child processes of pid, from /proc (Linux); [] elsewhere."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-# --------------------------------------------------------------------------------------------------
-# Training
-# --------------------------------------------------------------------------------------------------
-
-
-def main(args: Args) -> dict:
-    """Train with asynchronous workers and return the summary that is also written to RUN_DIR/summary.json.
-    A run stopped by SIGINT or SIGTERM returns {"interrupted": True, "global_step", "run_dir"} and writes
-    no summary. A worker's exception stops every worker and is raised here with the worker's traceback;
-    a worker's diverged loss is raised as a FloatingPointError with its one-line message."""
-    checkpoint = None
-    if args.resume:
-        checkpoint = load_checkpoint(args.resume)
-        path = os.path.join(args.resume, "checkpoint.pt")
-        args = dataclasses.replace(args_from_saved(checkpoint, path), resume=args.resume, run_dir=args.resume)
-    check_env_id(args.env_id)
-    check_args(args)
-    run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    args = dataclasses.replace(args, run_dir=run_dir)
-    probe = make_worker_env(args, 1, "", capture_video=False)
-    observation_space, action_space = probe.single_observation_space, probe.single_action_space
-    probe.close()
-    check_spaces(observation_space, action_space)
-    if args.num_workers > (os.cpu_count() or 1):
-        print(f"note: {args.num_workers} workers on {os.cpu_count()} cores: they will take turns; "
-              "--num-workers at most the core count runs fastest")
-
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
-    torch.set_num_threads(args.threads or 1)
-    try:
-        q_net = QNetwork(observation_space, action_space)
-        target_net = QNetwork(observation_space, action_space)
-        target_net.load_state_dict(q_net.state_dict())
-        q_net.share_memory()
-        target_net.share_memory()
-        optimizer = make_optimizer(args, q_net.parameters())
-        global_step, elapsed_before, worker_states = 0, 0.0, [None] * args.num_workers
-        if checkpoint is not None:
-            def load_state() -> None:
-                nonlocal global_step, elapsed_before, worker_states
-                q_net.load_state_dict(checkpoint["model"])  # copied into the shared tensors
-                target_net.load_state_dict(checkpoint["target"])
-                optimizer.load_state_dict(checkpoint["optimizer"])
-                optimizer.share_memory()  # load_state_dict put the state in fresh, private tensors
-                global_step, elapsed_before = int(checkpoint["global_step"]), float(checkpoint["elapsed"])
-                worker_states = list(checkpoint["workers"])
-                if len(worker_states) != args.num_workers or not all(
-                        state is None or {"rng", "final_epsilon"} <= set(state) for state in worker_states):
-                    raise ValueError(f"it holds {len(worker_states)} worker states, not the {args.num_workers} "
-                                     "of its --num-workers")
-
-            restore(path, load_state)
-    except BaseException:
-        torch.set_num_threads(threads_before)
-        raise
-
-    os.makedirs(run_dir, exist_ok=True)
-    remove_stale_temporaries(run_dir)
-    episode_file, episode_log = open_episode_log(run_dir, global_step if checkpoint else None)
-    # fork: workers start in a fraction of a second and share the tensors above without copying. Where
-    # fork is unsafe or missing (macOS, Windows), spawn.
-    context = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    shared = Shared(q_net, target_net, optimizer, context.Value("q", global_step), context.Queue(), context.Event(),
-                    context.Value("i", 0, lock=False), context.Value("i", 0, lock=False))
-    # A resumed run cannot restore the environments' internal states: it starts fresh episodes, seeded
-    # from the step it resumes at, so that resuming is itself reproducible.
-    env_seed = args.seed + global_step
-    video_dir = os.path.join(run_dir, "videos")
-    workers = [context.Process(target=worker, args=(k, args, shared, worker_states[k], env_seed, video_dir), daemon=True)
-               for k in range(args.num_workers)]
-
-    writer = None
-    stop_signal = []
-    previous_handlers = {}
-    recent_returns: deque = deque(maxlen=20)
-    start_time, start_step = time.time(), global_step
-    progress = Progress(args.total_timesteps, global_step)
-    finished: set[int] = set()  # workers whose "done" arrived
-    paused: dict[int, dict] = {}  # worker -> its state, for the checkpoint being written
-    # Episodes wait here, as (step, arrival, return, length), until no worker can report an earlier one:
-    # each worker's messages arrive in the order it sent them, and its "progress" says that none of its
-    # episodes will end at or below that step.
-    pending: list = []
-    reported = [global_step] * args.num_workers
-    arrivals = 0
-    checkpoint_number = 0
-    last_check = time.time()
-
-    def handle(message) -> None:
-        nonlocal arrivals
-        kind = message[0]
-        if kind == "episode":
-            _, _, step, episodic_return, episodic_length = message
-            heapq.heappush(pending, (step, arrivals, episodic_return, episodic_length))
-            arrivals += 1
-        elif kind == "progress":
-            reported[message[1]] = message[2]
-        elif kind == "stats":
-            _, k, step, loss, mean_q, epsilon, lr = message
-            reported[k] = step
-            for name, scalar in (("losses/td_loss", loss), ("losses/q_values", mean_q), ("charts/epsilon", epsilon),
-                                 ("charts/learning_rate", lr),
-                                 ("charts/SPS", (shared.global_step.value - start_step) / (time.time() - start_time))):
-                writer.add_scalar(name, scalar, step)
-        elif kind == "paused":
-            if message[2] == checkpoint_number:
-                paused[message[1]] = message[3]
-        elif kind == "done":
-            finished.add(message[1])
-            worker_states[message[1]] = message[2]
-        elif kind == "nan":
-            raise FloatingPointError(message[2])
-        elif kind == "error":
-            raise RuntimeError(f"worker {message[1]} failed:\n{message[2]}")
-
-    def release(everything: bool = False) -> None:
-        """Write the waiting episodes that no worker can precede any more, in step order."""
-        frontier = math.inf if everything else min(
-            (step for k, step in enumerate(reported) if k not in finished), default=math.inf)
-        while pending and pending[0][0] <= frontier:
-            step, _, episodic_return, episodic_length = heapq.heappop(pending)
-            episode_log.writerow([step, episodic_return, episodic_length, round(elapsed_before + time.time() - start_time, 3)])
-            episode_file.flush()
-            writer.add_scalar("charts/episodic_return", episodic_return, step)
-            writer.add_scalar("charts/episodic_length", episodic_length, step)
-            recent_returns.append(episodic_return)
-
-    def receive(timeout: float) -> None:
-        """Handle the messages waiting (waiting up to timeout for the first) and write the episodes they
-        release; about every half second, make sure that no worker has died without a word (killed from
-        outside, say)."""
-        nonlocal last_check
-        try:
-            handle(shared.messages.get(timeout=timeout))
-            for _ in range(1000):  # what else has arrived, without waiting
-                handle(shared.messages.get_nowait())
-        except queue_module.Empty:
-            pass
-        release()
-        if time.time() - last_check < 0.5:
-            return
-        last_check = time.time()
-        for k, process in enumerate(workers):
-            if k in finished or process.exitcode is None:
-                continue
-            deadline = time.time() + 2.0  # its last messages may still be on their way
-            while k not in finished and time.time() < deadline:
-                try:
-                    handle(shared.messages.get(timeout=0.1))
-                except queue_module.Empty:
-                    pass
-            if k not in finished:
-                raise RuntimeError(f"worker {k} died with exit code {process.exitcode}")
-
-    def save_checkpoint(stop_after: bool = False) -> int:
-        """Pause every worker at its next safe point, write what they and the shared state hold, release
-        them (or, with stop_after, stop them: no step is taken past the checkpoint). Each worker's "paused"
-        follows its episodes in the queue, so every episode up to the checkpoint's step is in episodes.csv
-        before checkpoint.pt names that step. Returns that step."""
-        nonlocal checkpoint_number
-        checkpoint_number += 1
-        paused.clear()
-        shared.pause_requested.value = checkpoint_number
-        while any(k not in paused and k not in finished for k in range(args.num_workers)):
-            receive(0.05)
-        release(everything=True)  # no worker takes a step until released: none can report an earlier episode
-        states = [paused.get(k) or worker_states[k] for k in range(args.num_workers)]  # finished: as it ended
-        step = shared.global_step.value
-        save_torch({
-            "script": SCRIPT, "args": dataclasses.asdict(args), "model": q_net.state_dict(),
-            "target": target_net.state_dict(), "optimizer": optimizer.state_dict(), "global_step": step,
-            "elapsed": elapsed_before + time.time() - start_time, "workers": states,
-        }, os.path.join(run_dir, "checkpoint.pt"))
-        if stop_after:
-            shared.stop.set()  # seen by the paused workers before the release below
-        shared.pause_released.value = checkpoint_number
-        return step
-
-    next_checkpoint = (global_step // args.checkpoint_every + 1) * args.checkpoint_every if args.checkpoint_every else None
-    saved_step = None
-    try:
-        # The workers start before any logging thread exists in this process (safer with fork).
-        for process in workers:
-            process.start()
-        if args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
-            import wandb
-
-            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
-                       name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
-                       sync_tensorboard=True)
-        # Everything logged at steps up to the checkpoint's was logged before it was written; what a killed
-        # attempt logged after it is purged, as this run logs those steps again.
-        if checkpoint is not None:
-            wait_past_event_files(run_dir)
-        writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint is not None else None)
-        if checkpoint is None:
-            table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
-            writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous_handlers[sig] = signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-
-        while len(finished) < args.num_workers:
-            receive(0.05)
-            step = shared.global_step.value
-            progress.update(min(step, args.total_timesteps), recent_returns)
-            if stop_signal:
-                saved_step = save_checkpoint(stop_after=True)
-                break
-            if next_checkpoint is not None and step >= next_checkpoint and len(finished) < args.num_workers:
-                save_checkpoint()
-                next_checkpoint = (shared.global_step.value // args.checkpoint_every + 1) * args.checkpoint_every
-        release(everything=True)
-    except BaseException:
-        if writer is not None:
-            writer.close()  # its thread would keep the process alive
-        raise
-    finally:
-        # Stop whatever still runs: at once after an error or a signal, and in any case within seconds.
-        shared.stop.set()
-        shared.pause_released.value = checkpoint_number + 1
-        deadline = time.time() + 5
-        while any(process.is_alive() for process in workers) and time.time() < deadline:
-            try:  # keep the queue drained, so that no worker blocks on exit flushing it
-                shared.messages.get(timeout=0.05)
-            except queue_module.Empty:
-                pass
-        for process in workers:
-            if process.is_alive():
-                process.kill()
-            if process.pid is not None:  # started
-                process.join()
-        shared.messages.close()
-        progress.close()
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
-        episode_file.close()
-        if writer is not None:
-            writer.flush()
-        torch.set_num_threads(threads_before)
-
-    if saved_step is not None:
-        print(f"\nstopped by signal {stop_signal[0]} at step {saved_step}; resume with --resume {run_dir}")
-        writer.close()
-        return {"interrupted": True, "global_step": saved_step, "run_dir": run_dir}
-    global_step = shared.global_step.value
-    progress.update(global_step, recent_returns, force=True)
-    if args.checkpoint_every:
-        save_checkpoint()
-    elapsed = elapsed_before + time.time() - start_time
-    summary = {
-        "algo": "async_q", "method": args.method, "env_id": args.env_id, "seed": args.seed,
-        "num_workers": args.num_workers, "total_steps": global_step,
-        "sps": int((global_step - start_step) / (time.time() - start_time)), "wall_time": round(elapsed, 1),
-        "args": dataclasses.asdict(args), "versions": package_versions(),
-    }
-    if args.save_model:
-        save_torch({"script": SCRIPT, "args": dataclasses.asdict(args), "model": q_net.state_dict()},
-                   os.path.join(run_dir, "model.pt"))
-    if args.eval_episodes:
-        torch.set_num_threads(args.threads or 1)
-        eval_returns = evaluate(q_net, dataclasses.replace(args, capture_video=False), args.eval_episodes,
-                                args.seed + 100_000, args.eval_deterministic, "")
-        torch.set_num_threads(threads_before)
-        summary["eval"] = {"episodes": len(eval_returns), "deterministic": args.eval_deterministic,
-                           "mean_return": float(np.mean(eval_returns)), "std_return": float(np.std(eval_returns))}
-        writer.add_scalar("eval/mean_return", summary["eval"]["mean_return"], global_step)
-    write_json(os.path.join(run_dir, "summary.json"), summary)
-    writer.close()
-    if args.track:
-        wandb.finish()
-    result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} over "
-              f"{args.eval_episodes} episodes" if args.eval_episodes else "")
-    print(f"done: {global_step:,} steps at {summary['sps']:,} steps/s in {run_dir}{result}")
-    return summary
-
-
-def parse_args(argv: list[str]) -> Args | EvalArgs:
-    """`evaluate MODEL ...` gives EvalArgs. Anything else gives training Args: the preset named by
-    --preset (default classic), with the other flags applied over it."""
-    if argv[:1] == ["evaluate"]:
-        return tyro.cli(EvalArgs, args=argv[1:], prog=f"{SCRIPT} evaluate")
-    preset = "classic"
-    for i, arg in enumerate(argv):
-        if arg == "--preset" and i + 1 < len(argv):
-            preset = argv[i + 1]
-        elif arg.startswith("--preset="):
-            preset = arg.split("=", 1)[1]
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
+def parse_args(argv: list[str]) -> "Args | EvalArgs":
+    """`evaluate MODEL ...` gives EvalArgs. Training takes a preset as its first word (a tyro subcommand; the
+    first of PRESETS when the command starts with a flag, --help included) and applies the flags over it."""
+    if any(arg == "--preset" or arg.startswith("--preset=") for arg in argv):
+        raise ConfigError(f"a preset is the first word of the command, not a flag: {SCRIPT} "
+                          f"{{{','.join(PRESETS)}}} [FLAGS]")
+    if not argv or argv[0].startswith("-"):
+        argv = [next(iter(PRESETS)), *argv]
+    names = ", ".join(PRESETS)
+    presets = [Annotated[Args, tyro.conf.subcommand(name, default=args, description=(
+        f"{__doc__}\nPresets (the first word of the command): {names}; the defaults below are the {name} preset's."
+    ))] for name, args in PRESETS.items()]
+    evaluate_model = Annotated[EvalArgs, tyro.conf.subcommand("evaluate", description=EvalArgs.__doc__)]
+    command = typing.Union[(*presets, evaluate_model)]
+    return tyro.cli(command, args=argv, prog=SCRIPT, description=__doc__, config=(tyro.conf.OmitSubcommandPrefixes,))
 
 
 def cli(argv: list[str]) -> None:
@@ -1226,3 +1569,4 @@ def cli(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     cli(sys.argv[1:])
+# ==== end of kit: run ====

@@ -37,6 +37,7 @@ from torch.distributions import Categorical, Normal
 from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "reinforce.py"  # names this script in messages, checkpoints and models
+ATARI = False  # classic control only: Atari ids are refused
 
 
 @dataclass
@@ -47,15 +48,15 @@ class Args:
     seed: int = 1
     """seed of random, numpy, torch and the environment"""
     env_id: str = "CartPole-v1"
-    """the gymnasium environment id (classic control: vector observations, discrete or 1-D box actions)"""
+    """the gymnasium environment id"""
     total_timesteps: int = 200_000
     """environment steps to train for; training stops after the first batch of whole episodes that reaches it (our choice for CartPole: with --baseline, seeds 1-3 pass a 20-episode mean of 400 well before)"""
     torch_deterministic: bool = True
     """make cuDNN deterministic so a seed repeats on GPU too (on CPU, runs repeat exactly anyway)"""
     cuda: bool = False
     """use a CUDA GPU when one is present (off by default: acting one step at a time, these small MLPs are faster on the CPU)"""
-    threads: int = 1
-    """torch CPU threads (small MLPs run fastest on one)"""
+    threads: Annotated[int | None, tyro.conf.arg(help_behavior_hint="(default: 1, the fastest for these small MLPs)")] = None
+    """torch CPU threads. Give runs that share a machine 1 each"""
     track: bool = False
     """log to Weights & Biases (works offline with WANDB_MODE=offline)"""
     wandb_project_name: str = "reinforce"
@@ -63,13 +64,13 @@ class Args:
     wandb_entity: str | None = None
     """the wandb entity (team or user)"""
     capture_video: bool = False
-    """record videos of the training env into RUN_DIR/videos"""
+    """record videos of env 0 into RUN_DIR/videos"""
     save_model: bool = False
     """write RUN_DIR/model.pt at the end: weights and args"""
-    run_dir: str | None = None
-    """where the run writes its files; default runs/{env_id}__{exp_name}__{seed}__{timestamp}"""
+    run_dir: Annotated[str | None, tyro.conf.arg(help_behavior_hint="(default: runs/{env_id}__{exp_name}__{seed}__{timestamp})")] = None
+    """where the run writes its files"""
     checkpoint_every: int = 0
-    """write RUN_DIR/checkpoint.pt after the first batch that crosses each multiple of this many env steps (0: only when interrupted)"""
+    """write RUN_DIR/checkpoint.pt every this many env steps (0: only when interrupted)"""
     resume: str | None = None
     """continue the run in this run directory from its checkpoint (its saved args are used)"""
     eval_episodes: int = 10
@@ -96,122 +97,51 @@ class Args:
     """units in each of the two tanh hidden layers of the policy and of the baseline (our choice, as in ppo.py)"""
 
 
-@dataclass
-class EvalArgs:
-    """Evaluate a model saved with --save-model."""
-
-    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
-    """the model.pt file of a run"""
-    episodes: int = 10
-    """episodes to average over"""
-    seed: int = 12345
-    """seed of the evaluation environment"""
-    deterministic: bool = False
-    """act with the most likely action (or the Gaussian mean) instead of sampling"""
-    capture_video: bool = False
-    """record the episodes next to the model, in videos/"""
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work, found before training starts."""
-
-
-def check_finite(args) -> None:
-    """Refuse nan and inf in any float setting: `nan <= 0` is False, so the range checks alone let it through."""
-    for field in dataclasses.fields(args):
-        value = getattr(args, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+PRESETS = {"classic": Args()}  # one preset: the defaults above
 
 
 def check_args(args: Args) -> None:
     """Refuse settings that cannot work, each with one line that names the fix."""
-    check_finite(args)
-    if args.total_timesteps <= 0 or args.episodes_per_update <= 0:
-        raise ConfigError("--total-timesteps and --episodes-per-update must be positive")
-    for name in ("learning_rate", "value_learning_rate"):
+    check_common(args)
+    for name in ("episodes_per_update", "learning_rate", "value_learning_rate", "value_epochs", "hidden_size"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.value_epochs <= 0 or args.hidden_size <= 0:
-        raise ConfigError("--value-epochs and --hidden-size must be positive")
     if not 0 < args.gamma <= 1:
         raise ConfigError(f"--gamma must be in (0, 1], got {args.gamma}")
-    if args.checkpoint_every < 0 or args.eval_episodes < 0:
-        raise ConfigError("--checkpoint-every and --eval-episodes must be non-negative")
-    if args.threads <= 0:
-        raise ConfigError(f"--threads must be positive, got {args.threads}")
-
-
-def check_env_id(env_id: str) -> None:
-    """Refuse an unknown environment id, suggesting the closest registered ones, and an Atari game."""
-    if env_id not in gym.envs.registry:
-        try:  # the Atari ids are registered by ale-py, which this script has no other use for
-            import ale_py
-
-            gym.register_envs(ale_py)
-        except ImportError:
-            pass
-    if env_id in gym.envs.registry:
-        if "ale_py" in str(gym.spec(env_id).entry_point):
-            raise ConfigError(f"{env_id} is an Atari game, which {SCRIPT} does not handle (it plays classic control "
-                              "from vector observations); ppo.py, trpo.py, a2c_atari.py, a3c_hogwild.py, async_q.py "
-                              "and paac.py do")
-        return
-    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
-    raise ConfigError(f"unknown environment id {env_id!r}{hint}")
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
-    """REINFORCE here is for classic control: vector observations, discrete or box actions."""
-    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)) or (
-        isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1
-    ):
-        raise ConfigError(f"reinforce.py supports Discrete and 1-D Box action spaces, not {action_space}")
+    """REINFORCE here is for classic control: vector observations, discrete or 1-D box actions."""
+    box = isinstance(action_space, gym.spaces.Box)
+    if not isinstance(action_space, gym.spaces.Discrete) and not (box and len(action_space.shape) == 1):
+        raise ConfigError(f"{SCRIPT} supports Discrete and 1-D Box action spaces, not {action_space}")
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-        raise ConfigError(
-            f"reinforce.py supports 1-D vector observations (classic control), not {observation_space}; "
-            "for images use ppo.py")
+        raise ConfigError(f"{SCRIPT} supports 1-D vector observations (classic control), not {observation_space}; "
+                          "for images use ppo.py")
 
 
-# --------------------------------------------------------------------------------------------------
-# Environments
-# --------------------------------------------------------------------------------------------------
-
-
-def make_env(env_id: str, capture_video: bool, video_dir: str):
-    """A thunk for the one env; classic control needs no wrappers."""
-
-    def thunk():
-        env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
-        if capture_video:
-            env = gym.wrappers.RecordVideo(env, video_dir)
-        return env
-
-    return thunk
-
-
-def make_vector_env(args: Args, video_dir: str):
+def make_vector_env(env_id: str, video_dir: str = "") -> gym.vector.SyncVectorEnv:
     """One env behind the vector interface (batched observations), resetting in the step that ends an
-    episode (SAME_STEP), so the observation after the last step is already the next episode's first."""
-    return gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, args.capture_video, video_dir)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    episode (SAME_STEP), so the observation after the last step is already the next episode's first.
+    Classic control needs no wrappers; given a video_dir, the episodes are recorded there."""
+    def make() -> gym.Env:
+        env = gym.make(env_id, render_mode="rgb_array" if video_dir else None)
+        return gym.wrappers.RecordVideo(env, video_dir) if video_dir else env
+    return gym.vector.SyncVectorEnv([make], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-# --------------------------------------------------------------------------------------------------
-# The math
-# --------------------------------------------------------------------------------------------------
+def batch_seed(seed: int, step: int) -> int:
+    """The env seed of the batch that starts at `step`: independent streams for every (seed, step)
+    pair, where seed + step would give run 1 at step 1 the episodes of run 2 at step 0."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
 def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
     """G_t = R_{t+1} + gamma R_{t+2} + ... to the end of one whole episode, for every t (Sutton & Barto
     eq. 3.8; rewards[t] is R_{t+1}, the reward for the action at step t). Float64."""
-    returns = np.zeros(len(rewards))
-    running = 0.0
+    returns, running = np.zeros(len(rewards)), 0.0
     for t in reversed(range(len(rewards))):
-        running = rewards[t] + gamma * running
-        returns[t] = running
+        returns[t] = running = rewards[t] + gamma * running
     return returns
 
 
@@ -240,17 +170,6 @@ def policy_gradient_loss(logprobs: torch.Tensor, weights: torch.Tensor, num_epis
 def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
     """The baseline's mean squared error against the Monte-Carlo returns G_t (Algorithm 13.4's w update)."""
     return ((values - returns) ** 2).mean()
-
-
-def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
-    """1 - Var[target - predicted] / Var[target]: 1 is perfect, 0 no better than a constant."""
-    variance = target.var()
-    return float("nan") if variance == 0 else float(1 - (target - predicted).var() / variance)
-
-
-# --------------------------------------------------------------------------------------------------
-# Networks
-# --------------------------------------------------------------------------------------------------
 
 
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
@@ -286,29 +205,21 @@ class Agent(nn.Module):
     def policy_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("critic.")]
 
-    def distribution(self, obs: torch.Tensor):
-        out = self.actor(obs.float())
-        if self.discrete:
-            return Categorical(logits=out, validate_args=False)
-        return Normal(out, self.actor_logstd.exp().expand_as(out), validate_args=False)
-
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi(a|s) and the entropy, per sample."""
-        dist = self.distribution(obs)
-        logprob, entropy = dist.log_prob(actions), dist.entropy()
-        if not self.discrete:
-            logprob, entropy = logprob.sum(-1), entropy.sum(-1)
-        return logprob, entropy
+        out = self.actor(obs.float())
+        if self.discrete:
+            dist = Categorical(logits=out, validate_args=False)
+            return dist.log_prob(actions), dist.entropy()
+        dist = Normal(out, self.actor_logstd.exp().expand_as(out), validate_args=False)
+        return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Sample actions (or take the most likely one, or the mean). This runs at every env step, so it
         skips the distribution objects, which cost more than the network at this size."""
         out = self.actor(obs.float())
-        if self.discrete:
-            if deterministic:
-                return out.argmax(-1)
-            # Gumbel-max: argmax(logits - log E), E ~ Exp(1), is a sample of softmax(logits).
-            return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
+        if self.discrete:  # Gumbel-max: argmax(logits - log E), E ~ Exp(1), is a sample of softmax(logits)
+            return (out if deterministic else out - torch.empty_like(out).exponential_().log()).argmax(-1)
         return out if deterministic else out + self.actor_logstd.exp() * torch.randn_like(out)
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
@@ -322,18 +233,11 @@ class Episode:
     rewards: np.ndarray  # [T], rewards[t] = R_{t+1}
 
 
-def batch_seed(seed: int, step: int) -> int:
-    """The env seed of the batch that starts at `step`: independent streams for every (seed, step)
-    pair, where seed + step would give run 1 at step 1 the episodes of run 2 at step 0."""
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
-
-
 def play_episode(envs: gym.vector.VectorEnv, agent: Agent, obs: np.ndarray, deterministic: bool = False):
     """Play one whole episode in a one-env SAME_STEP vector env, starting from its current observation
     obs. Returns the Episode and the first observation of the next one. Box actions are clipped to the
     bounds for the env; the unclipped sample is what the policy's log-probability is of."""
-    device = next(agent.parameters()).device
-    space = envs.single_action_space
+    device, space = next(agent.parameters()).device, envs.single_action_space
     observations, actions, rewards = [], [], []
     while True:
         with torch.inference_mode():
@@ -347,9 +251,172 @@ def play_episode(envs: gym.vector.VectorEnv, agent: Agent, obs: np.ndarray, dete
             return Episode(np.stack(observations), np.stack(actions), np.array(rewards)), obs
 
 
-# --------------------------------------------------------------------------------------------------
-# Run directory, checkpoints, evaluation
-# --------------------------------------------------------------------------------------------------
+def evaluate(agent: Agent, args: Args, episodes: int, seed: int, deterministic: bool, video_dir: str) -> list[float]:
+    """The undiscounted returns of `episodes` whole episodes (recorded into video_dir with --capture-video)."""
+    envs = make_vector_env(args.env_id, video_dir if args.capture_video else "")
+    obs, _ = envs.reset(seed=seed)
+    returns = []
+    for _ in range(episodes):
+        episode, obs = play_episode(envs, agent, obs, deterministic)
+        returns.append(float(episode.rewards.sum()))
+    envs.close()
+    return returns
+
+
+def load_agent(model_path: str) -> tuple[Agent, Args]:
+    """Rebuild the agent saved by --save-model from its weights and args."""
+    saved = load_saved(model_path)
+    args = args_from_saved(saved, model_path)
+    check_env_id(args.env_id)
+    with gym.make(args.env_id) as env:
+        agent = Agent(env.observation_space, env.action_space, args.hidden_size, args.baseline)
+    restore(model_path, lambda: agent.load_state_dict(saved["model"]))
+    return agent, args
+
+
+def update(agent: Agent, optimizer: torch.optim.Optimizer, episodes: list[Episode], args: Args) -> dict:
+    """One update of Algorithm 13.4 on a batch of whole episodes (13.3 without --baseline, where v = 0): an Adam
+    step on the policy's loss, log pi(A_t|S_t) weighed by G_t - v(S_t), together with the baseline's first step;
+    then its --value-epochs - 1 further steps. Returns the metrics, and loss: what the first step minimised."""
+    device = next(agent.parameters()).device
+    obs = torch.as_tensor(np.concatenate([e.observations for e in episodes]), device=device)
+    actions = torch.as_tensor(np.concatenate([e.actions for e in episodes]), device=device)
+    returns = torch.as_tensor(np.concatenate([discounted_returns(e.rewards, args.gamma) for e in episodes]),
+                              dtype=torch.float32, device=device)
+    weights = torch.as_tensor(np.concatenate([return_weights(e.rewards, args.gamma, args.reward_to_go)
+                                              for e in episodes]), dtype=torch.float32, device=device)
+    with torch.no_grad():  # v as it was before this batch
+        values = agent.get_value(obs) if args.baseline else torch.zeros_like(weights)
+    logprob, entropy = agent.log_prob(obs, actions)
+    pg_loss = policy_gradient_loss(logprob, weights - values, len(episodes))
+    v_loss = value_loss(agent.get_value(obs), returns) if args.baseline else 0.0
+    loss = pg_loss + v_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    for _ in range(args.value_epochs - 1 if args.baseline else 0):  # the baseline's further steps
+        v_loss = value_loss(agent.get_value(obs), returns)
+        optimizer.zero_grad(set_to_none=True)  # the policy's gradients too: Adam skips it from here on
+        v_loss.backward()
+        optimizer.step()
+    metrics = {"loss": loss.detach(), "policy_loss": pg_loss.detach(), "entropy": entropy.detach().mean()}
+    if args.baseline:
+        metrics.update(value_loss=v_loss.detach(), explained_variance=explained_variance(values, returns))
+    return metrics
+
+
+def main(args: Args) -> dict:
+    """Train REINFORCE and return the summary also written to RUN_DIR/summary.json (on SIGINT/SIGTERM:
+    {"interrupted": True, "global_step", "run_dir"})."""
+    args, checkpoint = resume_args(args)
+    check_env_id(args.env_id)  # the env id first: the other messages assume it exists
+    check_args(args)
+    with Run(args, checkpoint) as run:  # seeds everything; writes nothing yet
+        args, device, global_step = run.args, run.device, run.start_step  # run.args has run_dir filled in
+        envs = run.closing(make_vector_env(args.env_id))  # no video: RecordVideo would make its folder now
+        check_spaces(envs.single_observation_space, envs.single_action_space)
+        run.use_threads(1)  # small MLPs run fastest on one thread
+        agent = Agent(envs.single_observation_space, envs.single_action_space, args.hidden_size, args.baseline).to(device)
+        optimizer = torch.optim.Adam([{"params": agent.policy_parameters(), "lr": args.learning_rate}] + (
+            [{"params": list(agent.critic.parameters()), "lr": args.value_learning_rate}] if args.baseline else []))
+        run.restore(model=agent, optimizer=optimizer)
+        updates = run.saved("update", 0)
+        run.start()
+        if args.capture_video:  # now that the run directory may be written (the first env closes with the run)
+            envs = run.closing(make_vector_env(args.env_id, os.path.join(args.run_dir, "videos")))
+        while global_step < args.total_timesteps:
+            updates += 1
+            # Each batch starts fresh episodes, seeded by the seed and the step count, so that a resumed
+            # run plays exactly the episodes the uninterrupted one would have.
+            obs, _ = envs.reset(seed=batch_seed(args.seed, global_step))
+            episodes = []
+            for _ in range(args.episodes_per_update):
+                episode, obs = play_episode(envs, agent, obs)
+                episodes.append(episode)
+                global_step += len(episode.rewards)
+                run.episode(global_step, episode.rewards.sum(), len(episode.rewards))
+            metrics = update(agent, optimizer, episodes, args)
+            run.check_finite(global_step, metrics.pop("loss"), agent)  # the loss is checked, the rest logged
+            run.log(global_step, {f"losses/{name}": value for name, value in metrics.items()})
+            run.save_if_due(global_step, update=updates)
+            if run.stopped:
+                return run.interrupted()
+        return run.finish(global_step, {"model": agent.state_dict()}, lambda: evaluate(
+            agent, args, args.eval_episodes, args.seed + 100_000, args.eval_deterministic, ""), updates=updates)
+
+
+# ==== kit: run ====  the same text in every script of algos/ (master copy: tools/kit/run.py; after editing it,
+# `python tools/sync_kit.py` copies it into every script, and tests/test_kit.py checks the copies).
+# Everything a run does besides learning: one-line errors, checkpoints and resume, the run directory and its
+# logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
+# script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
+# evaluate(agent, args, episodes, seed, deterministic, video_dir).
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before training starts."""
+
+
+def check_common(args) -> None:
+    """The checks of the settings every script has: floats finite (`nan <= 0` is False, so range checks alone
+    let nan through), a positive budget and thread count, counts that are not negative."""
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+    if args.total_timesteps <= 0:
+        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
+    if args.checkpoint_every < 0 or args.eval_episodes < 0:
+        raise ConfigError("--checkpoint-every and --eval-episodes must be non-negative")
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
+
+
+def check_env_id(env_id: str) -> None:
+    """Refuse an unknown environment id (naming the closest registered ones), an Atari game in a script that
+    does not play Atari, and an Atari id that skips frames itself or makes actions sticky."""
+    if env_id not in gym.envs.registry:
+        try:  # Atari ids exist once ale_py has registered them
+            import ale_py
+
+            gym.register_envs(ale_py)
+        except ImportError:
+            pass
+    if env_id not in gym.envs.registry:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    if not str(gym.spec(env_id).entry_point).startswith("ale_py"):
+        return
+    if not ATARI:
+        raise ConfigError(f"{env_id} is an Atari game, which {SCRIPT} does not play; ppo.py, trpo.py, a2c_atari.py, "
+                          "a3c_hogwild.py, async_q.py and paac.py do")
+    # The papers' wrappers repeat each action over 4 frames themselves: an id that also skips frames
+    # (ALE/*-v5, *-v4 without NoFrameskip) or makes actions sticky would silently play 16 frames a step.
+    kwargs = gym.spec(env_id).kwargs
+    if kwargs.get("frameskip", 1) != 1 or kwargs.get("repeat_action_probability", 0.0) != 0.0:
+        game = "".join(part.capitalize() for part in str(kwargs.get("game", "pong")).split("_"))
+        raise ConfigError(f"{env_id} skips frames (frameskip={kwargs.get('frameskip')}) or makes actions sticky "
+                          f"(p={kwargs.get('repeat_action_probability')}) on top of the 4-frame skip of the "
+                          f"papers' wrappers; use {game}NoFrameskip-v4")
+
+
+def finished_episodes(infos: dict):
+    """(returns, lengths) of the episodes that ended in this step of a SAME_STEP vector env."""
+    final = infos.get("final_info")
+    if final is None or "episode" not in final:
+        return (), ()
+    mask = final["_episode"]
+    return final["episode"]["r"][mask], final["episode"]["l"][mask]
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var[target - predicted] / Var[target]: 1 is perfect, 0 no better than a constant."""
+    variance = target.var()
+    return float("nan") if variance == 0 else float(1 - (target - predicted).var() / variance)
+
+
+# --- files: atomic, finite, and loaded without running code ------------------------------------------
 
 
 def atomic_write(path: str, write) -> None:
@@ -357,6 +424,14 @@ def atomic_write(path: str, write) -> None:
     tmp = f"{path}.tmp"
     write(tmp)
     os.replace(tmp, path)
+
+
+def write_json(path: str, obj: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    atomic_write(path, write)
 
 
 def all_finite(state) -> bool:
@@ -378,14 +453,6 @@ def save_torch(obj, path: str) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def write_json(path: str, obj: dict) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-
-    atomic_write(path, write)
-
-
 def load_saved(path: str) -> dict:
     """A checkpoint or model of this script, loaded without running any code in the file (weights_only).
     Anything else is refused in one line. torch's own message advises weights_only=False, which would run
@@ -402,13 +469,6 @@ def load_saved(path: str) -> dict:
     if not all_finite(saved):
         raise ConfigError(f"{path} holds nan or inf: it was written by a run that diverged")
     return saved
-
-
-def load_checkpoint(run_dir: str) -> dict:
-    path = os.path.join(run_dir, "checkpoint.pt")
-    if not os.path.isfile(path):
-        raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there (was it run with --checkpoint-every?)")
-    return load_saved(path)
 
 
 def value_fits(value, hint) -> bool:
@@ -441,11 +501,11 @@ def args_from_saved(saved: dict, path: str) -> "Args":
     return Args(**saved["args"])
 
 
-def restore(path: str, load) -> None:
-    """Run load(), which copies a checkpoint or model into this run; a file that does not fit it (another
+def restore(path: str, load):
+    """Return load(), which reads a checkpoint or model into this run; a file that does not fit it (another
     env or network size, a missing entry) is refused in one line instead of a traceback."""
     try:
-        load()
+        return load()
     except ConfigError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
@@ -453,20 +513,17 @@ def restore(path: str, load) -> None:
         raise ConfigError(f"{path} does not fit this run of {SCRIPT} ({type(error).__name__}: {reason})") from None
 
 
-def remove_stale_temporaries(run_dir: str) -> None:
-    """A run killed while saving leaves a half-written *.tmp beside the file it was replacing: remove it."""
-    for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
-        os.remove(path)
-
-
-def wait_past_event_files(run_dir: str) -> None:
-    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
-    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
-    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
-    next."""
-    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
-    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
-    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
+def resume_args(args: "Args") -> tuple["Args", dict | None]:
+    """With --resume DIR: the args saved in DIR/checkpoint.pt (pointed at DIR) and the checkpoint itself.
+    Without: (args, None)."""
+    if not args.resume:
+        return args, None
+    path = os.path.join(args.resume, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--resume {args.resume}: no checkpoint.pt there (was it run with --checkpoint-every?)")
+    checkpoint = load_saved(path)
+    saved_args = args_from_saved(checkpoint, path)
+    return dataclasses.replace(saved_args, resume=args.resume, run_dir=args.resume), checkpoint
 
 
 def safe_to_resume(run_dir: str) -> str:
@@ -475,6 +532,12 @@ def safe_to_resume(run_dir: str) -> str:
     if os.path.exists(path):
         return f"{path} holds the last finite state: resume with --resume {run_dir} (a lower --learning-rate may help)"
     return "no checkpoint was written (--checkpoint-every keeps one)"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict:
@@ -492,6 +555,18 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
 
+
+def package_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for package in ("torch", "gymnasium", "numpy", "ale-py", "mujoco", "minatar", "envpool", "tyro"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+# --- the run -----------------------------------------------------------------------------------------
 
 EPISODE_FIELDS = ["global_step", "episodic_return", "episodic_length", "wall_time"]
 
@@ -519,48 +594,14 @@ def open_episode_log(run_dir: str, keep_until_step: int | None):
     return f, writer
 
 
-def package_versions() -> dict:
-    versions = {"python": sys.version.split()[0]}
-    for package in ("torch", "gymnasium", "numpy", "tyro"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def evaluate(agent: Agent, args: Args, episodes: int, seed: int, deterministic: bool, video_dir: str) -> list[float]:
-    """The undiscounted returns of `episodes` whole episodes."""
-    envs = make_vector_env(args, video_dir)
-    obs, _ = envs.reset(seed=seed)
-    returns = []
-    for _ in range(episodes):
-        episode, obs = play_episode(envs, agent, obs, deterministic)
-        returns.append(float(episode.rewards.sum()))
-    envs.close()
-    return returns
-
-
-def load_agent(model_path: str) -> tuple[Agent, Args]:
-    """Rebuild the agent saved by --save-model from its weights and args."""
-    saved = load_saved(model_path)
-    args = args_from_saved(saved, model_path)
-    check_env_id(args.env_id)
-    envs = make_vector_env(dataclasses.replace(args, capture_video=False), "")
-    agent = Agent(envs.single_observation_space, envs.single_action_space, args.hidden_size, args.baseline)
-    envs.close()
-    restore(model_path, lambda: agent.load_state_dict(saved["model"]))
-    return agent, args
-
-
-def main_evaluate(eval_args: EvalArgs) -> dict:
-    agent, args = load_agent(eval_args.model_path)
-    args = dataclasses.replace(args, capture_video=eval_args.capture_video)
-    video_dir = os.path.join(os.path.dirname(os.path.abspath(eval_args.model_path)), "videos")
-    returns = evaluate(agent, args, eval_args.episodes, eval_args.seed, eval_args.deterministic, video_dir)
-    result = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
-    print(json.dumps(result))
-    return result
+def wait_past_event_files(run_dir: str) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
+    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
+    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
+    next."""
+    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
+    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
+    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
 
 
 class Progress:
@@ -579,7 +620,7 @@ class Progress:
         sps = (step - self.start_step) / max(now - self.start, 1e-9)
         eta = max(self.total - step, 0) / max(sps, 1e-9)
         recent = f"{np.mean(recent_returns):9.2f}" if recent_returns else "      n/a"
-        line = (f"step {step:>10,}/{self.total:,} ({100 * min(step / self.total, 1):5.1f}%) | {sps:7,.0f} steps/s | "
+        line = (f"step {step:>10,}/{self.total:,} ({100 * step / self.total:5.1f}%) | {sps:7,.0f} steps/s | "
                 f"return (last {len(recent_returns)}) {recent} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
         if self.tty:
             print(f"\r{line}", end="", flush=True)
@@ -591,220 +632,251 @@ class Progress:
             print()
 
 
-# --------------------------------------------------------------------------------------------------
-# Training
-# --------------------------------------------------------------------------------------------------
+class Run:
+    """One training run's directory and all it holds besides the learning: checkpoint.pt (with the RNG state)
+    and resume, episodes.csv, TensorBoard and wandb, the progress line, SIGINT/SIGTERM, model.pt, the final
+    evaluation and summary.json. Used as `with Run(args, checkpoint) as run:`. It seeds random, numpy and
+    torch at once, and writes nothing until start(), which comes after every check. On leaving the block it
+    closes what it opened (and what was given to closing()) and puts torch's thread count back."""
 
+    def __init__(self, args: "Args", checkpoint: dict | None):
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.args = dataclasses.replace(args, run_dir=args.run_dir or os.path.join("runs", name))
+        self.dir, self.resumed = self.args.run_dir, checkpoint
+        self.path = os.path.join(self.dir, "checkpoint.pt")
+        # A resumed run continues the step count and the wall time of the checkpoint.
+        self.start_step = int(self.saved("global_step", 0))
+        self.elapsed_before = float(self.saved("elapsed", 0.0))
+        self.last_save_step = self.start_step
+        self.parts, self.counters, self.closers = {}, {}, []
+        self.stop_signal: list[int] = []
+        self.handlers: dict = {}
+        self.writer = self.episode_file = self.progress = None
+        self.recent_returns: deque = deque(maxlen=20)
+        self.threads_before = torch.get_num_threads()
+        self.start_time = time.time()
+        seed_everything(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-def main(args: Args) -> dict:
-    """Train REINFORCE and return the summary that is also written to RUN_DIR/summary.json. A run stopped
-    by SIGINT or SIGTERM returns {"interrupted": True, "global_step", "run_dir"} and writes no summary."""
-    checkpoint, checkpoint_path = None, ""
-    if args.resume:
-        checkpoint_path = os.path.join(args.resume, "checkpoint.pt")
-        checkpoint = load_checkpoint(args.resume)
-        args = dataclasses.replace(args_from_saved(checkpoint, checkpoint_path), resume=args.resume,
-                                   run_dir=args.resume)
-    # Every check before anything is written; the env id first, since the other messages assume it exists.
-    check_env_id(args.env_id)
-    check_args(args)
-    run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    args = dataclasses.replace(args, run_dir=run_dir)
+    def saved(self, name: str, default):
+        """A value of the checkpoint resumed from (a counter the script keeps); default on a fresh run."""
+        if self.resumed is None:
+            return default
+        return restore(self.path, lambda: self.resumed[name])
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    def restore(self, **parts) -> None:
+        """Name what a checkpoint holds besides counters (networks, optimisers, buffers: anything with
+        state_dict and load_state_dict); on resume, load them and the RNG state."""
+        self.parts = parts
 
-    # No video yet: RecordVideo makes its folder at once, and nothing is written before every check passes.
-    envs = make_vector_env(dataclasses.replace(args, capture_video=False), "")
-    try:
-        check_spaces(envs.single_observation_space, envs.single_action_space)
-    except ConfigError:
-        envs.close()
-        raise
-    threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
-    torch.set_num_threads(args.threads)
+        def load() -> None:
+            for name, part in parts.items():
+                part.load_state_dict(self.resumed[name])
+            set_rng_state(self.resumed["rng"])
 
-    agent = Agent(envs.single_observation_space, envs.single_action_space, args.hidden_size, args.baseline).to(device)
-    param_groups = [{"params": agent.policy_parameters(), "lr": args.learning_rate}]
-    if args.baseline:
-        param_groups.append({"params": list(agent.critic.parameters()), "lr": args.value_learning_rate})
-    optimizer = torch.optim.Adam(param_groups)
-    global_step, update, elapsed_before = 0, 0, 0.0
-    if checkpoint is not None:
-        def load_state() -> None:
-            nonlocal global_step, update, elapsed_before
-            agent.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            global_step, update = int(checkpoint["global_step"]), int(checkpoint["update"])
-            elapsed_before = float(checkpoint["elapsed"])
-            set_rng_state(checkpoint["rng"])
+        if self.resumed is not None:
+            restore(self.path, load)
 
-        try:
-            restore(checkpoint_path, load_state)
-        except ConfigError:
-            envs.close()
-            torch.set_num_threads(threads_before)
-            raise
-    if args.capture_video:
-        envs.close()
-        envs = make_vector_env(args, os.path.join(run_dir, "videos"))
+    def use_threads(self, default: int | None) -> None:
+        """torch's CPU threads for this run: --threads, else default (None: torch's own choice)."""
+        torch.set_num_threads(self.args.threads or default or self.threads_before)
 
-    os.makedirs(run_dir, exist_ok=True)
-    remove_stale_temporaries(run_dir)
-    episode_file, episode_log = open_episode_log(run_dir, global_step if checkpoint else None)
-    if args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
-        import wandb
+    def closing(self, thing):
+        """Close thing (an env) when the run ends; returns it."""
+        self.closers.append(thing)
+        return thing
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
-                   name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
-                   sync_tensorboard=True)
-    # Everything logged up to the checkpoint's step was logged before it was saved: what a killed attempt
-    # logged after it is dropped, as it is logged again.
-    if checkpoint:
-        wait_past_event_files(run_dir)
-    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
-    if checkpoint is None:
-        table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
-        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    def start(self, total_steps: int | None = None) -> None:
+        """Every check has passed: make the run directory, open its logs, and take SIGINT and SIGTERM, which
+        from now on stop the run at the next save_if_due() with a checkpoint."""
+        os.makedirs(self.dir, exist_ok=True)
+        for path in glob.glob(os.path.join(glob.escape(self.dir), "*.tmp")):
+            os.remove(path)  # half-written by a run killed while saving
+        print(f"{SCRIPT}: {'resuming' if self.resumed else 'writing'} {self.dir}", flush=True)
+        self.episode_file, self.episode_log = open_episode_log(self.dir, self.start_step if self.resumed else None)
+        if self.args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
+            import wandb
 
-    stop_signal = []
-    previous_handlers = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous_handlers[sig] = signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
-        except ValueError:  # not the main thread: leave signals alone
-            pass
+            wandb.init(project=self.args.wandb_project_name, entity=self.args.wandb_entity, config=vars(self.args),
+                       name=os.path.basename(self.dir), dir=self.dir, id=os.path.basename(self.dir),
+                       resume="allow", sync_tensorboard=True)
+        # Everything logged up to the checkpoint's step was logged before it was saved: what a killed attempt
+        # logged after it is dropped, as it is logged again.
+        if self.resumed is not None:
+            wait_past_event_files(self.dir)
+        self.writer = SummaryWriter(self.dir, purge_step=self.start_step + 1 if self.resumed is not None else None)
+        if self.resumed is None:
+            table = "\n".join(f"|{key}|{value}|" for key, value in vars(self.args).items())
+            self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.handlers[sig] = signal.signal(sig, lambda signum, frame: self.stop_signal.append(signum))
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        self.progress = Progress(total_steps or self.args.total_timesteps, self.start_step)
+        self.start_time = time.time()
 
-    def save_checkpoint() -> None:
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.start_time
+
+    def sps(self, step: int) -> int:
+        return int((step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+
+    def episode(self, step: int, episodic_return: float, episodic_length: int) -> None:
+        """Log one finished episode: episodes.csv, TensorBoard, and the progress line's recent returns."""
+        self.episode_log.writerow([step, float(episodic_return), int(episodic_length), round(self.elapsed(), 3)])
+        self.episode_file.flush()
+        self.writer.add_scalar("charts/episodic_return", episodic_return, step)
+        self.writer.add_scalar("charts/episodic_length", episodic_length, step)
+        self.recent_returns.append(float(episodic_return))
+
+    def episodes(self, step: int, infos: dict) -> None:
+        """Log the episodes that ended in this step of a vector env."""
+        for episodic_return, episodic_length in zip(*finished_episodes(infos)):
+            self.episode(step, episodic_return, episodic_length)
+
+    def log(self, step: int, metrics: dict) -> None:
+        """Scalars to TensorBoard at this step (tensors are read here), with charts/SPS, and the progress line."""
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, float(value), step)
+        self.writer.add_scalar("charts/SPS", self.sps(step), step)
+        self.progress.update(step, self.recent_returns)
+
+    def check_finite(self, step: int, loss=None, weights: nn.Module | None = None) -> None:
+        """Stop on a loss, or weights, that became nan or inf, before a checkpoint holds them. (A gradient that
+        overflowed can turn the weights to nan although the loss before the step was finite.)"""
+        if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
+            raise FloatingPointError(f"the loss became {float(loss)} at step {step:,}; {safe_to_resume(self.dir)}")
+        if weights is not None and not all_finite(weights.state_dict()):
+            raise FloatingPointError(f"the weights became nan or inf at step {step:,} (the loss was finite); "
+                                     f"{safe_to_resume(self.dir)}")
+
+    @property
+    def stopped(self) -> bool:
+        """Whether SIGINT or SIGTERM asked the run to stop."""
+        return bool(self.stop_signal)
+
+    def checkpoint_due(self, step: int) -> bool:
+        """A signal came, or the step count passed a multiple of --checkpoint-every since the last save."""
+        every = self.args.checkpoint_every
+        return self.stopped or bool(every) and step // every > self.last_save_step // every
+
+    def save(self, step: int, **counters) -> None:
+        """Write checkpoint.pt: the parts named in restore(), the script's counters, the step, the elapsed
+        time and the RNG state."""
+        self.counters, self.last_save_step = counters, step
         save_torch({
-            "script": SCRIPT, "args": dataclasses.asdict(args), "model": agent.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "global_step": global_step, "update": update, "elapsed": elapsed_before + time.time() - start_time,
-            "rng": rng_state(),
-        }, os.path.join(run_dir, "checkpoint.pt"))
+            "script": SCRIPT, "args": dataclasses.asdict(self.args),
+            **{name: part.state_dict() for name, part in self.parts.items()}, **counters,
+            "global_step": step, "elapsed": self.elapsed(), "rng": rng_state(),
+        }, self.path)
 
-    recent_returns: deque = deque(maxlen=20)
-    start_time, start_step = time.time(), global_step
-    progress = Progress(args.total_timesteps, global_step)
-    try:
-        while global_step < args.total_timesteps:
-            update += 1
-            batch_start_step = global_step
-            # Each batch starts fresh episodes, seeded by the seed and the step count, so that a resumed
-            # run plays exactly the episodes the uninterrupted one would have.
-            obs, _ = envs.reset(seed=batch_seed(args.seed, global_step))
-            episodes = []
-            for _ in range(args.episodes_per_update):
-                episode, obs = play_episode(envs, agent, obs)
-                episodes.append(episode)
-                global_step += len(episode.rewards)
-                wall_time = elapsed_before + time.time() - start_time
-                episodic_return, episodic_length = float(episode.rewards.sum()), len(episode.rewards)
-                episode_log.writerow([global_step, episodic_return, episodic_length, round(wall_time, 3)])
-                episode_file.flush()
-                writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-                writer.add_scalar("charts/episodic_length", episodic_length, global_step)
-                recent_returns.append(episodic_return)
+    def save_if_due(self, step: int, **counters) -> None:
+        """save() when checkpoint_due(); the counters are also what the final checkpoint holds."""
+        self.counters = counters
+        if self.checkpoint_due(step):
+            self.save(step, **counters)
 
-            b_obs = torch.as_tensor(np.concatenate([e.observations for e in episodes]), device=device)
-            b_actions = torch.as_tensor(np.concatenate([e.actions for e in episodes]), device=device)
-            b_returns = torch.as_tensor(np.concatenate([discounted_returns(e.rewards, args.gamma) for e in episodes]),
-                                        dtype=torch.float32, device=device)
-            b_weights = torch.as_tensor(
-                np.concatenate([return_weights(e.rewards, args.gamma, args.reward_to_go) for e in episodes]),
-                dtype=torch.float32, device=device)
+    def interrupted(self) -> dict:
+        """What main() returns when a signal stopped the run (after save_if_due() saved it)."""
+        print(f"\nstopped by signal {self.stop_signal[0]} at step {self.last_save_step}; resume with "
+              f"--resume {self.dir}", flush=True)
+        return {"interrupted": True, "global_step": self.last_save_step, "run_dir": self.dir}
 
-            # The baseline of Algorithm 13.4: the policy uses G - v(S_t) with v from before this batch's
-            # update of v, then v takes its steps towards G_t.
-            v_loss, explained = None, None
-            if args.baseline:
-                with torch.no_grad():
-                    values = agent.get_value(b_obs)
-                b_weights = b_weights - values
-                explained = explained_variance(values, b_returns)
-            logprob, entropy = agent.log_prob(b_obs, b_actions)
-            pg_loss = policy_gradient_loss(logprob, b_weights, len(episodes))
-            loss = pg_loss
-            if args.baseline:
-                v_loss = value_loss(agent.get_value(b_obs), b_returns)
-                loss = loss + v_loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss.item()} at step {global_step:,}; "
-                                         f"{safe_to_resume(run_dir)}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for _ in range(args.value_epochs - 1 if args.baseline else 0):  # the baseline's further steps
-                v_loss = value_loss(agent.get_value(b_obs), b_returns)
-                optimizer.zero_grad(set_to_none=True)
-                v_loss.backward()
-                optimizer.step()
-            # A gradient that overflowed turns the weights to nan or inf even though the loss before the
-            # step was finite: stop here, before a checkpoint of them, not one batch later.
-            if not all_finite(agent.state_dict()):
-                raise FloatingPointError(f"the weights became nan or inf at step {global_step:,} (the loss was "
-                                         f"finite); {safe_to_resume(run_dir)}")
+    def finish(self, step: int, model: dict, evaluate, **summary) -> dict:
+        """The end of a run: a last checkpoint (with --checkpoint-every), model.pt holding `model` and the args
+        (with --save-model), the final evaluation (evaluate() returns the episodes' returns) and summary.json
+        with `summary` added. Returns the summary."""
+        self.progress.update(step, self.recent_returns, force=True)
+        if self.args.checkpoint_every:
+            self.save(step, **self.counters)
+        summary = {"algo": SCRIPT.removesuffix(".py"), "env_id": self.args.env_id, "seed": self.args.seed,
+                   "total_steps": step, "sps": self.sps(step), "wall_time": round(self.elapsed(), 1), **summary,
+                   "args": dataclasses.asdict(self.args), "versions": package_versions()}
+        if self.args.save_model:
+            save_torch({"script": SCRIPT, "args": dataclasses.asdict(self.args), **model},
+                       os.path.join(self.dir, "model.pt"))
+        result = ""
+        if self.args.eval_episodes:
+            returns = evaluate()
+            summary["eval"] = {"episodes": len(returns), "deterministic": self.args.eval_deterministic,
+                               "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+            self.writer.add_scalar("eval/mean_return", summary["eval"]["mean_return"], step)
+            self.writer.add_scalar("eval/std_return", summary["eval"]["std_return"], step)
+            result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} "
+                      f"over {len(returns)} episodes")
+        write_json(os.path.join(self.dir, "summary.json"), summary)
+        if self.args.track:
+            import wandb
 
-            sps = int((global_step - start_step) / (time.time() - start_time))
-            metrics = [("charts/SPS", sps), ("losses/policy_loss", pg_loss.item()),
-                       ("losses/entropy", entropy.mean().item())]
-            if args.baseline:
-                metrics += [("losses/value_loss", v_loss.item()), ("losses/explained_variance", explained)]
-            for name, value in metrics:
-                writer.add_scalar(name, value, global_step)
-            progress.update(global_step, recent_returns, force=global_step >= args.total_timesteps)
+            wandb.finish()
+        self.progress.close()
+        self.progress = None
+        print(f"done: {step:,} steps at {summary['sps']:,} steps/s in {self.dir}{result}", flush=True)
+        return summary
 
-            if stop_signal:
-                save_checkpoint()
-                print(f"\nstopped by signal {stop_signal[0]} at step {global_step}; resume with --resume {run_dir}")
-                writer.close()
-                return {"interrupted": True, "global_step": global_step, "run_dir": run_dir}
-            if args.checkpoint_every and global_step // args.checkpoint_every > batch_start_step // args.checkpoint_every:
-                save_checkpoint()
-    finally:
-        progress.close()
-        for sig, handler in previous_handlers.items():
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *error) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        for sig, handler in self.handlers.items():
             signal.signal(sig, handler)
-        episode_file.close()
-        envs.close()
-        writer.flush()
-        torch.set_num_threads(threads_before)
-
-    if args.checkpoint_every:
-        save_checkpoint()
-    elapsed = elapsed_before + time.time() - start_time
-    summary = {
-        "algo": "reinforce", "env_id": args.env_id, "seed": args.seed, "total_steps": global_step,
-        "updates": update, "sps": int((global_step - start_step) / (time.time() - start_time)),
-        "wall_time": round(elapsed, 1), "args": dataclasses.asdict(args), "versions": package_versions(),
-    }
-    if args.save_model:
-        save_torch({"script": SCRIPT, "args": dataclasses.asdict(args), "model": agent.state_dict()},
-                   os.path.join(run_dir, "model.pt"))
-    if args.eval_episodes:
-        eval_returns = evaluate(agent, dataclasses.replace(args, capture_video=False), args.eval_episodes,
-                                args.seed + 100_000, args.eval_deterministic, "")
-        summary["eval"] = {"episodes": len(eval_returns), "deterministic": args.eval_deterministic,
-                           "mean_return": float(np.mean(eval_returns)), "std_return": float(np.std(eval_returns))}
-        writer.add_scalar("eval/mean_return", summary["eval"]["mean_return"], global_step)
-    write_json(os.path.join(run_dir, "summary.json"), summary)
-    writer.close()
-    if args.track:
-        wandb.finish()
-    result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} over "
-              f"{args.eval_episodes} episodes" if args.eval_episodes else "")
-    print(f"done: {global_step:,} steps at {summary['sps']:,} steps/s in {run_dir}{result}")
-    return summary
+        for thing in reversed(self.closers):
+            thing.close()
+        if self.episode_file is not None:
+            self.episode_file.close()
+        if self.writer is not None:
+            self.writer.close()
+        torch.set_num_threads(self.threads_before)
 
 
-def parse_args(argv: list[str]) -> Args | EvalArgs:
-    """`evaluate MODEL ...` gives EvalArgs; anything else gives training Args."""
-    if argv[:1] == ["evaluate"]:
-        return tyro.cli(EvalArgs, args=argv[1:], prog="reinforce.py evaluate")
-    return tyro.cli(Args, args=argv, description=__doc__)
+# --- evaluating a saved model, and the command line ------------------------------------------------------
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a model saved with --save-model."""
+
+    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
+    """the model.pt file of a run"""
+    episodes: int = 10
+    """episodes to average over"""
+    seed: int = 12345
+    """seed of the evaluation environments"""
+    deterministic: bool = next(iter(PRESETS.values())).eval_deterministic
+    """act without exploration (the most likely action, the mean action or the greedy one)"""
+    capture_video: bool = False
+    """record the episodes next to the model, in videos/"""
+
+
+def main_evaluate(eval_args: EvalArgs) -> dict:
+    agent, args = load_agent(eval_args.model_path)
+    args = dataclasses.replace(args, capture_video=eval_args.capture_video)
+    video_dir = os.path.join(os.path.dirname(os.path.abspath(eval_args.model_path)), "videos")
+    returns = evaluate(agent, args, eval_args.episodes, eval_args.seed, eval_args.deterministic, video_dir)
+    result = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+    print(json.dumps(result))
+    return result
+
+
+def parse_args(argv: list[str]) -> "Args | EvalArgs":
+    """`evaluate MODEL ...` gives EvalArgs. Training takes a preset as its first word (a tyro subcommand; the
+    first of PRESETS when the command starts with a flag, --help included) and applies the flags over it."""
+    if any(arg == "--preset" or arg.startswith("--preset=") for arg in argv):
+        raise ConfigError(f"a preset is the first word of the command, not a flag: {SCRIPT} "
+                          f"{{{','.join(PRESETS)}}} [FLAGS]")
+    if not argv or argv[0].startswith("-"):
+        argv = [next(iter(PRESETS)), *argv]
+    names = ", ".join(PRESETS)
+    presets = [Annotated[Args, tyro.conf.subcommand(name, default=args, description=(
+        f"{__doc__}\nPresets (the first word of the command): {names}; the defaults below are the {name} preset's."
+    ))] for name, args in PRESETS.items()]
+    evaluate_model = Annotated[EvalArgs, tyro.conf.subcommand("evaluate", description=EvalArgs.__doc__)]
+    command = typing.Union[(*presets, evaluate_model)]
+    return tyro.cli(command, args=argv, prog=SCRIPT, description=__doc__, config=(tyro.conf.OmitSubcommandPrefixes,))
 
 
 def cli(argv: list[str]) -> None:
@@ -821,3 +893,4 @@ def cli(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     cli(sys.argv[1:])
+# ==== end of kit: run ====

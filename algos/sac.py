@@ -4,8 +4,11 @@ Applications").
 Off-policy maximum-entropy actor-critic for continuous actions. Two Q networks learn a soft Bellman target
 built from the smaller of their slowly moving target copies; a tanh-squashed Gaussian policy learns to
 maximise Q - alpha log pi; the temperature alpha is tuned so that the policy's entropy stays near a target
-(-|A|). One gradient step per environment step on a minibatch from a replay buffer, after 10k steps of
-uniformly random actions. `--alpha` fixes the temperature instead (the original SAC's setting).
+(-|A|). One gradient step per environment step on a minibatch from a replay buffer that checkpoints keep,
+after 10k steps of uniformly random actions. `--alpha` fixes the temperature instead (the original SAC's
+setting). For continuous actions (a 1-D box) and vector observations: MuJoCo, Pendulum-v1, ...
+
+Presets: mujoco, the only one: the paper's hyperparameter table, the same for every MuJoCo task.
 
     python algos/sac.py --env-id Hopper-v5
     python algos/sac.py --env-id Pendulum-v1 --learning-starts 1000 --total-timesteps 20000
@@ -41,27 +44,28 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "sac.py"  # names this script in messages, checkpoints and models
+ATARI = False  # continuous actions only
 
 
 @dataclass
 class Args:
     # --- common to every script ---
-    preset: Literal["mujoco"] = "mujoco"
-    """the paper's settings (its hyperparameter table, the same for every MuJoCo task; the only preset). Other flags override its values"""
+    preset: tyro.conf.Suppress[Literal["mujoco"]] = "mujoco"
+    """the preset the run started from (the command's first word); recorded, not a flag"""
     exp_name: str = os.path.basename(__file__).removesuffix(".py")
     """the name of this experiment, part of the run directory's name"""
     seed: int = 1
-    """seed of random, numpy, torch and the environment"""
+    """seed of random, numpy, torch and the environments"""
     env_id: str = "Hopper-v5"
-    """the gymnasium environment id (vector observations, a 1-D box of continuous actions)"""
+    """the gymnasium environment id"""
     total_timesteps: int = 1_000_000
     """environment steps to train for (1M: where the paper's MuJoCo returns are usually read off its curves)"""
     torch_deterministic: bool = True
     """make cuDNN deterministic so a seed repeats on GPU too (on CPU, runs repeat exactly anyway)"""
     cuda: bool = True
     """use a CUDA GPU when one is present"""
-    threads: int | None = None
-    """torch CPU threads; default: torch's own count, one per core (on 2 cores, SAC's and TD3's batch-256 updates ran 1.3x faster on 2 threads than on 1). Give runs that share a machine a share each"""
+    threads: Annotated[int | None, tyro.conf.arg(help_behavior_hint="(default: one per core: batch-256 updates ran 1.3x faster on 2 than on 1)")] = None
+    """torch CPU threads. Give runs that share a machine 1 each"""
     track: bool = False
     """log to Weights & Biases (works offline with WANDB_MODE=offline)"""
     wandb_project_name: str = "sac"
@@ -69,27 +73,27 @@ class Args:
     wandb_entity: str | None = None
     """the wandb entity (team or user)"""
     capture_video: bool = False
-    """record videos of the training env into RUN_DIR/videos"""
+    """record videos of env 0 into RUN_DIR/videos"""
     save_model: bool = False
     """write RUN_DIR/model.pt at the end: the policy, the Q networks, the temperature and args"""
-    run_dir: str | None = None
-    """where the run writes its files; default runs/{env_id}__{exp_name}__{seed}__{timestamp}"""
+    run_dir: Annotated[str | None, tyro.conf.arg(help_behavior_hint="(default: runs/{env_id}__{exp_name}__{seed}__{timestamp})")] = None
+    """where the run writes its files"""
     checkpoint_every: int = 0
-    """write RUN_DIR/checkpoint.pt, replay buffer included, every this many env steps (0: only when interrupted)"""
+    """write RUN_DIR/checkpoint.pt every this many env steps (0: only when interrupted)"""
     resume: str | None = None
     """continue the run in this run directory from its checkpoint (its saved args are used)"""
     eval_episodes: int = 10
-    """episodes of each evaluation, the periodic ones and the final one written to summary.json (0 skips them all)"""
+    """episodes of the final evaluation written to summary.json (0 skips it)"""
     eval_deterministic: bool = True
     """evaluate with the policy's mean action, tanh(mu), as the paper does; off: sample from the policy"""
 
     # --- SAC ---
     eval_every: int = 5_000
-    """evaluate every this many env steps, logged under eval/ (our choice: the TD3 paper's protocol of 10 episodes every 5,000 steps; 0: only at the end)"""
-    buffer_size: int = 1_000_000
-    """replay buffer capacity in transitions (paper: 1e6). Allocated once, at most --total-timesteps"""
+    """evaluate every this many env steps over --eval-episodes episodes, logged under eval/ (0: only at the end). Our choice: the TD3 paper's protocol, 5,000 steps, 10 episodes"""
     learning_starts: int = 10_000
     """env steps of uniformly random actions before the first gradient step (paper: 10k initial random steps)"""
+    buffer_size: int = 1_000_000
+    """replay buffer capacity in transitions, allocated once, at most --total-timesteps (paper: 1e6)"""
     batch_size: int = 256
     """transitions per gradient step (paper: 256)"""
     learning_rate: float = 3e-4
@@ -109,196 +113,19 @@ class Args:
 PRESETS = {"mujoco": Args()}
 
 
-@dataclass
-class EvalArgs:
-    """Evaluate a model saved with --save-model."""
-
-    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
-    """the model.pt file of a run"""
-    episodes: int = 10
-    """episodes to average over"""
-    seed: int = 12345
-    """seed of the evaluation environment"""
-    deterministic: bool = True
-    """act with the policy's mean action, tanh(mu); off: sample from the policy"""
-    capture_video: bool = False
-    """record the episodes next to the model, in videos/"""
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work, found before training starts."""
-
-
-def check_finite(args) -> None:
-    """Refuse nan and inf in any float setting: `nan <= 0` is False, so the range checks alone let it through."""
-    for field in dataclasses.fields(args):
-        value = getattr(args, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
-
-
 def check_args(args: Args) -> None:
     """Refuse settings that cannot work, each with one line that names the fix."""
-    check_finite(args)
-    for name in ("total_timesteps", "buffer_size", "batch_size", "hidden_size"):
-        if getattr(args, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.threads is not None and args.threads <= 0:
-        raise ConfigError(f"--threads must be positive, got {args.threads}")
-    if args.learning_rate <= 0:
-        raise ConfigError(f"--learning-rate must be positive, got {args.learning_rate}")
-    if not 0 < args.gamma <= 1:
-        raise ConfigError(f"--gamma must be in (0, 1], got {args.gamma}")
+    check_common(args)
+    check_replay_args(args)
+    if args.hidden_size <= 0:
+        raise ConfigError(f"--hidden-size must be positive, got {args.hidden_size}")
     if not 0 <= args.tau <= 1:
         raise ConfigError(f"--tau must be in [0, 1], got {args.tau}")
     if args.alpha is not None and args.alpha < 0:
         raise ConfigError(f"--alpha must be non-negative, got {args.alpha}")
-    for name in ("learning_starts", "checkpoint_every", "eval_episodes", "eval_every"):
-        if getattr(args, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
 
 
-def check_env_id(env_id: str) -> None:
-    """Refuse an unknown environment id, suggesting the closest registered ones, and an Atari game, naming the
-    scripts that play those."""
-    if env_id not in gym.envs.registry:
-        try:  # Atari ids exist only once ale_py has registered them: register them to recognise one
-            import ale_py
-
-            gym.register_envs(ale_py)
-        except ImportError:
-            pass
-    if env_id not in gym.envs.registry:
-        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
-        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
-    if str(gym.spec(env_id).entry_point).startswith("ale_py"):
-        raise ConfigError(f"{env_id} is an Atari game, which {SCRIPT} does not handle (it needs continuous actions "
-                          "and vector observations); for Atari use ppo.py, trpo.py, a2c_atari.py, a3c_hogwild.py, "
-                          "async_q.py or paac.py")
-
-
-def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
-    """SAC here needs a 1-D box of bounded continuous actions and 1-D vector observations."""
-    if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
-        raise ConfigError(f"{SCRIPT} needs continuous (Box) actions, not {action_space}; for discrete actions "
-                          "use ppo.py, a2c_atari.py or reinforce.py")
-    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
-        raise ConfigError(f"{SCRIPT} supports 1-D Box action spaces only, not {action_space}")
-    if not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
-        raise ConfigError(f"{SCRIPT} squashes actions into the box's bounds, which must be finite: {action_space}")
-    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-        raise ConfigError(f"{SCRIPT} supports 1-D vector observations, not {observation_space}; for images use ppo.py")
-
-
-def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
-    """The observation and action spaces of env_id, from an env made and closed at once: the run's own env
-    comes after every check, since its video recorder already makes the run directory."""
-    env = gym.make(env_id)
-    env.close()
-    return env.observation_space, env.action_space
-
-
-# --------------------------------------------------------------------------------------------------
-# Environments
-# --------------------------------------------------------------------------------------------------
-
-
-def make_env(env_id: str, capture_video: bool, video_dir: str):
-    """A thunk for the one env, with episode statistics; MuJoCo needs no other wrappers."""
-
-    def thunk():
-        env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
-        if capture_video:
-            env = gym.wrappers.RecordVideo(env, video_dir)
-        return gym.wrappers.RecordEpisodeStatistics(env)
-
-    return thunk
-
-
-def make_vector_env(args: Args, seed: int, video_dir: str):
-    """One env behind the vector interface, resetting in the step that ends an episode (SAME_STEP): that
-    step returns the next episode's first observation and the true last one in infos["final_obs"].
-    The seed is given to reset() by the caller."""
-    return gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, args.capture_video, video_dir)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
-
-
-def finished_episodes(infos: dict):
-    """(returns, lengths) of the episodes that ended in this step of a SAME_STEP vector env."""
-    final = infos.get("final_info")
-    if final is None or "episode" not in final:
-        return (), ()
-    mask = final["_episode"]
-    return final["episode"]["r"][mask], final["episode"]["l"][mask]
-
-
-# --------------------------------------------------------------------------------------------------
-# The replay buffer
-# --------------------------------------------------------------------------------------------------
-
-
-class ReplayBuffer:
-    """A ring of transitions (s, a, r, terminated, s') in one preallocated float32 tensor, a row each, so
-    that storing one is one copy and sampling a minibatch is one gather.
-
-    It keeps `terminated`, not `done`: an episode cut off by a time limit still bootstraps from the value
-    of its last observation. Rows [0, size) are filled; pos is where the next one goes, overwriting the
-    oldest once the ring is full.
-    """
-
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int, device: torch.device):
-        self.capacity, self.obs_dim, self.action_dim = capacity, obs_dim, action_dim
-        self.data = torch.zeros((capacity, self.row_size(obs_dim, action_dim)), dtype=torch.float32, device=device)
-        self.pos, self.size = 0, 0
-
-    @staticmethod
-    def row_size(obs_dim: int, action_dim: int) -> int:
-        return 2 * obs_dim + action_dim + 2
-
-    @staticmethod
-    def bytes_per_transition(obs_dim: int, action_dim: int) -> int:
-        return 4 * ReplayBuffer.row_size(obs_dim, action_dim)
-
-    def add(self, obs: np.ndarray, action: np.ndarray, reward: float, terminated: bool, next_obs: np.ndarray) -> None:
-        row = np.concatenate([obs, action, (reward, terminated), next_obs], dtype=np.float32)
-        self.data[self.pos] = torch.from_numpy(row)
-        self.pos = (self.pos + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
-
-    def split(self, rows: torch.Tensor):
-        """(obs, actions, rewards, terminated, next_obs) views of a block of rows."""
-        o, a = self.obs_dim, self.action_dim
-        return rows[:, :o], rows[:, o:o + a], rows[:, o + a], rows[:, o + a + 1], rows[:, o + a + 2:]
-
-    def sample(self, batch_size: int):
-        """A minibatch drawn uniformly, with replacement, from the filled rows only."""
-        index = torch.randint(self.size, (batch_size,), device=self.data.device)
-        return self.split(self.data.index_select(0, index))
-
-    def state_dict(self) -> dict:
-        # Only the filled rows: a checkpoint early in a run stays small. clone(): a saved view would drag
-        # the whole preallocated storage into the file.
-        return {"data": self.data[: self.size].clone().cpu(), "pos": self.pos, "size": self.size}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.size, self.pos = state["size"], state["pos"]
-        self.data[: self.size] = state["data"].to(self.data.device)
-
-
-def store_step(buffer: ReplayBuffer, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
-               terminated: np.ndarray, truncated: np.ndarray, next_obs: np.ndarray, infos: dict) -> None:
-    """Store the transition of one step of a one-env SAME_STEP vector env. When the episode ended in this
-    step, next_obs is already the next episode's first observation; the transition gets the true last
-    one from infos["final_obs"] instead."""
-    last_obs = infos["final_obs"][0] if terminated[0] or truncated[0] else next_obs[0]
-    buffer.add(obs[0], action, float(reward[0]), bool(terminated[0]), last_obs)
-
-
-# --------------------------------------------------------------------------------------------------
-# The math
-# --------------------------------------------------------------------------------------------------
+# --- the math --------------------------------------------------------------------------------------------
 
 
 def squashed_gaussian(mean: torch.Tensor, log_std: torch.Tensor,
@@ -337,17 +164,7 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
     return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
 
 
-def polyak_update(target: list[torch.Tensor], source: list[torch.Tensor], tau: float) -> None:
-    """target <- (1 - tau) target + tau source, in place, in one fused call for all the tensors. Outside
-    autograd: recorded, the in-place update would make the targets require grad and chain every update's
-    graph onto the last one's, a leak that grows with each update."""
-    with torch.no_grad():
-        torch._foreach_lerp_(target, source, tau)
-
-
-# --------------------------------------------------------------------------------------------------
-# Networks
-# --------------------------------------------------------------------------------------------------
+# --- the networks ----------------------------------------------------------------------------------------
 
 
 def uniform_(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
@@ -361,9 +178,9 @@ class TwinQ(nn.Module):
     both networks' weights side by side, so one matrix product serves both (our choice for speed; the
     networks stay independent, each with its own weights)."""
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden: int):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
         super().__init__()
-        n_in = obs_dim + action_dim
+        n_in = obs_dim + act_dim
         self.hidden = hidden
         self.w1 = nn.Parameter(uniform_(torch.empty(n_in, 2 * hidden), n_in))  # both first layers: [in, 2h]
         self.b1 = nn.Parameter(uniform_(torch.empty(2 * hidden), n_in))
@@ -387,13 +204,9 @@ class Actor(nn.Module):
     """The policy: an MLP s -> 256 -> 256 -> (mean, log std) of a Gaussian whose samples are squashed by
     tanh into [-1, 1]^|A|; log std is clipped to [-20, 2] as in the authors' code."""
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden: int):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(obs_dim, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
-            nn.Linear(hidden, 2 * action_dim),
-        )
+        self.net = nn.Sequential(*mlp(obs_dim, (hidden, hidden), 2 * act_dim))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(obs).chunk(2, -1)
@@ -405,32 +218,508 @@ class Actor(nn.Module):
         return squashed_gaussian(mean, log_std, torch.randn_like(mean))
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """The mean action tanh(mu) when deterministic, else a sample of the policy."""
         return torch.tanh(self(obs)[0]) if deterministic else self.sample(obs)[0]
 
 
 class Agent(nn.Module):
-    """Everything SAC learns, in one state dict: the policy, the two Q networks, their target copies,
-    log alpha, and the affine map from the policy's [-1, 1] to the env's action bounds."""
+    """Everything SAC learns, in one state dict: the policy, the two Q networks, their target copies and
+    log alpha. Actions are in [-1, 1]; the env sees them mapped linearly onto its bounds."""
 
-    def __init__(self, obs_dim: int, action_space: gym.spaces.Box, hidden: int):
+    def __init__(self, obs_dim: int, act_dim: int, args: Args):
         super().__init__()
-        action_dim = action_space.shape[0]
-        self.actor = Actor(obs_dim, action_dim, hidden)
-        self.critic = TwinQ(obs_dim, action_dim, hidden)
+        self.actor = Actor(obs_dim, act_dim, args.hidden_size)
+        self.critic = TwinQ(obs_dim, act_dim, args.hidden_size)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.zeros(()))  # alpha = 1 at the start, as in the authors' code
-        low, high = (torch.as_tensor(x, dtype=torch.float32) for x in (action_space.low, action_space.high))
-        self.register_buffer("action_scale", (high - low) / 2)
-        self.register_buffer("action_bias", (high + low) / 2)
 
-    def env_action(self, action: torch.Tensor) -> torch.Tensor:
-        """The policy's action in [-1, 1] mapped onto the env's bounds."""
-        return self.action_bias + self.action_scale * action
+    def load_state_dict(self, state: dict, strict: bool = True):
+        """Also a state saved when the agent held the action bounds (action_scale, action_bias: the env's)."""
+        state = {name: value for name, value in state.items() if name not in ("action_scale", "action_bias")}
+        return super().load_state_dict(state, strict)
 
 
-# --------------------------------------------------------------------------------------------------
-# Run directory, checkpoints, evaluation
-# --------------------------------------------------------------------------------------------------
+# --- training --------------------------------------------------------------------------------------------
+
+
+def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: "Batch", args: Args) -> dict[str, torch.Tensor]:
+    """One update of Algorithm 1 on a batch: a step of the Q networks towards the soft Bellman target, of the
+    policy on alpha log pi - min Q, and unless --alpha fixes it of the temperature towards the target entropy,
+    all computed from the same parameters and taken as one Adam step, as the authors' code runs them (each
+    loss reaches only its own parameters); then the Polyak update of the target Q networks. Returns q_loss,
+    policy_loss, alpha_loss (when learned), q_values, entropy, alpha and loss (the sum of the losses, the one
+    watched): tensors left on the device, so that no step waits for it."""
+    obs, actions, rewards, next_obs, terminated = batch
+    learn_alpha = args.alpha is None
+    alpha = agent.log_alpha.detach().exp() if learn_alpha else agent.log_alpha.new_full((), args.alpha)
+    with torch.no_grad():
+        next_actions, next_log_prob = agent.actor.sample(next_obs)
+        target = soft_td_target(rewards, terminated, agent.critic_target(next_obs, next_actions), next_log_prob,
+                                alpha, args.gamma)
+    q = agent.critic(obs, actions)
+    q_loss = critic_loss(q, target)
+    new_actions, log_prob = agent.actor.sample(obs)
+    pi_loss = policy_loss(log_prob, agent.critic(obs, new_actions, frozen=True), alpha)
+    loss = q_loss + pi_loss
+    if learn_alpha:
+        target_entropy = -float(actions.shape[1]) if args.target_entropy is None else args.target_entropy
+        alpha_loss = temperature_loss(agent.log_alpha, log_prob, target_entropy)
+        loss = loss + alpha_loss
+    gradient_step(optimizer, loss)
+    polyak_update(list(agent.critic_target.parameters()), list(agent.critic.parameters()), args.tau)
+    metrics = {"loss": loss.detach(), "q_loss": q_loss.detach(), "policy_loss": pi_loss.detach(),
+               "q_values": q.detach().mean(), "entropy": -log_prob.detach().mean(),
+               "alpha": agent.log_alpha.detach().exp() if learn_alpha else alpha}
+    if learn_alpha:
+        metrics["alpha_loss"] = alpha_loss.detach()
+    return metrics
+
+
+def main(args: Args) -> dict:
+    """Train SAC and return the summary also written to RUN_DIR/summary.json (on SIGINT/SIGTERM:
+    {"interrupted": True, "global_step", "run_dir"})."""
+    args, checkpoint = resume_args(args)
+    check_env_id(args.env_id)  # the env id first: the other messages assume it exists
+    check_args(args)
+    obs_dim, act_dim = (space.shape[0] for space in env_spaces(args.env_id))
+    with Run(args, checkpoint) as run:  # seeds everything; writes nothing yet
+        args, device = run.args, run.device
+        agent = Agent(obs_dim, act_dim, args).to(device)
+        # One Adam for the three parts: Adam's state is per parameter, so this is three Adams with the same
+        # settings, stepped in one call (fused: several times faster than the per-tensor loop on CPU).
+        temperature = [agent.log_alpha] if args.alpha is None else []
+        optimizer = torch.optim.Adam([*agent.actor.parameters(), *agent.critic.parameters(), *temperature],
+                                     lr=args.learning_rate, fused=True)
+        buffer = ReplayBuffer(min(args.buffer_size, args.total_timesteps), obs_dim, act_dim, device)
+        envs, obs = start_training(run, buffer, model=agent, optimizer=optimizer)
+        evaluations, global_step = run.saved("evaluations", []), run.start_step
+        losses = LossWatch(device, "the sum of the Q, policy and temperature losses")
+        evaluate_policy = policy_evaluation(agent.actor, args)
+        while global_step < args.total_timesteps:
+            global_step += 1
+            if global_step <= args.learning_starts:
+                action = np.random.uniform(-1.0, 1.0, (1, act_dim)).astype(np.float32)
+            else:
+                with torch.no_grad():
+                    action = agent.actor.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            obs, _ = env_step(run, envs, buffer, global_step, obs, action)
+            if global_step > args.learning_starts:
+                metrics = update(agent, optimizer, buffer.sample(args.batch_size), args)
+                losses.watch(global_step, metrics)
+            end_of_step(run, losses, global_step, evaluate_policy, evaluations)
+            if run.stopped:
+                return run.interrupted()
+        return run.finish(global_step, {"model": agent.state_dict()}, evaluate_policy, buffer_size=buffer.size,
+                          learning_sps=losses.learning_sps(global_step), evaluations=evaluations)
+
+
+# ==== kit: replay ====  the same text in ddpg, td3 and sac (master copy: tools/kit/replay.py; `python
+# tools/sync_kit.py` copies it). What the off-policy scripts share besides the run kit: one env with its
+# actions in [-1, 1], the replay buffer, DDPG's and TD3's actor, the Polyak update, losses watched on the
+# device, the start of training, an env step, the bookkeeping at the end of every step, and the kit's
+# evaluate and load_agent. From the script above it uses check_args(args), Agent(obs_dim, act_dim, args)
+# (with .actor, whose act(obs, deterministic) gives actions in [-1, 1]), and the Args fields the off-policy
+# scripts share.
+
+LOG_EVERY = 1_000  # env steps between logs of the losses: reading them back from the device is a wait
+
+
+def check_replay_args(args: "Args") -> None:
+    """The checks of the settings the off-policy scripts share."""
+    for name in ("learning_rate", "actor_learning_rate", "batch_size", "buffer_size"):
+        value = getattr(args, name, None)  # actor_learning_rate: ddpg and td3 only, None meaning --learning-rate
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    for name in ("learning_starts", "eval_every"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
+    if not 0 < args.gamma <= 1:
+        raise ConfigError(f"--gamma must be in (0, 1], got {args.gamma}")
+
+
+def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
+    """Continuous actions in a 1-D box with finite bounds (the policy's tanh is mapped onto them), and vector
+    observations."""
+    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+        raise ConfigError(f"{SCRIPT} needs a 1-D Box (continuous) action space, not {action_space}; for discrete "
+                          "actions use ppo.py, a2c_atari.py or reinforce.py")
+    if not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
+        raise ConfigError(f"{SCRIPT} needs finite action bounds (its actions are a tanh mapped onto them), "
+                          f"not {action_space}")
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise ConfigError(f"{SCRIPT} supports 1-D vector observations, not {observation_space}; for images use ppo.py")
+
+
+def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces of env_id, checked by check_spaces. The env is made and closed at
+    once: the run's own comes after every check, as its video recorder makes the run directory."""
+    env = gym.make(env_id)
+    env.close()
+    check_spaces(env.observation_space, env.action_space)
+    return env.observation_space, env.action_space
+
+
+def make_vector_env(args: "Args", seed: int, video_dir: str) -> gym.vector.SyncVectorEnv:
+    """One env behind the vector interface, resetting in the step that ends an episode (SAME_STEP): that
+    step's observation is already the next episode's first, and the true last one is in infos["final_obs"].
+    MuJoCo and classic control need no wrappers besides the episode statistics."""
+
+    def thunk():
+        env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
+        if args.capture_video:
+            env = gym.wrappers.RecordVideo(env, video_dir)
+        return gym.wrappers.RecordEpisodeStatistics(env)
+
+    envs = gym.vector.SyncVectorEnv([thunk], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs.single_action_space.seed(seed)
+    return envs
+
+
+def env_action(space: gym.spaces.Box, action: np.ndarray) -> np.ndarray:
+    """Actions in [-1, 1] mapped linearly onto the env's bounds: noise is in units of half the range."""
+    return (space.high + space.low) / 2 + (space.high - space.low) / 2 * action
+
+
+def transition_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
+    """The observation each env's step led to. Where an episode ended, a SAME_STEP vector env returns the
+    next episode's first observation in next_obs and the true last one in infos["final_obs"]: the
+    transition needs the last one (to bootstrap from after a truncation)."""
+    if "_final_obs" not in infos or not infos["_final_obs"].any():
+        return next_obs
+    real = next_obs.copy()
+    for i in np.flatnonzero(infos["_final_obs"]):
+        real[i] = infos["final_obs"][i]
+    return real
+
+
+def gaussian_noise(action: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Exploration: independent N(0, sigma^2) noise on each action, clipped back into [-1, 1]."""
+    return (action + sigma * torch.randn_like(action)).clamp(-1.0, 1.0)
+
+
+def mlp(n_in: int, hidden_sizes: tuple[int, ...], n_out: int) -> list[nn.Module]:
+    """The layers of a ReLU MLP, in PyTorch's default initialisation (U(+-1/sqrt(fan_in)))."""
+    layers: list[nn.Module] = []
+    for n_hidden in hidden_sizes:
+        layers += [nn.Linear(n_in, n_hidden), nn.ReLU()]
+        n_in = n_hidden
+    return [*layers, nn.Linear(n_in, n_out)]
+
+
+def target_copy(target: nn.Module, online: nn.Module) -> nn.Module:
+    """target, a network made like online, turned into a copy of it that autograd leaves alone."""
+    target.load_state_dict(online.state_dict())
+    return target.requires_grad_(False)
+
+
+def init_final_layer(layer: nn.Linear, bound: float | None) -> nn.Linear:
+    """U(+-bound) weights and biases (DDPG's Section 7: the outputs start near zero); None keeps PyTorch's
+    default, U(+-1/sqrt(fan_in))."""
+    if bound is not None:
+        nn.init.uniform_(layer.weight, -bound, bound)
+        nn.init.uniform_(layer.bias, -bound, bound)
+    return layer
+
+
+class DeterministicActor(nn.Module):
+    """mu(s) of DDPG and TD3: ReLU hidden layers and a tanh output in [-1, 1], PyTorch's default
+    initialisation but for the last layer's U(+-final_layer_init) when given."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: tuple[int, ...], exploration_noise: float,
+                 final_layer_init: float | None = None):
+        super().__init__()
+        *hidden, last = mlp(obs_dim, hidden_sizes, act_dim)
+        self.net = nn.Sequential(*hidden, init_final_layer(last, final_layer_init), nn.Tanh())
+        self.exploration_noise = exploration_noise
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """mu(s), plus Gaussian noise of std exploration_noise unless deterministic."""
+        return self(obs) if deterministic else gaussian_noise(self(obs), self.exploration_noise)
+
+
+def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One step of optimizer down the gradient of loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def polyak_update(targets: list[torch.Tensor], sources: list[torch.Tensor], tau: float) -> None:
+    """theta' <- tau theta + (1 - tau) theta' for each pair, in place, in one fused kernel for all the
+    tensors. Outside autograd: recorded, the in-place update would make the targets require grad and chain
+    every update's graph onto the last one's, a leak that grows with each update."""
+    with torch.no_grad():
+        torch._foreach_lerp_(targets, sources, tau)
+
+
+class Batch(typing.NamedTuple):
+    """Transitions, one row each: tensors [batch, ...] on the buffer's device."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+
+
+class ReplayBuffer:
+    """A ring of transitions (s, a, r, terminated, s'), a float32 row each in one tensor allocated once on the
+    device: storing a step is one copy, sampling a minibatch one gather. It keeps `terminated`, not `done`: a
+    transition cut by a time limit still bootstraps from s', the true last observation of its episode. Rows
+    [0, size) are filled; pos is where the next one goes, over the oldest once the ring is full."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
+        self.capacity, self.obs_dim, self.act_dim = capacity, obs_dim, act_dim
+        self.data = torch.zeros((capacity, self.row_size(obs_dim, act_dim)), device=device)
+        self.pos, self.size = 0, 0
+
+    @staticmethod
+    def row_size(obs_dim: int, act_dim: int) -> int:
+        """The numbers of a row: obs, action, reward, terminated, next obs."""
+        return 2 * obs_dim + act_dim + 2
+
+    @staticmethod
+    def bytes_per_transition(obs_dim: int, act_dim: int) -> int:
+        return 4 * ReplayBuffer.row_size(obs_dim, act_dim)
+
+    def describe(self, env_id: str, resumed_step: int | None) -> str:
+        """The line a run prints at its start: what a transition and the whole buffer take."""
+        size = self.bytes_per_transition(self.obs_dim, self.act_dim)
+        resumed = "" if resumed_step is None else f"; resumed with {self.size:,} stored, at step {resumed_step:,}"
+        return (f"replay buffer: {size} bytes a transition of {env_id} ({self.obs_dim}-dim observation twice, "
+                f"{self.act_dim}-dim action, reward, terminated; float32); 1M transitions take "
+                f"{size * 1e6 / 2**20:,.0f} MiB; this run's {self.capacity:,} take {size * self.capacity / 2**20:,.1f} "
+                f"MiB on {self.data.device}{resumed}")
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+            terminated: np.ndarray) -> None:
+        """Store one step of a vector env: a transition per env, each argument with a leading env dimension."""
+        rows = np.concatenate([obs, actions, rewards[:, None], terminated[:, None], next_obs], 1, dtype=np.float32)
+        for row in torch.from_numpy(rows):
+            self.data[self.pos] = row
+            self.pos = (self.pos + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
+
+    def rows(self, rows: torch.Tensor) -> Batch:
+        """A block of rows as a Batch of views."""
+        o, a = self.obs_dim, self.act_dim
+        return Batch(rows[:, :o], rows[:, o:o + a], rows[:, o + a], rows[:, o + a + 2:], rows[:, o + a + 1])
+
+    def sample(self, batch_size: int) -> Batch:
+        """batch_size transitions drawn uniformly, with replacement, from the filled rows. The indices come
+        from torch's generator on the device, so drawing them waits for nothing."""
+        return self.rows(self.data[torch.randint(self.size, (batch_size,), device=self.data.device)])
+
+    def state_dict(self) -> dict:
+        """A copy of the filled rows only, so that a checkpoint early in a run stays small: torch.save writes
+        a view's whole storage, so saving the view data[:size] would write every allocated row."""
+        return {"data": self.data[: self.size].to("cpu", copy=True), "pos": self.pos, "size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = state["size"]
+        if n > self.capacity:
+            raise ConfigError(f"the checkpoint's replay buffer holds {n} transitions, more than --buffer-size "
+                              f"{self.capacity}")
+        # ddpg.py and td3.py checkpoints written before this kit hold a tensor per part of the row
+        parts = ("obs", "actions", "rewards", "terminated", "next_obs")
+        data = state["data"] if "data" in state else torch.cat([state[part].reshape(n, -1) for part in parts], 1)
+        self.data[:n] = data.to(self.data.device)
+        self.pos, self.size = state["pos"], n
+
+
+class LossWatch:
+    """The metrics of the updates, left on the device and read only where the run stops to log, evaluate or
+    save: a read waits for the device, and once a step it would hold every update up. The first watched loss
+    that is nan or inf, and its step, are kept there too, for check() to stop the run before a checkpoint holds
+    what that update did to the weights. Also the clock of the updates, for learning_sps."""
+
+    def __init__(self, device: torch.device, loss_name: str):
+        self.loss_name = loss_name  # what metrics["loss"] is, for the message
+        # the latest loss while all are finite, then the first that is not
+        self.first_bad = torch.zeros((), device=device)
+        self.first_bad_step = torch.zeros((), dtype=torch.long, device=device)
+        self.last: dict[str, torch.Tensor] = {}  # the latest value of each metric, logged as losses/NAME
+        self.learning_since: tuple[float, int] | None = None  # the time and step of the first update
+
+    def watch(self, step: int, metrics: dict[str, torch.Tensor]) -> None:
+        """Keep the metrics of the update at this step; metrics["loss"] is the loss watched."""
+        if self.learning_since is None:
+            self.learning_since = (time.time(), step)
+        self.last.update(metrics)
+        finite_so_far = torch.isfinite(self.first_bad)
+        self.first_bad = torch.where(finite_so_far, metrics["loss"], self.first_bad)
+        self.first_bad_step = torch.where(finite_so_far, step, self.first_bad_step)
+
+    def check(self, run_dir: str) -> None:
+        if not torch.isfinite(self.first_bad):
+            raise FloatingPointError(f"the loss became {self.first_bad.item()} at step "
+                                     f"{self.first_bad_step.item():,} ({self.loss_name}); {safe_to_resume(run_dir)}")
+
+    def learning_sps(self, step: int) -> int | None:
+        """Env steps per second since the first update, one update a step: the figure that compares
+        off-policy implementations (None when no update ran)."""
+        if self.learning_since is None:
+            return None
+        since, first_step = self.learning_since
+        return int((step - first_step) / max(time.time() - since, 1e-9))
+
+
+def start_training(run: "Run", buffer: ReplayBuffer, **parts) -> tuple[gym.vector.SyncVectorEnv, np.ndarray]:
+    """The start every off-policy run shares, once its networks and optimisers exist: on resume the parts
+    (anything with a state dict) and the buffer restored; the buffer's memory said; the env made, --threads
+    taken and the run started (its directory written); the env reset. A resumed run cannot restore the env's
+    state: it starts a fresh episode, seeded from its step. Returns the env and its first observation."""
+    run.restore(**parts, buffer=buffer)
+    args, step = run.args, run.start_step
+    print(buffer.describe(args.env_id, step if run.resumed is not None else None), flush=True)
+    envs = run.closing(make_vector_env(args, args.seed + step, os.path.join(run.dir, "videos")))
+    run.use_threads(None)
+    run.start()
+    obs, _ = envs.reset(seed=args.seed + step)
+    return envs, obs
+
+
+def env_step(run: "Run", envs: gym.vector.SyncVectorEnv, buffer: ReplayBuffer, step: int, obs: np.ndarray,
+             action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One step of the env with actions in [-1, 1] (a row per env): its transitions stored, the episodes it
+    ended logged. Returns the next observation and whether each env's episode ended."""
+    next_obs, reward, terminated, truncated, infos = envs.step(env_action(envs.single_action_space, action))
+    buffer.add(obs, action, reward, transition_next_obs(next_obs, infos), terminated)
+    run.episodes(step, infos)
+    return next_obs, terminated | truncated
+
+
+def policy_evaluation(actor: nn.Module, args: "Args"):
+    """The evaluation a run makes of its policy, every --eval-every steps and at the end: a function that
+    returns the returns of --eval-episodes episodes, seeded apart from training, without video."""
+    no_video = dataclasses.replace(args, capture_video=False)
+    return lambda: evaluate(actor, no_video, args.eval_episodes, args.seed + 100_000, args.eval_deterministic, "")
+
+
+def end_of_step(run: "Run", losses: LossWatch, step: int, evaluate_policy, evaluations: list, **counters) -> None:
+    """What every env step ends with, after its update: the latest losses logged every LOG_EVERY steps and at
+    the last; every --eval-every steps an evaluation, logged under eval/ and kept in evaluations as [step,
+    mean, std]; a checkpoint when one is due, holding evaluations and counters. Each first checks that no
+    loss so far was nan or inf."""
+    args = run.args
+    if step % LOG_EVERY == 0 or step == args.total_timesteps:
+        losses.check(run.dir)
+        run.log(step, {f"losses/{name}": value for name, value in losses.last.items() if name != "loss"})
+    if args.eval_every and args.eval_episodes and step % args.eval_every == 0:
+        losses.check(run.dir)
+        returns = evaluate_policy()
+        evaluations.append([step, float(np.mean(returns)), float(np.std(returns))])
+        run.writer.add_scalar("eval/mean_return", evaluations[-1][1], step)
+        run.writer.add_scalar("eval/std_return", evaluations[-1][2], step)
+    if run.checkpoint_due(step):
+        losses.check(run.dir)
+    run.save_if_due(step, evaluations=evaluations, **counters)
+
+
+def evaluate(actor: nn.Module, args: "Args", episodes: int, seed: int, deterministic: bool,
+             video_dir: str) -> list[float]:
+    """The undiscounted returns of `episodes` whole episodes in a fresh env seeded with seed, acting with
+    actor.act(obs, deterministic), without learning."""
+    device = next(actor.parameters()).device
+    envs = make_vector_env(args, seed, video_dir)
+    obs, _ = envs.reset(seed=seed)
+    returns: list[float] = []
+    while len(returns) < episodes:
+        with torch.no_grad():
+            action = actor.act(torch.as_tensor(obs, dtype=torch.float32, device=device), deterministic)
+        obs, _, _, _, infos = envs.step(env_action(envs.single_action_space, action.cpu().numpy()))
+        returns.extend(float(r) for r in finished_episodes(infos)[0])
+    envs.close()
+    return returns[:episodes]
+
+
+def load_agent(model_path: str) -> tuple[nn.Module, "Args"]:
+    """The policy saved by --save-model (the actor of its Agent), and its args."""
+    saved = load_saved(model_path)
+    args = args_from_saved(saved, model_path)
+    check_env_id(args.env_id)
+    check_args(args)
+    observation_space, action_space = env_spaces(args.env_id)
+    agent = Agent(observation_space.shape[0], action_space.shape[0], args)
+    restore(model_path, lambda: agent.load_state_dict(saved["model"]))
+    return agent.actor, args
+# ==== end of kit: replay ====
+
+# ==== kit: run ====  the same text in every script of algos/ (master copy: tools/kit/run.py; after editing it,
+# `python tools/sync_kit.py` copies it into every script, and tests/test_kit.py checks the copies).
+# Everything a run does besides learning: one-line errors, checkpoints and resume, the run directory and its
+# logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
+# script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
+# evaluate(agent, args, episodes, seed, deterministic, video_dir).
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before training starts."""
+
+
+def check_common(args) -> None:
+    """The checks of the settings every script has: floats finite (`nan <= 0` is False, so range checks alone
+    let nan through), a positive budget and thread count, counts that are not negative."""
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+    if args.total_timesteps <= 0:
+        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
+    if args.checkpoint_every < 0 or args.eval_episodes < 0:
+        raise ConfigError("--checkpoint-every and --eval-episodes must be non-negative")
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
+
+
+def check_env_id(env_id: str) -> None:
+    """Refuse an unknown environment id (naming the closest registered ones), an Atari game in a script that
+    does not play Atari, and an Atari id that skips frames itself or makes actions sticky."""
+    if env_id not in gym.envs.registry:
+        try:  # Atari ids exist once ale_py has registered them
+            import ale_py
+
+            gym.register_envs(ale_py)
+        except ImportError:
+            pass
+    if env_id not in gym.envs.registry:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    if not str(gym.spec(env_id).entry_point).startswith("ale_py"):
+        return
+    if not ATARI:
+        raise ConfigError(f"{env_id} is an Atari game, which {SCRIPT} does not play; ppo.py, trpo.py, a2c_atari.py, "
+                          "a3c_hogwild.py, async_q.py and paac.py do")
+    # The papers' wrappers repeat each action over 4 frames themselves: an id that also skips frames
+    # (ALE/*-v5, *-v4 without NoFrameskip) or makes actions sticky would silently play 16 frames a step.
+    kwargs = gym.spec(env_id).kwargs
+    if kwargs.get("frameskip", 1) != 1 or kwargs.get("repeat_action_probability", 0.0) != 0.0:
+        game = "".join(part.capitalize() for part in str(kwargs.get("game", "pong")).split("_"))
+        raise ConfigError(f"{env_id} skips frames (frameskip={kwargs.get('frameskip')}) or makes actions sticky "
+                          f"(p={kwargs.get('repeat_action_probability')}) on top of the 4-frame skip of the "
+                          f"papers' wrappers; use {game}NoFrameskip-v4")
+
+
+def finished_episodes(infos: dict):
+    """(returns, lengths) of the episodes that ended in this step of a SAME_STEP vector env."""
+    final = infos.get("final_info")
+    if final is None or "episode" not in final:
+        return (), ()
+    mask = final["_episode"]
+    return final["episode"]["r"][mask], final["episode"]["l"][mask]
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var[target - predicted] / Var[target]: 1 is perfect, 0 no better than a constant."""
+    variance = target.var()
+    return float("nan") if variance == 0 else float(1 - (target - predicted).var() / variance)
+
+
+# --- files: atomic, finite, and loaded without running code ------------------------------------------
 
 
 def atomic_write(path: str, write) -> None:
@@ -438,6 +727,14 @@ def atomic_write(path: str, write) -> None:
     tmp = f"{path}.tmp"
     write(tmp)
     os.replace(tmp, path)
+
+
+def write_json(path: str, obj: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    atomic_write(path, write)
 
 
 def all_finite(state) -> bool:
@@ -459,14 +756,6 @@ def save_torch(obj, path: str) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def write_json(path: str, obj: dict) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-
-    atomic_write(path, write)
-
-
 def load_saved(path: str) -> dict:
     """A checkpoint or model of this script, loaded without running any code in the file (weights_only).
     Anything else is refused in one line. torch's own message advises weights_only=False, which would run
@@ -483,13 +772,6 @@ def load_saved(path: str) -> dict:
     if not all_finite(saved):
         raise ConfigError(f"{path} holds nan or inf: it was written by a run that diverged")
     return saved
-
-
-def load_checkpoint(run_dir: str) -> dict:
-    path = os.path.join(run_dir, "checkpoint.pt")
-    if not os.path.isfile(path):
-        raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there (was it run with --checkpoint-every?)")
-    return load_saved(path)
 
 
 def value_fits(value, hint) -> bool:
@@ -522,11 +804,11 @@ def args_from_saved(saved: dict, path: str) -> "Args":
     return Args(**saved["args"])
 
 
-def restore(path: str, load) -> None:
-    """Run load(), which copies a checkpoint or model into this run; a file that does not fit it (another
+def restore(path: str, load):
+    """Return load(), which reads a checkpoint or model into this run; a file that does not fit it (another
     env or network size, a missing entry) is refused in one line instead of a traceback."""
     try:
-        load()
+        return load()
     except ConfigError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
@@ -534,20 +816,17 @@ def restore(path: str, load) -> None:
         raise ConfigError(f"{path} does not fit this run of {SCRIPT} ({type(error).__name__}: {reason})") from None
 
 
-def remove_stale_temporaries(run_dir: str) -> None:
-    """A run killed while saving leaves a half-written *.tmp beside the file it was replacing: remove it."""
-    for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
-        os.remove(path)
-
-
-def wait_past_event_files(run_dir: str) -> None:
-    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
-    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
-    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
-    next."""
-    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
-    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
-    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
+def resume_args(args: "Args") -> tuple["Args", dict | None]:
+    """With --resume DIR: the args saved in DIR/checkpoint.pt (pointed at DIR) and the checkpoint itself.
+    Without: (args, None)."""
+    if not args.resume:
+        return args, None
+    path = os.path.join(args.resume, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--resume {args.resume}: no checkpoint.pt there (was it run with --checkpoint-every?)")
+    checkpoint = load_saved(path)
+    saved_args = args_from_saved(checkpoint, path)
+    return dataclasses.replace(saved_args, resume=args.resume, run_dir=args.resume), checkpoint
 
 
 def safe_to_resume(run_dir: str) -> str:
@@ -556,6 +835,12 @@ def safe_to_resume(run_dir: str) -> str:
     if os.path.exists(path):
         return f"{path} holds the last finite state: resume with --resume {run_dir} (a lower --learning-rate may help)"
     return "no checkpoint was written (--checkpoint-every keeps one)"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict:
@@ -573,6 +858,18 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
 
+
+def package_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for package in ("torch", "gymnasium", "numpy", "ale-py", "mujoco", "minatar", "envpool", "tyro"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+# --- the run -----------------------------------------------------------------------------------------
 
 EPISODE_FIELDS = ["global_step", "episodic_return", "episodic_length", "wall_time"]
 
@@ -600,53 +897,14 @@ def open_episode_log(run_dir: str, keep_until_step: int | None):
     return f, writer
 
 
-def package_versions() -> dict:
-    versions = {"python": sys.version.split()[0]}
-    for package in ("torch", "gymnasium", "numpy", "mujoco", "tyro"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def evaluate(agent: Agent, args: Args, episodes: int, seed: int, deterministic: bool, video_dir: str) -> list[float]:
-    """The undiscounted returns of `episodes` whole episodes in a fresh env, without learning."""
-    envs = make_vector_env(args, seed, video_dir)
-    device = agent.action_scale.device
-    obs, _ = envs.reset(seed=seed)
-    returns: list[float] = []
-    while len(returns) < episodes:
-        with torch.inference_mode():
-            action = agent.env_action(agent.actor.act(torch.as_tensor(obs, dtype=torch.float32, device=device),
-                                                      deterministic))
-        obs, _, _, _, infos = envs.step(action.cpu().numpy())
-        returns.extend(float(r) for r in finished_episodes(infos)[0])
-    envs.close()
-    return returns[:episodes]
-
-
-def load_agent(model_path: str) -> tuple[Agent, Args]:
-    """Rebuild the agent saved by --save-model."""
-    saved = load_saved(model_path)
-    args = args_from_saved(saved, model_path)
-    check_env_id(args.env_id)
-    check_args(args)
-    observation_space, action_space = env_spaces(args.env_id)
-    check_spaces(observation_space, action_space)
-    agent = Agent(observation_space.shape[0], action_space, args.hidden_size)
-    restore(model_path, lambda: agent.load_state_dict(saved["model"]))
-    return agent, args
-
-
-def main_evaluate(eval_args: EvalArgs) -> dict:
-    agent, args = load_agent(eval_args.model_path)
-    args = dataclasses.replace(args, capture_video=eval_args.capture_video)
-    video_dir = os.path.join(os.path.dirname(os.path.abspath(eval_args.model_path)), "videos")
-    returns = evaluate(agent, args, eval_args.episodes, eval_args.seed, eval_args.deterministic, video_dir)
-    result = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
-    print(json.dumps(result))
-    return result
+def wait_past_event_files(run_dir: str) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
+    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
+    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
+    next."""
+    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
+    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
+    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
 
 
 class Progress:
@@ -663,7 +921,7 @@ class Progress:
             return
         self.last = now
         sps = (step - self.start_step) / max(now - self.start, 1e-9)
-        eta = (self.total - step) / max(sps, 1e-9)
+        eta = max(self.total - step, 0) / max(sps, 1e-9)
         recent = f"{np.mean(recent_returns):9.2f}" if recent_returns else "      n/a"
         line = (f"step {step:>10,}/{self.total:,} ({100 * step / self.total:5.1f}%) | {sps:7,.0f} steps/s | "
                 f"return (last {len(recent_returns)}) {recent} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
@@ -677,261 +935,251 @@ class Progress:
             print()
 
 
-# --------------------------------------------------------------------------------------------------
-# Training
-# --------------------------------------------------------------------------------------------------
+class Run:
+    """One training run's directory and all it holds besides the learning: checkpoint.pt (with the RNG state)
+    and resume, episodes.csv, TensorBoard and wandb, the progress line, SIGINT/SIGTERM, model.pt, the final
+    evaluation and summary.json. Used as `with Run(args, checkpoint) as run:`. It seeds random, numpy and
+    torch at once, and writes nothing until start(), which comes after every check. On leaving the block it
+    closes what it opened (and what was given to closing()) and puts torch's thread count back."""
 
+    def __init__(self, args: "Args", checkpoint: dict | None):
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.args = dataclasses.replace(args, run_dir=args.run_dir or os.path.join("runs", name))
+        self.dir, self.resumed = self.args.run_dir, checkpoint
+        self.path = os.path.join(self.dir, "checkpoint.pt")
+        # A resumed run continues the step count and the wall time of the checkpoint.
+        self.start_step = int(self.saved("global_step", 0))
+        self.elapsed_before = float(self.saved("elapsed", 0.0))
+        self.last_save_step = self.start_step
+        self.parts, self.counters, self.closers = {}, {}, []
+        self.stop_signal: list[int] = []
+        self.handlers: dict = {}
+        self.writer = self.episode_file = self.progress = None
+        self.recent_returns: deque = deque(maxlen=20)
+        self.threads_before = torch.get_num_threads()
+        self.start_time = time.time()
+        seed_everything(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-def main(args: Args) -> dict:
-    """Train SAC and return the summary that is also written to RUN_DIR/summary.json. A run stopped by
-    SIGINT or SIGTERM returns {"interrupted": True, "global_step", "run_dir"} and writes no summary."""
-    # Every check, and every read of a checkpoint, comes before anything is written.
-    checkpoint = None
-    if args.resume:
-        checkpoint = load_checkpoint(args.resume)
-        path = os.path.join(args.resume, "checkpoint.pt")
-        args = dataclasses.replace(args_from_saved(checkpoint, path), resume=args.resume, run_dir=args.resume)
-    check_env_id(args.env_id)
-    check_args(args)
-    observation_space, action_space = env_spaces(args.env_id)
-    check_spaces(observation_space, action_space)
-    run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    args = dataclasses.replace(args, run_dir=run_dir)
+    def saved(self, name: str, default):
+        """A value of the checkpoint resumed from (a counter the script keeps); default on a fresh run."""
+        if self.resumed is None:
+            return default
+        return restore(self.path, lambda: self.resumed[name])
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    def restore(self, **parts) -> None:
+        """Name what a checkpoint holds besides counters (networks, optimisers, buffers: anything with
+        state_dict and load_state_dict); on resume, load them and the RNG state."""
+        self.parts = parts
 
-    obs_dim, action_dim = observation_space.shape[0], action_space.shape[0]
-    agent = Agent(obs_dim, action_space, args.hidden_size).to(device)
-    learn_alpha = args.alpha is None
-    target_entropy = -float(action_dim) if args.target_entropy is None else args.target_entropy
-    # One Adam for the three parts: Adam's state is per parameter, so this is three Adams with the same
-    # settings, stepped in one fused call (fused: several times faster than the per-tensor loop on CPU).
-    optimizer = torch.optim.Adam(
-        [*agent.actor.parameters(), *agent.critic.parameters(), *([agent.log_alpha] if learn_alpha else [])],
-        lr=args.learning_rate, fused=True)
-    critic_params, target_params = list(agent.critic.parameters()), list(agent.critic_target.parameters())
-    capacity = min(args.buffer_size, args.total_timesteps)  # a run never stores more than it steps
-    buffer = ReplayBuffer(capacity, obs_dim, action_dim, device)
-    global_step, elapsed_before, evaluations = 0, 0.0, []
-    if checkpoint is not None:
-        def load_state() -> None:
-            nonlocal global_step, elapsed_before, evaluations
-            agent.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            buffer.load_state_dict(checkpoint["buffer"])
-            global_step, elapsed_before = int(checkpoint["global_step"]), float(checkpoint["elapsed"])
-            evaluations = list(checkpoint["evaluations"])
-            set_rng_state(checkpoint["rng"])
+        def load() -> None:
+            for name, part in parts.items():
+                part.load_state_dict(self.resumed[name])
+            set_rng_state(self.resumed["rng"])
 
-        restore(path, load_state)
-    row_bytes = ReplayBuffer.bytes_per_transition(obs_dim, action_dim)
-    print(f"replay buffer: {row_bytes} bytes a transition ({obs_dim}-dim observations twice, {action_dim}-dim "
-          f"action, reward, terminated; float32), {row_bytes * 1e6 / 2**20:,.0f} MiB for 1M transitions; "
-          f"{capacity:,} allocated = {row_bytes * capacity / 2**20:,.1f} MiB on {device}"
-          + (f"; resumed with {buffer.size:,} stored, at step {global_step:,}" if checkpoint else ""), flush=True)
+        if self.resumed is not None:
+            restore(self.path, load)
 
-    # A resumed run cannot restore the environment's internal state: it starts a fresh episode, seeded
-    # from the step it resumes at, so that resuming is itself reproducible.
-    env_seed = args.seed + global_step
-    envs = make_vector_env(args, env_seed, os.path.join(run_dir, "videos"))
-    threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
-    torch.set_num_threads(args.threads or threads_before)
+    def use_threads(self, default: int | None) -> None:
+        """torch's CPU threads for this run: --threads, else default (None: torch's own choice)."""
+        torch.set_num_threads(self.args.threads or default or self.threads_before)
 
-    os.makedirs(run_dir, exist_ok=True)
-    remove_stale_temporaries(run_dir)
-    episode_file, episode_log = open_episode_log(run_dir, global_step if checkpoint else None)
-    if args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
-        import wandb
+    def closing(self, thing):
+        """Close thing (an env) when the run ends; returns it."""
+        self.closers.append(thing)
+        return thing
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
-                   name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
-                   sync_tensorboard=True)
-    # Everything logged at the checkpoint's step was logged before it was saved: a resumed run drops what
-    # the interrupted one logged after that step, which it logs again.
-    if checkpoint is not None:
-        wait_past_event_files(run_dir)
-    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
-    if checkpoint is None:
-        table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
-        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    def start(self, total_steps: int | None = None) -> None:
+        """Every check has passed: make the run directory, open its logs, and take SIGINT and SIGTERM, which
+        from now on stop the run at the next save_if_due() with a checkpoint."""
+        os.makedirs(self.dir, exist_ok=True)
+        for path in glob.glob(os.path.join(glob.escape(self.dir), "*.tmp")):
+            os.remove(path)  # half-written by a run killed while saving
+        print(f"{SCRIPT}: {'resuming' if self.resumed else 'writing'} {self.dir}", flush=True)
+        self.episode_file, self.episode_log = open_episode_log(self.dir, self.start_step if self.resumed else None)
+        if self.args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
+            import wandb
 
-    stop_signal = []
-    previous_handlers = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous_handlers[sig] = signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
-        except ValueError:  # not the main thread: leave signals alone
-            pass
+            wandb.init(project=self.args.wandb_project_name, entity=self.args.wandb_entity, config=vars(self.args),
+                       name=os.path.basename(self.dir), dir=self.dir, id=os.path.basename(self.dir),
+                       resume="allow", sync_tensorboard=True)
+        # Everything logged up to the checkpoint's step was logged before it was saved: what a killed attempt
+        # logged after it is dropped, as it is logged again.
+        if self.resumed is not None:
+            wait_past_event_files(self.dir)
+        self.writer = SummaryWriter(self.dir, purge_step=self.start_step + 1 if self.resumed is not None else None)
+        if self.resumed is None:
+            table = "\n".join(f"|{key}|{value}|" for key, value in vars(self.args).items())
+            self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.handlers[sig] = signal.signal(sig, lambda signum, frame: self.stop_signal.append(signum))
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        self.progress = Progress(total_steps or self.args.total_timesteps, self.start_step)
+        self.start_time = time.time()
 
-    # The loss is checked for NaN or infinity without a host sync per step: the first non-finite one and
-    # its step are kept on the device and read before every checkpoint and log, so no checkpoint ever holds
-    # diverged weights.
-    first_bad = torch.zeros((), device=device)  # the latest loss while all are finite, then the first that is not
-    first_bad_step = torch.zeros((), dtype=torch.long, device=device)
-    last = {}  # the latest step's losses, as tensors, read only when logged
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.start_time
 
-    def watch(loss: torch.Tensor) -> None:
-        nonlocal first_bad, first_bad_step
-        finite_so_far = torch.isfinite(first_bad)
-        first_bad = torch.where(finite_so_far, loss, first_bad)
-        first_bad_step = torch.where(finite_so_far, global_step, first_bad_step)
+    def sps(self, step: int) -> int:
+        return int((step - self.start_step) / max(time.time() - self.start_time, 1e-9))
 
-    def check_losses() -> None:
-        if not torch.isfinite(first_bad):
-            raise FloatingPointError(
-                f"the loss became {first_bad.item()} at step {first_bad_step.item():,} (the sum of the Q, policy "
-                f"and temperature losses); {safe_to_resume(run_dir)}")
+    def episode(self, step: int, episodic_return: float, episodic_length: int) -> None:
+        """Log one finished episode: episodes.csv, TensorBoard, and the progress line's recent returns."""
+        self.episode_log.writerow([step, float(episodic_return), int(episodic_length), round(self.elapsed(), 3)])
+        self.episode_file.flush()
+        self.writer.add_scalar("charts/episodic_return", episodic_return, step)
+        self.writer.add_scalar("charts/episodic_length", episodic_length, step)
+        self.recent_returns.append(float(episodic_return))
 
-    def save_checkpoint() -> None:
-        check_losses()
+    def episodes(self, step: int, infos: dict) -> None:
+        """Log the episodes that ended in this step of a vector env."""
+        for episodic_return, episodic_length in zip(*finished_episodes(infos)):
+            self.episode(step, episodic_return, episodic_length)
+
+    def log(self, step: int, metrics: dict) -> None:
+        """Scalars to TensorBoard at this step (tensors are read here), with charts/SPS, and the progress line."""
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, float(value), step)
+        self.writer.add_scalar("charts/SPS", self.sps(step), step)
+        self.progress.update(step, self.recent_returns)
+
+    def check_finite(self, step: int, loss=None, weights: nn.Module | None = None) -> None:
+        """Stop on a loss, or weights, that became nan or inf, before a checkpoint holds them. (A gradient that
+        overflowed can turn the weights to nan although the loss before the step was finite.)"""
+        if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
+            raise FloatingPointError(f"the loss became {float(loss)} at step {step:,}; {safe_to_resume(self.dir)}")
+        if weights is not None and not all_finite(weights.state_dict()):
+            raise FloatingPointError(f"the weights became nan or inf at step {step:,} (the loss was finite); "
+                                     f"{safe_to_resume(self.dir)}")
+
+    @property
+    def stopped(self) -> bool:
+        """Whether SIGINT or SIGTERM asked the run to stop."""
+        return bool(self.stop_signal)
+
+    def checkpoint_due(self, step: int) -> bool:
+        """A signal came, or the step count passed a multiple of --checkpoint-every since the last save."""
+        every = self.args.checkpoint_every
+        return self.stopped or bool(every) and step // every > self.last_save_step // every
+
+    def save(self, step: int, **counters) -> None:
+        """Write checkpoint.pt: the parts named in restore(), the script's counters, the step, the elapsed
+        time and the RNG state."""
+        self.counters, self.last_save_step = counters, step
         save_torch({
-            "script": SCRIPT, "args": dataclasses.asdict(args), "model": agent.state_dict(),
-            "optimizer": optimizer.state_dict(), "buffer": buffer.state_dict(), "global_step": global_step,
-            "evaluations": evaluations, "elapsed": elapsed_before + time.time() - start_time, "rng": rng_state(),
-        }, os.path.join(run_dir, "checkpoint.pt"))
+            "script": SCRIPT, "args": dataclasses.asdict(self.args),
+            **{name: part.state_dict() for name, part in self.parts.items()}, **counters,
+            "global_step": step, "elapsed": self.elapsed(), "rng": rng_state(),
+        }, self.path)
 
-    def run_evaluation() -> None:
-        returns = evaluate(agent, dataclasses.replace(args, capture_video=False), args.eval_episodes,
-                           args.seed + 100_000, args.eval_deterministic, "")
-        evaluations.append([global_step, float(np.mean(returns)), float(np.std(returns))])
-        writer.add_scalar("eval/mean_return", evaluations[-1][1], global_step)
-        writer.add_scalar("eval/std_return", evaluations[-1][2], global_step)
+    def save_if_due(self, step: int, **counters) -> None:
+        """save() when checkpoint_due(); the counters are also what the final checkpoint holds."""
+        self.counters = counters
+        if self.checkpoint_due(step):
+            self.save(step, **counters)
 
-    alpha = torch.tensor(args.alpha if not learn_alpha else 0.0, device=device)
-    action_scale, action_bias = agent.action_scale.cpu().numpy(), agent.action_bias.cpu().numpy()
-    log_every = 1000  # env steps between loss logs: reading losses back is the only per-log sync
-    next_obs, _ = envs.reset(seed=env_seed)
-    recent_returns: deque = deque(maxlen=20)
-    start_time, start_step = time.time(), global_step
-    progress = Progress(args.total_timesteps, global_step)
-    try:
-        while global_step < args.total_timesteps:
-            obs = next_obs
-            if global_step < args.learning_starts:
-                action = np.random.uniform(-1.0, 1.0, action_dim).astype(np.float32)
-            else:
-                with torch.inference_mode():
-                    action = agent.actor.act(torch.as_tensor(obs, dtype=torch.float32, device=device))[0].cpu().numpy()
-            env_action = action_bias + action_scale * action
-            next_obs, reward, terminated, truncated, infos = envs.step(env_action[None])
-            store_step(buffer, obs, action, reward, terminated, truncated, next_obs, infos)
-            global_step += 1
-            for episodic_return, episodic_length in zip(*finished_episodes(infos)):
-                wall_time = elapsed_before + time.time() - start_time
-                episode_log.writerow([global_step, float(episodic_return), int(episodic_length), round(wall_time, 3)])
-                episode_file.flush()
-                writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-                writer.add_scalar("charts/episodic_length", episodic_length, global_step)
-                recent_returns.append(float(episodic_return))
+    def interrupted(self) -> dict:
+        """What main() returns when a signal stopped the run (after save_if_due() saved it)."""
+        print(f"\nstopped by signal {self.stop_signal[0]} at step {self.last_save_step}; resume with "
+              f"--resume {self.dir}", flush=True)
+        return {"interrupted": True, "global_step": self.last_save_step, "run_dir": self.dir}
 
-            if global_step > args.learning_starts:
-                # One gradient step on all three losses, computed from the same parameters and taken
-                # together, as the authors' code runs its Q, policy and temperature updates in one go.
-                b_obs, b_actions, b_rewards, b_terminated, b_next_obs = buffer.sample(args.batch_size)
-                if learn_alpha:
-                    alpha = agent.log_alpha.detach().exp()
-                with torch.no_grad():
-                    next_actions, next_log_prob = agent.actor.sample(b_next_obs)
-                    target = soft_td_target(b_rewards, b_terminated, agent.critic_target(b_next_obs, next_actions),
-                                            next_log_prob, alpha, args.gamma)
-                q = agent.critic(b_obs, b_actions)
-                q_loss = critic_loss(q, target)
-                new_actions, log_prob = agent.actor.sample(b_obs)
-                pi_loss = policy_loss(log_prob, agent.critic(b_obs, new_actions, frozen=True), alpha)
-                loss = q_loss + pi_loss
-                if learn_alpha:
-                    alpha_loss = temperature_loss(agent.log_alpha, log_prob, target_entropy)
-                    loss = loss + alpha_loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                polyak_update(target_params, critic_params, args.tau)
-                watch(loss.detach())
-                last = {"loss": loss.detach(), "q_loss": q_loss.detach(), "policy_loss": pi_loss.detach(),
-                        "q": q.detach(), "log_prob": log_prob.detach()}
-                if learn_alpha:
-                    last["alpha_loss"] = alpha_loss.detach()
+    def finish(self, step: int, model: dict, evaluate, **summary) -> dict:
+        """The end of a run: a last checkpoint (with --checkpoint-every), model.pt holding `model` and the args
+        (with --save-model), the final evaluation (evaluate() returns the episodes' returns) and summary.json
+        with `summary` added. Returns the summary."""
+        self.progress.update(step, self.recent_returns, force=True)
+        if self.args.checkpoint_every:
+            self.save(step, **self.counters)
+        summary = {"algo": SCRIPT.removesuffix(".py"), "env_id": self.args.env_id, "seed": self.args.seed,
+                   "total_steps": step, "sps": self.sps(step), "wall_time": round(self.elapsed(), 1), **summary,
+                   "args": dataclasses.asdict(self.args), "versions": package_versions()}
+        if self.args.save_model:
+            save_torch({"script": SCRIPT, "args": dataclasses.asdict(self.args), **model},
+                       os.path.join(self.dir, "model.pt"))
+        result = ""
+        if self.args.eval_episodes:
+            returns = evaluate()
+            summary["eval"] = {"episodes": len(returns), "deterministic": self.args.eval_deterministic,
+                               "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+            self.writer.add_scalar("eval/mean_return", summary["eval"]["mean_return"], step)
+            self.writer.add_scalar("eval/std_return", summary["eval"]["std_return"], step)
+            result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} "
+                      f"over {len(returns)} episodes")
+        write_json(os.path.join(self.dir, "summary.json"), summary)
+        if self.args.track:
+            import wandb
 
-            if global_step % log_every == 0 or global_step == args.total_timesteps:
-                if last:
-                    check_losses()
-                    for name, value in (
-                        ("losses/q_loss", last["q_loss"]), ("losses/policy_loss", last["policy_loss"]),
-                        ("losses/q_values", last["q"].mean()), ("losses/entropy", -last["log_prob"].mean()),
-                        ("losses/alpha", agent.log_alpha.exp() if learn_alpha else alpha),
-                        *((("losses/alpha_loss", last["alpha_loss"]),) if learn_alpha else ()),
-                    ):
-                        writer.add_scalar(name, value.item(), global_step)
-                sps = int((global_step - start_step) / (time.time() - start_time))
-                writer.add_scalar("charts/SPS", sps, global_step)
-            if args.eval_every and args.eval_episodes and global_step % args.eval_every == 0:
-                check_losses()
-                run_evaluation()
-            progress.update(global_step, recent_returns, force=global_step == args.total_timesteps)
+            wandb.finish()
+        self.progress.close()
+        self.progress = None
+        print(f"done: {step:,} steps at {summary['sps']:,} steps/s in {self.dir}{result}", flush=True)
+        return summary
 
-            if stop_signal:
-                save_checkpoint()
-                print(f"\nstopped by signal {stop_signal[0]} at step {global_step}; resume with --resume {run_dir}")
-                writer.close()
-                return {"interrupted": True, "global_step": global_step, "run_dir": run_dir}
-            if args.checkpoint_every and global_step % args.checkpoint_every == 0:
-                save_checkpoint()
-        check_losses()
-    finally:
-        progress.close()
-        for sig, handler in previous_handlers.items():
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *error) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        for sig, handler in self.handlers.items():
             signal.signal(sig, handler)
-        episode_file.close()
-        envs.close()
-        writer.flush()
-        torch.set_num_threads(threads_before)
-
-    if args.checkpoint_every and global_step % args.checkpoint_every:
-        save_checkpoint()
-    elapsed = elapsed_before + time.time() - start_time
-    summary = {
-        "algo": "sac", "env_id": args.env_id, "seed": args.seed, "total_steps": global_step,
-        "sps": int((global_step - start_step) / (time.time() - start_time)), "wall_time": round(elapsed, 1),
-        "buffer_size": buffer.size, "evaluations": evaluations,
-        "args": dataclasses.asdict(args), "versions": package_versions(),
-    }
-    if args.save_model:
-        save_torch({"script": SCRIPT, "args": dataclasses.asdict(args), "model": agent.state_dict()},
-                   os.path.join(run_dir, "model.pt"))
-    if args.eval_episodes:
-        eval_returns = evaluate(agent, dataclasses.replace(args, capture_video=False), args.eval_episodes,
-                                args.seed + 100_000, args.eval_deterministic, "")
-        summary["eval"] = {"episodes": len(eval_returns), "deterministic": args.eval_deterministic,
-                           "mean_return": float(np.mean(eval_returns)), "std_return": float(np.std(eval_returns))}
-        writer.add_scalar("eval/mean_return", summary["eval"]["mean_return"], global_step)
-    write_json(os.path.join(run_dir, "summary.json"), summary)
-    writer.close()
-    if args.track:
-        wandb.finish()
-    result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} over "
-              f"{args.eval_episodes} episodes" if args.eval_episodes else "")
-    print(f"done: {global_step:,} steps at {summary['sps']:,} steps/s in {run_dir}{result}")
-    return summary
+        for thing in reversed(self.closers):
+            thing.close()
+        if self.episode_file is not None:
+            self.episode_file.close()
+        if self.writer is not None:
+            self.writer.close()
+        torch.set_num_threads(self.threads_before)
 
 
-def parse_args(argv: list[str]) -> Args | EvalArgs:
-    """`evaluate MODEL ...` gives EvalArgs. Anything else gives training Args: the preset named by
-    --preset (default mujoco), with the other flags applied over it."""
-    if argv[:1] == ["evaluate"]:
-        return tyro.cli(EvalArgs, args=argv[1:], prog="sac.py evaluate")
-    preset = "mujoco"
-    for i, arg in enumerate(argv):
-        if arg == "--preset" and i + 1 < len(argv):
-            preset = argv[i + 1]
-        elif arg.startswith("--preset="):
-            preset = arg.split("=", 1)[1]
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
+# --- evaluating a saved model, and the command line ------------------------------------------------------
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a model saved with --save-model."""
+
+    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
+    """the model.pt file of a run"""
+    episodes: int = 10
+    """episodes to average over"""
+    seed: int = 12345
+    """seed of the evaluation environments"""
+    deterministic: bool = next(iter(PRESETS.values())).eval_deterministic
+    """act without exploration (the most likely action, the mean action or the greedy one)"""
+    capture_video: bool = False
+    """record the episodes next to the model, in videos/"""
+
+
+def main_evaluate(eval_args: EvalArgs) -> dict:
+    agent, args = load_agent(eval_args.model_path)
+    args = dataclasses.replace(args, capture_video=eval_args.capture_video)
+    video_dir = os.path.join(os.path.dirname(os.path.abspath(eval_args.model_path)), "videos")
+    returns = evaluate(agent, args, eval_args.episodes, eval_args.seed, eval_args.deterministic, video_dir)
+    result = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+    print(json.dumps(result))
+    return result
+
+
+def parse_args(argv: list[str]) -> "Args | EvalArgs":
+    """`evaluate MODEL ...` gives EvalArgs. Training takes a preset as its first word (a tyro subcommand; the
+    first of PRESETS when the command starts with a flag, --help included) and applies the flags over it."""
+    if any(arg == "--preset" or arg.startswith("--preset=") for arg in argv):
+        raise ConfigError(f"a preset is the first word of the command, not a flag: {SCRIPT} "
+                          f"{{{','.join(PRESETS)}}} [FLAGS]")
+    if not argv or argv[0].startswith("-"):
+        argv = [next(iter(PRESETS)), *argv]
+    names = ", ".join(PRESETS)
+    presets = [Annotated[Args, tyro.conf.subcommand(name, default=args, description=(
+        f"{__doc__}\nPresets (the first word of the command): {names}; the defaults below are the {name} preset's."
+    ))] for name, args in PRESETS.items()]
+    evaluate_model = Annotated[EvalArgs, tyro.conf.subcommand("evaluate", description=EvalArgs.__doc__)]
+    command = typing.Union[(*presets, evaluate_model)]
+    return tyro.cli(command, args=argv, prog=SCRIPT, description=__doc__, config=(tyro.conf.OmitSubcommandPrefixes,))
 
 
 def cli(argv: list[str]) -> None:
@@ -948,3 +1196,4 @@ def cli(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     cli(sys.argv[1:])
+# ==== end of kit: run ====

@@ -6,10 +6,11 @@ importance-sampled surrogate, solve H x = g for the Fisher matrix H (the Hessian
 double backprop) with conjugate gradient, scale x to the edge of the trust region KL <= delta, and
 backtrack along it until the surrogate improves inside the region. `--no-line-search` takes the scaled
 step as it is: the natural policy gradient (Kakade 2002). A separate value network is fitted by Adam.
+Presets: mujoco (the authors' baselines trpo_mpi), classic (mujoco's without normalisation), atari (baselines').
 
     python algos/trpo.py --env-id Hopper-v5
-    python algos/trpo.py --preset classic --env-id CartPole-v1
-    python algos/trpo.py --preset atari --env-id BreakoutNoFrameskip-v4
+    python algos/trpo.py classic --env-id CartPole-v1
+    python algos/trpo.py atari --env-id BreakoutNoFrameskip-v4
     python algos/trpo.py --env-id Hopper-v5 --no-line-search        # natural policy gradient
     python algos/trpo.py evaluate runs/<run>/model.pt --episodes 10
 """
@@ -42,6 +43,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "trpo.py"  # names this script in messages, checkpoints and models
+ATARI = True  # plays Atari games
 
 gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
 
@@ -49,8 +51,8 @@ gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship ins
 @dataclass
 class Args:
     # --- common to every script ---
-    preset: Literal["mujoco", "classic", "atari"] = "mujoco"
-    """settings for a family of environments: mujoco (the authors' baselines trpo_mpi MuJoCo settings), classic (classic control: mujoco's without observation normalisation), atari (baselines' Atari settings, delta 0.001). Other flags override its values; `--preset atari --help` shows its defaults"""
+    preset: tyro.conf.Suppress[Literal["mujoco", "classic", "atari"]] = "mujoco"
+    """the preset the run started from (the command's first word); recorded, not a flag"""
     exp_name: str = os.path.basename(__file__).removesuffix(".py")
     """the name of this experiment, part of the run directory's name"""
     seed: int = 1
@@ -63,8 +65,8 @@ class Args:
     """make cuDNN deterministic so a seed repeats on GPU too (on CPU, runs repeat exactly anyway)"""
     cuda: bool = True
     """use a CUDA GPU when one is present"""
-    threads: int | None = None
-    """torch CPU threads; default: 1 for vector observations (small MLPs run fastest on one), torch's own choice for images (all cores, or OMP_NUM_THREADS). Give runs that share a machine 1 each"""
+    threads: Annotated[int | None, tyro.conf.arg(help_behavior_hint="(default: 1 for vector observations, torch's own choice for images)")] = None
+    """torch CPU threads. Give runs that share a machine 1 each"""
     track: bool = False
     """log to Weights & Biases (works offline with WANDB_MODE=offline)"""
     wandb_project_name: str = "trpo"
@@ -75,8 +77,8 @@ class Args:
     """record videos of env 0 into RUN_DIR/videos"""
     save_model: bool = False
     """write RUN_DIR/model.pt at the end: weights, observation statistics and args"""
-    run_dir: str | None = None
-    """where the run writes its files; default runs/{env_id}__{exp_name}__{seed}__{timestamp}"""
+    run_dir: Annotated[str | None, tyro.conf.arg(help_behavior_hint="(default: runs/{env_id}__{exp_name}__{seed}__{timestamp})")] = None
+    """where the run writes its files"""
     checkpoint_every: int = 0
     """write RUN_DIR/checkpoint.pt every this many env steps (0: only when interrupted)"""
     resume: str | None = None
@@ -140,54 +142,16 @@ PRESETS = {
     "classic": Args(preset="classic", env_id="CartPole-v1", total_timesteps=500_000, normalize_obs=False),
     # baselines trpo_mpi Atari (defaults.py atari(), run_atari.py) on ppo.py's Atari layout of 8 envs x 128
     # steps (baselines ran 16 workers x 512), with the Nature CNN; 40M frames = 10M agent steps.
-    "atari": Args(
-        preset="atari", env_id="BreakoutNoFrameskip-v4", total_timesteps=10_000_000, num_envs=8, num_steps=128,
-        max_kl=0.001, cg_damping=1e-3, fvp_every=5, gamma=0.98, gae_lambda=1.0, learning_rate=1e-4,
-        value_epochs=3, normalize_obs=False,
-    ),
+    "atari": Args(preset="atari", env_id="BreakoutNoFrameskip-v4", total_timesteps=10_000_000, num_envs=8, num_steps=128,
+                  max_kl=0.001, cg_damping=1e-3, fvp_every=5, gamma=0.98, gae_lambda=1.0, learning_rate=1e-4,
+                  value_epochs=3, normalize_obs=False),
 }
-
-
-@dataclass
-class EvalArgs:
-    """Evaluate a model saved with --save-model."""
-
-    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
-    """the model.pt file of a run"""
-    episodes: int = 10
-    """episodes to average over"""
-    seed: int = 12345
-    """seed of the evaluation environments"""
-    deterministic: bool = False
-    """act with the most likely action (or the Gaussian mean) instead of sampling"""
-    capture_video: bool = False
-    """record the episodes next to the model, in videos/"""
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work, found before training starts."""
-
-
-def check_finite(args) -> None:
-    """Refuse nan and inf in any float setting: `nan <= 0` is False, so the range checks alone let it through."""
-    for field in dataclasses.fields(args):
-        value = getattr(args, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
 
 
 def check_args(args: Args) -> None:
     """Refuse settings that cannot work, each with one line that names the fix."""
-    check_finite(args)
-    if args.total_timesteps <= 0 or args.num_envs <= 0 or args.num_steps <= 0:
-        raise ConfigError("--total-timesteps, --num-envs and --num-steps must be positive")
-    if args.total_timesteps < args.batch_size:
-        raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one batch of --num-envs x --num-steps "
-            f"= {args.batch_size}; raise it or shrink the batch"
-        )
-    if args.learning_rate <= 0:
-        raise ConfigError(f"--learning-rate must be positive, got {args.learning_rate}")
+    check_common(args)
+    check_batch_args(args)
     for name in ("value_epochs", "value_minibatch_size", "cg_iters", "backtrack_iters", "fvp_every"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -199,195 +163,9 @@ def check_args(args: Args) -> None:
         raise ConfigError(f"--backtrack-coeff must be in (0, 1), got {args.backtrack_coeff}")
     if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
         raise ConfigError(f"--hidden-sizes must be one or more positive sizes, got {args.hidden_sizes}")
-    for name in ("gamma", "gae_lambda"):
-        value = getattr(args, name)
-        if not 0 < value <= 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {value}")
-    if args.checkpoint_every < 0 or args.eval_episodes < 0:
-        raise ConfigError("--checkpoint-every and --eval-episodes must be non-negative")
-    if args.threads is not None and args.threads <= 0:
-        raise ConfigError(f"--threads must be positive, got {args.threads}")
 
 
-def check_env_id(env_id: str) -> None:
-    """Refuse an unknown environment id, suggesting the closest registered ones, and an Atari id that skips
-    frames itself."""
-    if env_id not in gym.envs.registry:
-        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
-        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
-    if is_atari(env_id):
-        check_atari_frameskip(env_id)
-
-
-def check_atari_frameskip(env_id: str) -> None:
-    """The DQN wrappers repeat each action over 4 frames themselves, as the papers did; an id that also skips
-    frames (ALE/*-v5, *-v4 without NoFrameskip) or makes actions sticky would silently play 16 frames a step."""
-    kwargs = gym.spec(env_id).kwargs
-    if kwargs.get("frameskip", 1) != 1 or kwargs.get("repeat_action_probability", 0.0) != 0.0:
-        game = "".join(part.capitalize() for part in str(kwargs.get("game", "pong")).split("_"))
-        raise ConfigError(f"{env_id} skips frames (frameskip={kwargs.get('frameskip')}) or makes actions sticky "
-                          f"(p={kwargs.get('repeat_action_probability')}) on top of the 4-frame skip of the "
-                          f"papers' wrappers; use {game}NoFrameskip-v4")
-
-
-def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
-    """TRPO here handles vector or image observations, and discrete or box actions."""
-    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)) or (
-        isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1
-    ):
-        raise ConfigError(f"trpo.py supports Discrete and 1-D Box action spaces, not {action_space}")
-    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (1, 3):
-        raise ConfigError(f"trpo.py supports 1-D vector or stacked-image observations, not {observation_space}")
-
-
-# --------------------------------------------------------------------------------------------------
-# Environments
-# --------------------------------------------------------------------------------------------------
-
-def is_atari(env_id: str) -> bool:
-    return "ale_py" in str(gym.spec(env_id).entry_point)
-
-
-def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
-    """A thunk for one env. Atari gets the DQN preprocessing the paper used (Mnih et al. 2015): 30 no-op
-    starts, 4-frame skip with a max over the last two, life loss as episode end, fire on reset, rewards
-    clipped to their sign, 84x84 greyscale, 4 frames stacked."""
-
-    def thunk():
-        render_mode = "rgb_array" if capture_video and idx == 0 else None
-        # ALE renders greyscale itself, a third of the work of RGB then conversion (as EnvPool does).
-        env = gym.make(env_id, render_mode=render_mode, **({"obs_type": "grayscale"} if is_atari(env_id) else {}))
-        if capture_video and idx == 0:
-            env = gym.wrappers.RecordVideo(env, video_dir)
-        if not is_atari(env_id):
-            return gym.wrappers.RecordEpisodeStatistics(env)
-        from stable_baselines3.common.atari_wrappers import (
-            ClipRewardEnv, EpisodicLifeEnv, FireResetEnv, MaxAndSkipEnv, NoopResetEnv,
-        )
-
-        env = NoopResetEnv(env, noop_max=30)
-        env = MaxAndSkipEnv(env, skip=4)
-        # Inside the life-loss and reward-clip wrappers: it records the real game score, per whole game,
-        # with lengths in agent steps.
-        env = gym.wrappers.RecordEpisodeStatistics(env)
-        env = EpisodicLifeEnv(env)
-        if "FIRE" in env.unwrapped.get_action_meanings():
-            env = FireResetEnv(env)
-        env = ClipRewardEnv(env)
-        env = gym.wrappers.ResizeObservation(env, (84, 84))
-        return gym.wrappers.FrameStackObservation(env, 4)
-
-    return thunk
-
-
-class EnvPoolVecEnv:
-    """EnvPool's Atari behind the interface of a SAME_STEP gymnasium vector env.
-
-    EnvPool resets an env on the step *after* its episode ends (ignoring that action). Here that
-    reset step is taken at once for the finished envs only, so the caller sees the final observation in
-    infos["final_obs"] and the first one of the next episode in obs, as from gymnasium. Statistics are
-    of whole games and true scores (EnvPool's info["reward"] is unclipped), like the gymnasium chain.
-    """
-
-    def __init__(self, env_id: str, num_envs: int, seed: int):
-        import envpool
-
-        task = env_id.removesuffix("NoFrameskip-v4").removeprefix("ALE/").split("-")[0] + "-v5"
-        # EnvPool's defaults differ from the DQN chain: no episodic life, no reward clip, sticky actions.
-        self.envs = envpool.make(
-            task, env_type="gymnasium", num_envs=num_envs, seed=seed, episodic_life=True, reward_clip=True,
-            repeat_action_probability=0.0, noop_max=30, frame_skip=4, stack_num=4, img_height=84, img_width=84,
-        )
-        self.num_envs = num_envs
-        self.single_observation_space = self.envs.observation_space
-        self.single_action_space = self.envs.action_space
-        self.episode_returns = np.zeros(num_envs)
-        self.episode_lengths = np.zeros(num_envs, dtype=np.int64)
-
-    def reset(self, seed: int | None = None):
-        self.episode_returns[:] = 0
-        self.episode_lengths[:] = 0
-        obs, _ = self.envs.reset()
-        return obs, {}
-
-    def step(self, actions: np.ndarray):
-        obs, rewards, terminated, truncated, info = self.envs.step(actions)
-        self.episode_returns += info["reward"]
-        self.episode_lengths += 1
-        infos = {}
-        done = terminated | truncated
-        if done.any():
-            ids = np.flatnonzero(done)
-            infos["final_obs"], infos["_final_obs"] = obs.copy(), done
-            obs[ids] = self.envs.step(np.zeros(len(ids), dtype=actions.dtype), ids)[0]
-            # A game is over at its last life or at the time limit; a lost life is not an episode.
-            game_over = done & ((info["terminated"] == 1) | truncated)
-            if game_over.any():
-                infos["final_info"] = {
-                    "_episode": game_over,
-                    "episode": {"r": self.episode_returns.copy(), "l": self.episode_lengths.copy()},
-                }
-                self.episode_returns[game_over] = 0
-                self.episode_lengths[game_over] = 0
-        return obs, rewards, terminated, truncated, infos
-
-    def close(self):
-        self.envs.close()
-
-
-def make_vector_env(args: Args, seed: int, video_dir: str, num_envs: int | None = None):
-    num_envs = num_envs or args.num_envs
-    if args.env_backend == "envpool":
-        return EnvPoolVecEnv(args.env_id, num_envs, seed)
-    return gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, args.capture_video, video_dir) for i in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
-
-
-def finished_episodes(infos: dict):
-    """(returns, lengths) of the episodes that ended in this step of a SAME_STEP vector env."""
-    final = infos.get("final_info")
-    if final is None or "episode" not in final:
-        return (), ()
-    mask = final["_episode"]
-    return final["episode"]["r"][mask], final["episode"]["l"][mask]
-
-
-# --------------------------------------------------------------------------------------------------
-# The math
-# --------------------------------------------------------------------------------------------------
-
-
-def compute_gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    next_value: torch.Tensor,
-    terminated: torch.Tensor,
-    truncated: torch.Tensor,
-    final_values: torch.Tensor,
-    gamma: float,
-    gae_lambda: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimates (Schulman et al. 2016) and the value targets, for a [T, N] rollout.
-
-    values[t] is V(s_t); next_value is V of the observation after the last step. When an episode ends
-    at step t, the state after it is the episode's final observation: terminated means no future
-    (bootstrap 0), truncated means the episode was cut off, so bootstrap from final_values[t], the value
-    of that final observation. Either way no advantage flows back across the episode boundary.
-    """
-    next_values = torch.cat([values[1:], next_value[None]])
-    next_values = torch.where(truncated, final_values, next_values)
-    next_values = next_values * (~terminated)
-    deltas = rewards + gamma * next_values - values
-    continues = (~(terminated | truncated)).float()
-    advantages = torch.zeros_like(rewards)
-    last = torch.zeros_like(rewards[0])
-    for t in reversed(range(rewards.shape[0])):
-        last = deltas[t] + gamma * gae_lambda * continues[t] * last
-        advantages[t] = last
-    return advantages, advantages + values
+# --- the math (GAE is in the gae kit below) -------------------------------------------------------------
 
 
 def surrogate_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
@@ -476,130 +254,13 @@ def line_search(evaluate: Callable[[torch.Tensor], tuple[float, float]], old_par
     return LineSearchResult(old_params, False, backtrack_iters, old_surrogate, 0.0)
 
 
-def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
-    """1 - Var[target - predicted] / Var[target]: 1 is perfect, 0 no better than a constant."""
-    variance = target.var()
-    return float("nan") if variance == 0 else float(1 - (target - predicted).var() / variance)
-
-
-class RunningMeanStd(nn.Module):
-    """Running mean and variance (parallel algorithm of Chan et al.), kept as buffers so they are saved
-    with the model and restored on resume."""
-
-    def __init__(self, shape: tuple[int, ...] = ()):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
-        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
-
-    def update(self, batch: torch.Tensor) -> None:
-        batch = batch.double()
-        batch_mean, batch_var, batch_count = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
-        delta = batch_mean - self.mean
-        total = self.count + batch_count
-        self.mean += delta * batch_count / total
-        self.var.copy_((self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total) / total)
-        self.count.copy_(total)
-
-
-# --------------------------------------------------------------------------------------------------
-# The updates
-# --------------------------------------------------------------------------------------------------
-
-
-def policy_update(agent: "Agent", obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor, args: Args,
-                  step: int) -> dict:
-    """One TRPO step of the policy on a batch (or, with --no-line-search, one natural-gradient step).
-
-    g = grad of the surrogate at theta_old; s = CG solution of (H + damping I) s = g on every
-    fvp_every-th sample; full step = sqrt(2 delta / s^T H s) s; then the line search, over the whole batch.
-    Returns what is logged: the surrogate before and after, its first-order (expected) improvement, the
-    KL reached, the backtracks taken, whether a step was taken, and the entropy before the step.
-    """
-    params = agent.policy_parameters()
-    with torch.no_grad():
-        old_output = agent.policy_output(obs)
-        old_logprob = agent.log_prob(old_output, actions)
-        old_logstd = None if agent.discrete else agent.actor_logstd.detach().clone()
-        entropy = agent.entropy(old_output).mean().item()
-    fvp_obs, fvp_old_output = obs[:: args.fvp_every], old_output[:: args.fvp_every]
-
-    def mean_kl() -> torch.Tensor:
-        return agent.kl_from(fvp_old_output, old_logstd, agent.policy_output(fvp_obs)).mean()
-
-    def fvp(vector: torch.Tensor) -> torch.Tensor:
-        return fisher_vector_product(mean_kl, params, vector, args.cg_damping)
-
-    def evaluate(vector: torch.Tensor) -> tuple[float, float]:
-        vector_to_parameters(vector, params)
-        with torch.no_grad():
-            output = agent.policy_output(obs)
-            surrogate = surrogate_loss(agent.log_prob(output, actions), old_logprob, advantages)
-            return surrogate.item(), agent.kl_from(old_output, old_logstd, output).mean().item()
-
-    surrogate = surrogate_loss(agent.log_prob(agent.policy_output(obs), actions), old_logprob, advantages)
-    if not torch.isfinite(surrogate):
-        raise FloatingPointError(f"the loss became {surrogate.item()} at step {step:,} (a smaller --max-kl or a "
-                                 "larger --cg-damping may help)")
-    old_params = parameters_to_vector(params).detach()
-    gradient = flat_grad(surrogate, params)
-    stats = dict(surrogate_before=surrogate.item(), entropy=entropy)
-    if not gradient.any():  # nothing to follow (all advantages 0): keep the policy
-        return {**stats, "surrogate_after": surrogate.item(), "expected_improvement": 0.0, "kl": 0.0,
-                "backtracks": 0, "accepted": False}
-    direction = conjugate_gradient(fvp, gradient, args.cg_iters)
-    full_step = max_step(direction, fvp(direction), args.max_kl)
-    if args.line_search:
-        result = line_search(evaluate, old_params, full_step, surrogate.item(), args.max_kl, args.backtrack_iters,
-                             args.backtrack_coeff)
-    else:  # the natural policy gradient: the full step, whatever KL it reaches
-        result = LineSearchResult(old_params + full_step, True, 0, *evaluate(old_params + full_step))
-    vector_to_parameters(result.params, params)
-    if not math.isfinite(result.surrogate) or not math.isfinite(result.kl):
-        raise FloatingPointError(f"the loss became {result.surrogate} (KL {result.kl}) after the step at step "
-                                 f"{step:,} (a smaller --max-kl may help)")
-    return {**stats, "surrogate_after": result.surrogate, "expected_improvement": float(gradient @ full_step),
-            "kl": result.kl, "backtracks": result.backtracks, "accepted": result.accepted}
-
-
-def fit_value(agent: "Agent", optimizer: torch.optim.Optimizer, obs: torch.Tensor, returns: torch.Tensor,
-              epochs: int, minibatch_size: int, step: int) -> float:
-    """Regress the value network on the returns: epochs of minibatch Adam on 1/2 (V(s) - R)^2."""
-    for _ in range(epochs):
-        for minibatch in torch.randperm(len(obs), device=obs.device).split(minibatch_size):
-            loss = 0.5 * ((agent.get_value(obs[minibatch]) - returns[minibatch]) ** 2).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss.item()} in the value fit at step {step:,}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        return (0.5 * (agent.get_value(obs) - returns) ** 2).mean().item()
-
-
-# --------------------------------------------------------------------------------------------------
-# Networks
-# --------------------------------------------------------------------------------------------------
-
-
-def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
-    """Orthogonal weights and constant biases, as in the authors' baselines code."""
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
-    return layer
+# --- the networks ---------------------------------------------------------------------------------------
 
 
 def make_network(observation_space: gym.spaces.Box, hidden_sizes: tuple[int, ...], n_out: int, out_std: float) -> nn.Module:
     """Images: the Nature CNN (Mnih et al. 2015). Vectors: an MLP of tanh layers of the given sizes."""
     if len(observation_space.shape) == 3:
-        return nn.Sequential(
-            layer_init(nn.Conv2d(observation_space.shape[0], 32, 8, stride=4)), nn.ReLU(),
-            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
-            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
-            nn.Flatten(),
-            layer_init(nn.Linear(64 * 7 * 7, 512)), nn.ReLU(),
-            layer_init(nn.Linear(512, n_out), std=out_std),
-        )
+        return nn.Sequential(*nature_cnn(observation_space.shape[0]), layer_init(nn.Linear(512, n_out), std=out_std))
     layers, n_in = [], int(np.prod(observation_space.shape))
     for size in hidden_sizes:
         layers += [layer_init(nn.Linear(n_in, size)), nn.Tanh()]
@@ -613,30 +274,28 @@ class Agent(nn.Module):
     region). Discrete actions: softmax over the policy's logits. Continuous: a Gaussian whose mean is the
     policy's output and whose log std is a free parameter, one per action dimension."""
 
-    def __init__(self, observation_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes: tuple[int, ...],
-                 normalize_obs: bool):
+    def __init__(self, observation_space: gym.spaces.Box, action_space: gym.Space, args: Args):
         super().__init__()
-        self.image = len(observation_space.shape) == 3
-        self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        self.normalize_obs = normalize_obs
-        self.obs_rms = RunningMeanStd(observation_space.shape)
+        self.image, self.discrete = len(observation_space.shape) == 3, isinstance(action_space, gym.spaces.Discrete)
+        self.normalize_obs, self.obs_rms = args.normalize_obs, RunningMeanStd(observation_space.shape)  # saved with the weights
         n_out = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
-        self.actor = make_network(observation_space, hidden_sizes, n_out, out_std=0.01)
-        self.critic = make_network(observation_space, hidden_sizes, 1, out_std=1.0)
+        self.actor = make_network(observation_space, args.hidden_sizes, n_out, out_std=0.01)
+        self.critic = make_network(observation_space, args.hidden_sizes, 1, out_std=1.0)
         if not self.discrete:
             self.actor_logstd = nn.Parameter(torch.zeros(n_out))
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the networks see: images scaled to [0, 1]; vectors, normalised with --normalize-obs."""
+        if self.image:
+            return obs.float() / 255.0
+        return self.obs_rms.normalize(obs.float()) if self.normalize_obs else obs.float()
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.features(obs)).squeeze(-1)
 
     def policy_parameters(self) -> list[nn.Parameter]:
         """The parameters that the trust-region step moves (the value network's are fitted apart)."""
         return list(self.actor.parameters()) + ([] if self.discrete else [self.actor_logstd])
-
-    def features(self, obs: torch.Tensor) -> torch.Tensor:
-        if self.image:
-            return obs.float() / 255.0
-        obs = obs.float()
-        if self.normalize_obs:
-            obs = ((obs - self.obs_rms.mean) / torch.sqrt(self.obs_rms.var + 1e-8)).clamp(-10, 10).float()
-        return obs
 
     def policy_output(self, obs: torch.Tensor) -> torch.Tensor:
         """Logits (discrete) or the Gaussian mean (continuous)."""
@@ -660,26 +319,561 @@ class Agent(nn.Module):
             return categorical_kl(old_output, output)
         return gaussian_kl(old_output, old_logstd.expand_as(old_output), output, self.actor_logstd.expand_as(output))
 
-    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.features(obs)).squeeze(-1)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Actions (sampled, or the most likely / the mean) and the values of a batch of observations."""
-        hidden = self.features(obs)
-        out = self.actor(hidden)
-        if self.discrete:
-            if deterministic:
-                action = out.argmax(-1)
-            else:  # Gumbel-max: argmax(log p - log E), E ~ Exp(1), is a sample of p
-                action = (out.log_softmax(-1) - torch.empty_like(out).exponential_().log()).argmax(-1)
-        else:
-            action = out if deterministic else out + self.actor_logstd.exp() * torch.randn_like(out)
-        return action, self.critic(hidden).squeeze(-1)
+# --- the update, and the training loop ----------------------------------------------------------------
 
 
-# --------------------------------------------------------------------------------------------------
-# Run directory, checkpoints, evaluation
-# --------------------------------------------------------------------------------------------------
+def policy_update(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor, args: Args) -> dict:
+    """One TRPO step of the policy on a batch (or, with --no-line-search, one natural-gradient step).
+
+    g = grad of the surrogate at theta_old; s = CG solution of (H + damping I) s = g on every
+    fvp_every-th sample; full step = sqrt(2 delta / s^T H s) s; then the line search, over the whole batch.
+    Returns what is logged: the surrogate before and after, its first-order (expected) improvement, the
+    KL reached, the backtracks taken, whether a step was taken, and the entropy before the step.
+    """
+    params = agent.policy_parameters()
+    with torch.no_grad():
+        old_output = agent.policy_output(obs)
+        old_logprob = agent.log_prob(old_output, actions)
+        old_logstd = None if agent.discrete else agent.actor_logstd.detach().clone()
+        entropy = agent.entropy(old_output).mean().item()
+    fvp_obs, fvp_old_output = obs[:: args.fvp_every], old_output[:: args.fvp_every]
+
+    def mean_kl() -> torch.Tensor:
+        return agent.kl_from(fvp_old_output, old_logstd, agent.policy_output(fvp_obs)).mean()
+
+    def fvp(vector: torch.Tensor) -> torch.Tensor:
+        return fisher_vector_product(mean_kl, params, vector, args.cg_damping)
+
+    def surrogate_and_kl(vector: torch.Tensor) -> tuple[float, float]:
+        vector_to_parameters(vector, params)
+        with torch.no_grad():
+            output = agent.policy_output(obs)
+            surrogate = surrogate_loss(agent.log_prob(output, actions), old_logprob, advantages)
+            return surrogate.item(), agent.kl_from(old_output, old_logstd, output).mean().item()
+
+    surrogate = surrogate_loss(agent.log_prob(agent.policy_output(obs), actions), old_logprob, advantages)
+    old_params = parameters_to_vector(params).detach()
+    gradient = flat_grad(surrogate, params)
+    stats = dict(surrogate_before=surrogate.item(), entropy=entropy)
+    if not gradient.any():  # nothing to follow (all advantages 0): keep the policy
+        return {**stats, "surrogate_after": surrogate.item(), "expected_improvement": 0.0, "kl": 0.0,
+                "backtracks": 0, "accepted": False}
+    direction = conjugate_gradient(fvp, gradient, args.cg_iters)
+    full_step = max_step(direction, fvp(direction), args.max_kl)
+    if args.line_search:  # it never accepts a step where the surrogate or the KL is not finite
+        result = line_search(surrogate_and_kl, old_params, full_step, surrogate.item(), args.max_kl,
+                             args.backtrack_iters, args.backtrack_coeff)
+    else:  # the natural policy gradient: the full step, whatever KL it reaches
+        result = LineSearchResult(old_params + full_step, True, 0, *surrogate_and_kl(old_params + full_step))
+    vector_to_parameters(result.params, params)
+    return {**stats, "surrogate_after": result.surrogate, "expected_improvement": float(gradient @ full_step),
+            "kl": result.kl, "backtracks": result.backtracks, "accepted": result.accepted}
+
+
+def fit_value(agent: Agent, optimizer: torch.optim.Optimizer, obs: torch.Tensor, returns: torch.Tensor,
+              epochs: int, minibatch_size: int) -> tuple[torch.Tensor, float]:
+    """Regress the value network on the returns: epochs of minibatch Adam on 1/2 (V(s) - R)^2. Returns the
+    mean loss of the steps (each before its step) and the loss over the whole batch after the fit."""
+    step_losses = []
+    for epoch in range(epochs):
+        for minibatch in torch.randperm(len(obs), device=obs.device).split(minibatch_size):
+            loss = 0.5 * ((agent.get_value(obs[minibatch]) - returns[minibatch]) ** 2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step_losses.append(loss.detach())
+    with torch.no_grad():
+        return torch.stack(step_losses).mean(), (0.5 * (agent.get_value(obs) - returns) ** 2).mean().item()
+
+
+def update(agent: Agent, value_optimizer: torch.optim.Optimizer, batch: "Batch", args: Args) -> dict:
+    """The policy's step (policy_update) on the batch's advantages, standardised (baselines trpo_mpi), then the
+    value fit (fit_value). Returns their metrics and "loss": the value fit's mean loss, minus the surrogate
+    after the policy's step, plus the KL it reached; not finite when one of them is not."""
+    advantages = batch.advantages
+    if args.norm_adv and len(advantages) > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    metrics = policy_update(agent, batch.obs, batch.actions, advantages, args)
+    value_fit_loss, metrics["value_loss"] = fit_value(agent, value_optimizer, batch.obs, batch.returns,
+                                                      args.value_epochs, args.value_minibatch_size)
+    return {**metrics, "loss": value_fit_loss - metrics["surrogate_after"] + metrics["kl"]}
+
+
+def main(args: Args) -> dict:
+    """Train TRPO (or NPG) and return the summary also written to RUN_DIR/summary.json (on SIGINT/SIGTERM:
+    {"interrupted": True, "global_step", "run_dir"})."""
+    args, checkpoint = resume_args(args)
+    check_env_id(args.env_id)  # the env id first: the other messages assume it exists
+    check_args(args)
+    with Run(args, checkpoint) as run:  # seeds everything; writes nothing yet
+        args, device = run.args, run.device
+        envs = open_envs(run)
+        agent = Agent(envs.single_observation_space, envs.single_action_space, args).to(device)
+        value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate)
+        run.restore(model=agent, value_optimizer=value_optimizer)
+        # Counts over the run, for the summary: updates, line searches that kept the old policy, and updates
+        # that ended with a mean KL above delta (only the natural gradient can).
+        counts = run.saved("counts", {"updates": 0, "rejected": 0, "kl_above_max_kl": 0, "kl_sum": 0.0})
+        iteration = run.saved("iteration", 0)
+        run.start(total_steps=args.num_iterations * args.batch_size)  # every check has passed
+        rollout = Rollout(envs, run)
+        global_step = run.start_step
+        for iteration in range(iteration + 1, args.num_iterations + 1):
+            global_step = rollout.collect(agent, run, global_step)
+            batch = rollout.batch(agent, args.gamma, args.gae_lambda)
+            metrics = update(agent, value_optimizer, batch, args)
+            if args.normalize_obs:
+                # Once a batch, after both updates: the policy that acted and the one updated on its data
+                # saw the same normalisation, so the surrogate's ratio starts at exactly 1.
+                agent.obs_rms.update(batch.obs)
+            run.check_finite(global_step, metrics["loss"], agent)
+            counts["updates"] += 1
+            counts["rejected"] += int(not metrics["accepted"])
+            counts["kl_above_max_kl"] += int(metrics["kl"] > args.max_kl)
+            counts["kl_sum"] += metrics["kl"]
+            run.log(global_step, {
+                "losses/surrogate_improvement": metrics["surrogate_after"] - metrics["surrogate_before"],
+                "losses/expected_improvement": metrics["expected_improvement"], "losses/kl": metrics["kl"],
+                "losses/linesearch_backtracks": metrics["backtracks"], "losses/step_accepted": float(metrics["accepted"]),
+                "losses/entropy": metrics["entropy"], "losses/value_loss": metrics["value_loss"],
+                # Of the values that estimated this batch's advantages, before the fit (baselines' ev_tdlam_before).
+                "losses/explained_variance": explained_variance(batch.values, batch.returns),
+            })
+            run.save_if_due(global_step, iteration=iteration, counts=counts)
+            if run.stopped:
+                return run.interrupted()
+        updates = {"count": counts["updates"], "line_search_rejected": counts["rejected"],
+                   "kl_above_max_kl": counts["kl_above_max_kl"], "mean_kl": counts["kl_sum"] / max(counts["updates"], 1)}
+        return run.finish(global_step, {"model": agent.state_dict()},
+                          lambda: evaluate(agent, args, args.eval_episodes, args.seed + 100_000, args.eval_deterministic, ""),
+                          algo="trpo" if args.line_search else "npg", updates=updates)
+
+
+# ==== kit: gae ====  the same text in ppo and trpo (master copy: tools/kit/gae.py; `python tools/sync_kit.py`
+# copies it). What the two on-policy scripts share around their updates: the checks of the batch, the envs,
+# the batch itself (collected by the current policy, with its GAE advantages), running normalisation
+# statistics, acting, the Nature CNN, and evaluating or reloading a saved agent. From the script above it uses
+# Agent (built from the spaces and the args; act says what it holds).
+
+
+def check_batch_args(args) -> None:
+    """The checks of the settings ppo and trpo share, each with one line that names the fix."""
+    if args.num_envs <= 0 or args.num_steps <= 0:
+        raise ConfigError("--num-envs and --num-steps must be positive")
+    if args.total_timesteps < args.batch_size:
+        raise ConfigError(f"--total-timesteps {args.total_timesteps} is less than one batch of --num-envs x "
+                          f"--num-steps = {args.batch_size}; raise it or shrink the batch")
+    if args.learning_rate <= 0:
+        raise ConfigError(f"--learning-rate must be positive, got {args.learning_rate}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0 < getattr(args, name) <= 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
+    if args.env_backend == "envpool" and not is_atari(args.env_id):
+        raise ConfigError(f"--env-backend envpool is for Atari ids here; use gymnasium for {args.env_id}")
+
+
+def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
+    """Vector or image observations, and discrete or box actions."""
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)) or (
+        isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1
+    ):
+        raise ConfigError(f"{SCRIPT} supports Discrete and 1-D Box action spaces, not {action_space}")
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (1, 3):
+        raise ConfigError(f"{SCRIPT} supports 1-D vector or stacked-image observations, not {observation_space}")
+
+
+def make_vector_env(args, seed: int, video_dir: str, num_envs: int | None = None):
+    """args.num_envs envs (or num_envs) stepped together, SAME_STEP autoreset: gymnasium's, or EnvPool's."""
+    num_envs = num_envs or args.num_envs
+    if args.env_backend == "envpool":
+        return EnvPoolVecEnv(args.env_id, num_envs, seed)
+    return gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, i, args.capture_video, video_dir) for i in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+
+
+def open_envs(run: "Run"):
+    """The run's envs, their spaces checked, and torch's threads for the networks they need: 1 for vector
+    observations (small MLPs run fastest on one), torch's own choice for images. No video yet: RecordVideo
+    makes its folder at once, and nothing is written before every check passes (Rollout records)."""
+    args = run.args
+    envs = run.closing(make_vector_env(dataclasses.replace(args, capture_video=False), args.seed + run.start_step, ""))
+    check_spaces(envs.single_observation_space, envs.single_action_space)
+    if args.preset == "classic" and "mujoco" in str(gym.spec(args.env_id).entry_point):
+        print(f"note: {args.env_id} is a MuJoCo task; `{SCRIPT} mujoco` gives the settings for it")
+    run.use_threads(None if len(envs.single_observation_space.shape) == 3 else 1)
+    return envs
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_value: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    final_values: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimates (Schulman et al. 2016) and the value targets, for a [T, N] rollout.
+
+    values[t] is V(s_t); next_value is V of the observation after the last step. When an episode ends
+    at step t, the state after it is the episode's final observation: terminated means no future
+    (bootstrap 0), truncated means the episode was cut off, so bootstrap from final_values[t], the value
+    of that final observation. Either way no advantage flows back across the episode boundary.
+    """
+    next_values = torch.cat([values[1:], next_value[None]])
+    next_values = torch.where(truncated, final_values, next_values)
+    next_values = next_values * (~terminated)
+    deltas = rewards + gamma * next_values - values
+    continues = (~(terminated | truncated)).float()
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        last = deltas[t] + gamma * gae_lambda * continues[t] * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+class Batch(NamedTuple):
+    """One batch, flattened over steps and envs."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor  # log pi_old(a|s) of the policy that acted
+    values: torch.Tensor  # V(s) before the update
+    advantages: torch.Tensor  # GAE
+    returns: torch.Tensor  # the value targets, advantages + values
+
+
+class Rollout:
+    """The current policy acting for T steps in every env, into storage allocated once. Atari frames stay
+    uint8 until the network sees them; what the envs return stays in numpy until the T steps end (one
+    conversion instead of one a step). A resumed run cannot restore the envs' states: it starts fresh
+    episodes, seeded from the step it resumes at, so that resuming is itself reproducible."""
+
+    def __init__(self, envs, run: "Run"):
+        args, seed, device = run.args, run.args.seed + run.start_step, run.device
+        if args.capture_video:  # every check has passed: now the envs may record
+            envs.close()
+            envs = run.closing(make_vector_env(args, seed, os.path.join(run.dir, "videos")))
+        T, N = args.num_steps, args.num_envs
+        obs_space, action_space = envs.single_observation_space, envs.single_action_space
+        self.envs, self.device, self.discrete = envs, device, isinstance(action_space, gym.spaces.Discrete)
+        obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
+        self.obs = torch.zeros((T, N, *obs_space.shape), dtype=obs_dtype, device=device)
+        self.actions = torch.zeros((T, N, *action_space.shape), dtype=torch.long if self.discrete else torch.float32,
+                                   device=device)
+        self.logprobs, self.values, self.final_values = (torch.zeros((T, N), device=device) for _ in range(3))
+        self.rewards = np.zeros((T, N))  # float64, as the envs give them (ppo's reward normalisation reads them)
+        self.terminated, self.truncated = np.zeros((T, N), dtype=bool), np.zeros((T, N), dtype=bool)
+        next_obs, _ = envs.reset(seed=seed)
+        self.next_obs = torch.as_tensor(next_obs, device=device)
+
+    def collect(self, agent: "Agent", run: "Run", step: int) -> int:
+        """Act for T steps in every env, logging the episodes that end; returns the step count after them."""
+        space = self.envs.single_action_space
+        for t in range(len(self.obs)):
+            step += self.envs.num_envs
+            self.obs[t] = self.next_obs
+            with torch.inference_mode():
+                action, logprob, value = act(agent, self.next_obs)
+            self.actions[t], self.logprobs[t], self.values[t] = action, logprob, value
+            action = action.cpu().numpy()
+            next_obs, reward, terminated, truncated, infos = self.envs.step(
+                action if self.discrete else np.clip(action, space.low, space.high))
+            self.next_obs = torch.as_tensor(next_obs, device=self.device)
+            self.rewards[t], self.terminated[t], self.truncated[t] = reward, terminated, truncated
+            if truncated.any():  # rare: the value of each cut-off episode's final observation, for GAE
+                ids = np.flatnonzero(truncated)
+                final_obs = torch.as_tensor(np.stack(infos["final_obs"][ids]), device=self.device)
+                with torch.inference_mode():
+                    self.final_values[t, ids] = agent.get_value(final_obs)
+            run.episodes(step, infos)
+        return step
+
+    def batch(self, agent: "Agent", gamma: float, gae_lambda: float) -> Batch:
+        """The T steps as one Batch, with their GAE advantages and value targets."""
+        with torch.inference_mode():
+            next_value = agent.get_value(self.next_obs)
+        rewards = torch.as_tensor(self.rewards, dtype=torch.float32, device=self.device)
+        terminated, truncated = (torch.as_tensor(x, device=self.device) for x in (self.terminated, self.truncated))
+        advantages, returns = compute_gae(rewards, self.values, next_value, terminated, truncated, self.final_values,
+                                          gamma, gae_lambda)
+        steps = (self.obs, self.actions, self.logprobs, self.values, advantages, returns)
+        return Batch(*(x.reshape(-1, *x.shape[2:]) for x in steps))
+
+
+class RunningMeanStd(nn.Module):
+    """Running mean and variance (parallel algorithm of Chan et al.), kept as buffers so they are saved
+    with the model and restored on resume."""
+
+    def __init__(self, shape: tuple[int, ...] = ()):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    def update(self, batch: torch.Tensor) -> None:
+        batch = batch.double()
+        batch_mean, batch_var, batch_count = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.mean += delta * batch_count / total
+        self.var.copy_((self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total) / total)
+        self.count.copy_(total)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """x standardised by the running statistics and clipped to +-10 (baselines' VecNormalize), as float32."""
+        return ((x - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-10, 10).float()
+
+
+def act(agent: "Agent", obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, ...]:
+    """The agent's actions (sampled, or the most likely / the mean) with their log-probabilities, and the
+    values. It reads agent.features, agent.actor (the logits, or the Gaussian's mean), agent.critic and, for
+    box actions, agent.actor_logstd. No torch.distributions: at this size they cost more than the network,
+    and this runs every step."""
+    hidden = agent.features(obs)
+    out = agent.actor(hidden)
+    if agent.discrete:
+        log_probs = out.log_softmax(-1)
+        # Gumbel-max: argmax(log p - log E), E ~ Exp(1), is a sample of p; cheaper than torch.multinomial.
+        action = out.argmax(-1) if deterministic else (
+            log_probs - torch.empty_like(log_probs).exponential_().log()).argmax(-1)
+        logprob = log_probs.gather(-1, action[:, None]).squeeze(-1)
+    else:
+        noise = torch.zeros_like(out) if deterministic else torch.randn_like(out)
+        action = out + agent.actor_logstd.exp() * noise
+        logprob = (-0.5 * noise**2 - agent.actor_logstd - 0.5 * np.log(2 * np.pi)).sum(-1)
+    return action, logprob, agent.critic(hidden).squeeze(-1)
+
+
+def nature_cnn(in_channels: int) -> nn.Sequential:
+    """The Nature DQN network (Mnih et al. 2015) on 84x84 frames, up to its 512 ReLU units."""
+    return nn.Sequential(
+        layer_init(nn.Conv2d(in_channels, 32, 8, stride=4)), nn.ReLU(),
+        layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+        layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
+        nn.Flatten(),
+        layer_init(nn.Linear(64 * 7 * 7, 512)), nn.ReLU(),
+    )
+
+
+def evaluate(agent: "Agent", args, episodes: int, seed: int, deterministic: bool, video_dir: str) -> list[float]:
+    """The undiscounted returns of `episodes` whole episodes (whole games on Atari), recorded into video_dir
+    with args.capture_video ("": not recorded)."""
+    envs = make_vector_env(dataclasses.replace(args, capture_video=args.capture_video and bool(video_dir)), seed,
+                           video_dir, num_envs=1)
+    device = next(agent.parameters()).device
+    obs, _ = envs.reset(seed=seed)
+    returns: list[float] = []
+    while len(returns) < episodes:
+        with torch.inference_mode():
+            action = act(agent, torch.as_tensor(obs, device=device), deterministic)[0].cpu().numpy()
+        if not agent.discrete:
+            action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
+        obs, _, _, _, infos = envs.step(action)
+        returns.extend(float(r) for r in finished_episodes(infos)[0])
+    envs.close()
+    return returns[:episodes]
+
+
+def load_agent(model_path: str) -> tuple["Agent", "Args"]:
+    """Rebuild the agent saved by --save-model: weights, observation statistics and args."""
+    saved = load_saved(model_path)
+    args = args_from_saved(saved, model_path)
+    check_env_id(args.env_id)
+    envs = make_vector_env(dataclasses.replace(args, capture_video=False), args.seed, "", num_envs=1)
+    agent = Agent(envs.single_observation_space, envs.single_action_space, args)
+    envs.close()
+    restore(model_path, lambda: agent.load_state_dict(saved["model"]))
+    return agent, args
+
+
+# ==== end of kit: gae ====
+
+# ==== kit: atari ====  the same text in ppo, trpo, a2c_atari, a3c_hogwild, async_q and paac (master copy:
+# tools/kit/atari.py; `python tools/sync_kit.py` copies it). The papers' Atari preprocessing, EnvPool behind
+# the gymnasium interface, and the baselines' initialisation.
+
+
+def is_atari(env_id: str) -> bool:
+    return "ale_py" in str(gym.spec(env_id).entry_point)
+
+
+def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
+    """A thunk for one env. Atari gets the DQN preprocessing the paper used (Mnih et al. 2015): 30 no-op
+    starts, 4-frame skip with a max over the last two, life loss as episode end, fire on reset, rewards
+    clipped to their sign, 84x84 greyscale, 4 frames stacked."""
+
+    def thunk():
+        render_mode = "rgb_array" if capture_video and idx == 0 else None
+        # ALE renders greyscale itself, a third of the work of RGB then conversion (as EnvPool does).
+        env = gym.make(env_id, render_mode=render_mode, **({"obs_type": "grayscale"} if is_atari(env_id) else {}))
+        if capture_video and idx == 0:
+            env = gym.wrappers.RecordVideo(env, video_dir)
+        if not is_atari(env_id):
+            return gym.wrappers.RecordEpisodeStatistics(env)
+        from stable_baselines3.common.atari_wrappers import (
+            ClipRewardEnv, EpisodicLifeEnv, FireResetEnv, MaxAndSkipEnv, NoopResetEnv,
+        )
+
+        env = NoopResetEnv(env, noop_max=30)
+        env = MaxAndSkipEnv(env, skip=4)
+        # Inside the life-loss and reward-clip wrappers: it records the real game score, per whole game,
+        # with lengths in agent steps.
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = EpisodicLifeEnv(env)
+        if "FIRE" in env.unwrapped.get_action_meanings():
+            env = FireResetEnv(env)
+        env = ClipRewardEnv(env)
+        env = gym.wrappers.ResizeObservation(env, (84, 84))
+        return gym.wrappers.FrameStackObservation(env, 4)
+
+    return thunk
+
+
+class EnvPoolVecEnv:
+    """EnvPool's Atari behind the interface of a SAME_STEP gymnasium vector env.
+
+    EnvPool resets an env on the step *after* its episode ends (ignoring that action). Here that
+    reset step is taken at once for the finished envs only, so the caller sees the final observation in
+    infos["final_obs"] and the first one of the next episode in obs, as from gymnasium. Statistics are
+    of whole games and true scores (EnvPool's info["reward"] is unclipped), like the gymnasium chain.
+    """
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, num_threads: int = 0):
+        import envpool
+
+        task = env_id.removesuffix("NoFrameskip-v4").removeprefix("ALE/").split("-")[0] + "-v5"
+        # EnvPool's defaults differ from the DQN chain: no episodic life, no reward clip, sticky actions.
+        self.envs = envpool.make(
+            task, env_type="gymnasium", num_envs=num_envs, seed=seed, num_threads=num_threads, episodic_life=True,
+            reward_clip=True, repeat_action_probability=0.0, noop_max=30, frame_skip=4, stack_num=4, img_height=84, img_width=84,
+        )
+        self.num_envs = num_envs
+        self.single_observation_space = self.envs.observation_space
+        self.single_action_space = self.envs.action_space
+        self.episode_returns = np.zeros(num_envs)
+        self.episode_lengths = np.zeros(num_envs, dtype=np.int64)
+        self.closed = False
+
+    def reset(self, seed: int | None = None):
+        self.episode_returns[:] = 0
+        self.episode_lengths[:] = 0
+        obs, _ = self.envs.reset()
+        return obs, {}
+
+    def step(self, actions: np.ndarray):
+        obs, rewards, terminated, truncated, info = self.envs.step(actions)
+        self.episode_returns += info["reward"]
+        self.episode_lengths += 1
+        infos = {}
+        done = terminated | truncated
+        if done.any():
+            ids = np.flatnonzero(done)
+            infos["final_obs"], infos["_final_obs"] = obs.copy(), done
+            obs[ids] = self.envs.step(np.zeros(len(ids), dtype=actions.dtype), ids)[0]
+            # A game is over at its last life or at the time limit; a lost life is not an episode.
+            game_over = done & ((info["terminated"] == 1) | truncated)
+            if game_over.any():
+                infos["final_info"] = {
+                    "_episode": game_over,
+                    "episode": {"r": self.episode_returns.copy(), "l": self.episode_lengths.copy()},
+                }
+                self.episode_returns[game_over] = 0
+                self.episode_lengths[game_over] = 0
+        return obs, rewards, terminated, truncated, infos
+
+    def close(self):
+        if not self.closed:
+            self.envs.close()
+            self.closed = True
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights and constant biases, as in the authors' baselines code."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+# ==== end of kit: atari ====
+
+# ==== kit: run ====  the same text in every script of algos/ (master copy: tools/kit/run.py; after editing it,
+# `python tools/sync_kit.py` copies it into every script, and tests/test_kit.py checks the copies).
+# Everything a run does besides learning: one-line errors, checkpoints and resume, the run directory and its
+# logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
+# script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
+# evaluate(agent, args, episodes, seed, deterministic, video_dir).
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before training starts."""
+
+
+def check_common(args) -> None:
+    """The checks of the settings every script has: floats finite (`nan <= 0` is False, so range checks alone
+    let nan through), a positive budget and thread count, counts that are not negative."""
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+    if args.total_timesteps <= 0:
+        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
+    if args.checkpoint_every < 0 or args.eval_episodes < 0:
+        raise ConfigError("--checkpoint-every and --eval-episodes must be non-negative")
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
+
+
+def check_env_id(env_id: str) -> None:
+    """Refuse an unknown environment id (naming the closest registered ones), an Atari game in a script that
+    does not play Atari, and an Atari id that skips frames itself or makes actions sticky."""
+    if env_id not in gym.envs.registry:
+        try:  # Atari ids exist once ale_py has registered them
+            import ale_py
+
+            gym.register_envs(ale_py)
+        except ImportError:
+            pass
+    if env_id not in gym.envs.registry:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+        raise ConfigError(f"unknown environment id {env_id!r}{hint}")
+    if not str(gym.spec(env_id).entry_point).startswith("ale_py"):
+        return
+    if not ATARI:
+        raise ConfigError(f"{env_id} is an Atari game, which {SCRIPT} does not play; ppo.py, trpo.py, a2c_atari.py, "
+                          "a3c_hogwild.py, async_q.py and paac.py do")
+    # The papers' wrappers repeat each action over 4 frames themselves: an id that also skips frames
+    # (ALE/*-v5, *-v4 without NoFrameskip) or makes actions sticky would silently play 16 frames a step.
+    kwargs = gym.spec(env_id).kwargs
+    if kwargs.get("frameskip", 1) != 1 or kwargs.get("repeat_action_probability", 0.0) != 0.0:
+        game = "".join(part.capitalize() for part in str(kwargs.get("game", "pong")).split("_"))
+        raise ConfigError(f"{env_id} skips frames (frameskip={kwargs.get('frameskip')}) or makes actions sticky "
+                          f"(p={kwargs.get('repeat_action_probability')}) on top of the 4-frame skip of the "
+                          f"papers' wrappers; use {game}NoFrameskip-v4")
+
+
+def finished_episodes(infos: dict):
+    """(returns, lengths) of the episodes that ended in this step of a SAME_STEP vector env."""
+    final = infos.get("final_info")
+    if final is None or "episode" not in final:
+        return (), ()
+    mask = final["_episode"]
+    return final["episode"]["r"][mask], final["episode"]["l"][mask]
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var[target - predicted] / Var[target]: 1 is perfect, 0 no better than a constant."""
+    variance = target.var()
+    return float("nan") if variance == 0 else float(1 - (target - predicted).var() / variance)
+
+
+# --- files: atomic, finite, and loaded without running code ------------------------------------------
 
 
 def atomic_write(path: str, write) -> None:
@@ -687,6 +881,14 @@ def atomic_write(path: str, write) -> None:
     tmp = f"{path}.tmp"
     write(tmp)
     os.replace(tmp, path)
+
+
+def write_json(path: str, obj: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    atomic_write(path, write)
 
 
 def all_finite(state) -> bool:
@@ -708,14 +910,6 @@ def save_torch(obj, path: str) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def write_json(path: str, obj: dict) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-
-    atomic_write(path, write)
-
-
 def load_saved(path: str) -> dict:
     """A checkpoint or model of this script, loaded without running any code in the file (weights_only).
     Anything else is refused in one line. torch's own message advises weights_only=False, which would run
@@ -732,13 +926,6 @@ def load_saved(path: str) -> dict:
     if not all_finite(saved):
         raise ConfigError(f"{path} holds nan or inf: it was written by a run that diverged")
     return saved
-
-
-def load_checkpoint(run_dir: str) -> dict:
-    path = os.path.join(run_dir, "checkpoint.pt")
-    if not os.path.isfile(path):
-        raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there (was it run with --checkpoint-every?)")
-    return load_saved(path)
 
 
 def value_fits(value, hint) -> bool:
@@ -771,11 +958,11 @@ def args_from_saved(saved: dict, path: str) -> "Args":
     return Args(**saved["args"])
 
 
-def restore(path: str, load) -> None:
-    """Run load(), which copies a checkpoint or model into this run; a file that does not fit it (another
+def restore(path: str, load):
+    """Return load(), which reads a checkpoint or model into this run; a file that does not fit it (another
     env or network size, a missing entry) is refused in one line instead of a traceback."""
     try:
-        load()
+        return load()
     except ConfigError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
@@ -783,20 +970,17 @@ def restore(path: str, load) -> None:
         raise ConfigError(f"{path} does not fit this run of {SCRIPT} ({type(error).__name__}: {reason})") from None
 
 
-def remove_stale_temporaries(run_dir: str) -> None:
-    """A run killed while saving leaves a half-written *.tmp beside the file it was replacing: remove it."""
-    for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
-        os.remove(path)
-
-
-def wait_past_event_files(run_dir: str) -> None:
-    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
-    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
-    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
-    next."""
-    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
-    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
-    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
+def resume_args(args: "Args") -> tuple["Args", dict | None]:
+    """With --resume DIR: the args saved in DIR/checkpoint.pt (pointed at DIR) and the checkpoint itself.
+    Without: (args, None)."""
+    if not args.resume:
+        return args, None
+    path = os.path.join(args.resume, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--resume {args.resume}: no checkpoint.pt there (was it run with --checkpoint-every?)")
+    checkpoint = load_saved(path)
+    saved_args = args_from_saved(checkpoint, path)
+    return dataclasses.replace(saved_args, resume=args.resume, run_dir=args.resume), checkpoint
 
 
 def safe_to_resume(run_dir: str) -> str:
@@ -805,6 +989,12 @@ def safe_to_resume(run_dir: str) -> str:
     if os.path.exists(path):
         return f"{path} holds the last finite state: resume with --resume {run_dir} (a lower --learning-rate may help)"
     return "no checkpoint was written (--checkpoint-every keeps one)"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict:
@@ -822,6 +1012,18 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
 
+
+def package_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for package in ("torch", "gymnasium", "numpy", "ale-py", "mujoco", "minatar", "envpool", "tyro"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+# --- the run -----------------------------------------------------------------------------------------
 
 EPISODE_FIELDS = ["global_step", "episodic_return", "episodic_length", "wall_time"]
 
@@ -849,55 +1051,14 @@ def open_episode_log(run_dir: str, keep_until_step: int | None):
     return f, writer
 
 
-def package_versions() -> dict:
-    versions = {"python": sys.version.split()[0]}
-    for package in ("torch", "gymnasium", "numpy", "ale-py", "mujoco", "envpool", "tyro"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def evaluate(agent: Agent, args: Args, episodes: int, seed: int, deterministic: bool, video_dir: str) -> list[float]:
-    """The undiscounted returns of `episodes` whole episodes (whole games on Atari)."""
-    envs = make_vector_env(args, seed, video_dir, num_envs=1)
-    device = next(agent.parameters()).device
-    obs, _ = envs.reset(seed=seed)
-    returns: list[float] = []
-    while len(returns) < episodes:
-        with torch.inference_mode():
-            action = agent.act(torch.as_tensor(obs, device=device), deterministic)[0]
-        action = action.cpu().numpy()
-        if not agent.discrete:
-            action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
-        obs, _, _, _, infos = envs.step(action)
-        returns.extend(float(r) for r in finished_episodes(infos)[0])
-    envs.close()
-    return returns[:episodes]
-
-
-def load_agent(model_path: str) -> tuple[Agent, Args]:
-    """Rebuild the agent saved by --save-model: weights, observation statistics and args."""
-    saved = load_saved(model_path)
-    args = args_from_saved(saved, model_path)
-    check_env_id(args.env_id)
-    envs = make_vector_env(dataclasses.replace(args, capture_video=False), args.seed, "", num_envs=1)
-    agent = Agent(envs.single_observation_space, envs.single_action_space, tuple(args.hidden_sizes),
-                  args.normalize_obs)
-    envs.close()
-    restore(model_path, lambda: agent.load_state_dict(saved["model"]))
-    return agent, args
-
-
-def main_evaluate(eval_args: EvalArgs) -> dict:
-    agent, args = load_agent(eval_args.model_path)
-    args = dataclasses.replace(args, capture_video=eval_args.capture_video)
-    video_dir = os.path.join(os.path.dirname(os.path.abspath(eval_args.model_path)), "videos")
-    returns = evaluate(agent, args, eval_args.episodes, eval_args.seed, eval_args.deterministic, video_dir)
-    result = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
-    print(json.dumps(result))
-    return result
+def wait_past_event_files(run_dir: str) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
+    made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
+    past the checkpoint are read last and escape purge_step. A resume within the same second waits for the
+    next."""
+    names = glob.glob("events.out.tfevents.*", root_dir=run_dir)
+    seconds = [int(name.split(".")[3]) for name in names if name.split(".")[3].isdigit()]
+    time.sleep(min(1.0, max(0.0, max(seconds, default=0) + 1 - time.time())))
 
 
 class Progress:
@@ -914,7 +1075,7 @@ class Progress:
             return
         self.last = now
         sps = (step - self.start_step) / max(now - self.start, 1e-9)
-        eta = (self.total - step) / max(sps, 1e-9)
+        eta = max(self.total - step, 0) / max(sps, 1e-9)
         recent = f"{np.mean(recent_returns):9.2f}" if recent_returns else "      n/a"
         line = (f"step {step:>10,}/{self.total:,} ({100 * step / self.total:5.1f}%) | {sps:7,.0f} steps/s | "
                 f"return (last {len(recent_returns)}) {recent} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
@@ -928,265 +1089,251 @@ class Progress:
             print()
 
 
-# --------------------------------------------------------------------------------------------------
-# Training
-# --------------------------------------------------------------------------------------------------
+class Run:
+    """One training run's directory and all it holds besides the learning: checkpoint.pt (with the RNG state)
+    and resume, episodes.csv, TensorBoard and wandb, the progress line, SIGINT/SIGTERM, model.pt, the final
+    evaluation and summary.json. Used as `with Run(args, checkpoint) as run:`. It seeds random, numpy and
+    torch at once, and writes nothing until start(), which comes after every check. On leaving the block it
+    closes what it opened (and what was given to closing()) and puts torch's thread count back."""
 
+    def __init__(self, args: "Args", checkpoint: dict | None):
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.args = dataclasses.replace(args, run_dir=args.run_dir or os.path.join("runs", name))
+        self.dir, self.resumed = self.args.run_dir, checkpoint
+        self.path = os.path.join(self.dir, "checkpoint.pt")
+        # A resumed run continues the step count and the wall time of the checkpoint.
+        self.start_step = int(self.saved("global_step", 0))
+        self.elapsed_before = float(self.saved("elapsed", 0.0))
+        self.last_save_step = self.start_step
+        self.parts, self.counters, self.closers = {}, {}, []
+        self.stop_signal: list[int] = []
+        self.handlers: dict = {}
+        self.writer = self.episode_file = self.progress = None
+        self.recent_returns: deque = deque(maxlen=20)
+        self.threads_before = torch.get_num_threads()
+        self.start_time = time.time()
+        seed_everything(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-def main(args: Args) -> dict:
-    """Train TRPO (or NPG) and return the summary that is also written to RUN_DIR/summary.json. A run stopped
-    by SIGINT or SIGTERM returns {"interrupted": True, "global_step", "run_dir"} and writes no summary."""
-    checkpoint, checkpoint_path = None, ""
-    if args.resume:
-        checkpoint_path = os.path.join(args.resume, "checkpoint.pt")
-        checkpoint = load_checkpoint(args.resume)
-        args = dataclasses.replace(args_from_saved(checkpoint, checkpoint_path), resume=args.resume,
-                                   run_dir=args.resume)
-    # Every check before anything is written; the env id first, since the other messages assume it exists.
-    check_env_id(args.env_id)
-    check_args(args)
-    if args.env_backend == "envpool" and not is_atari(args.env_id):
-        raise ConfigError("--env-backend envpool is for Atari ids here; use gymnasium for " + args.env_id)
-    # Counts over the run, for the summary: updates, line searches that kept the old policy, and updates
-    # that ended with a mean KL above delta (only the natural gradient can).
-    counts = {"updates": 0, "rejected": 0, "kl_above_max_kl": 0, "kl_sum": 0.0}
-    global_step, start_iteration, elapsed_before = 0, 1, 0.0
-    if checkpoint is not None:
-        def load_counters() -> None:
-            nonlocal global_step, start_iteration, elapsed_before
-            counts.update({key: checkpoint["counts"][key] for key in counts})
-            global_step, elapsed_before = int(checkpoint["global_step"]), float(checkpoint["elapsed"])
-            start_iteration = int(checkpoint["iteration"]) + 1
+    def saved(self, name: str, default):
+        """A value of the checkpoint resumed from (a counter the script keeps); default on a fresh run."""
+        if self.resumed is None:
+            return default
+        return restore(self.path, lambda: self.resumed[name])
 
-        restore(checkpoint_path, load_counters)
-    run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    args = dataclasses.replace(args, run_dir=run_dir, hidden_sizes=tuple(args.hidden_sizes))
+    def restore(self, **parts) -> None:
+        """Name what a checkpoint holds besides counters (networks, optimisers, buffers: anything with
+        state_dict and load_state_dict); on resume, load them and the RNG state."""
+        self.parts = parts
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+        def load() -> None:
+            for name, part in parts.items():
+                part.load_state_dict(self.resumed[name])
+            set_rng_state(self.resumed["rng"])
 
-    # A resumed run cannot restore the environments' internal states: it starts fresh episodes, seeded
-    # from the step it resumes at, so that resuming is itself reproducible.
-    env_seed = args.seed + global_step
-    # No video yet: RecordVideo makes its folder at once, and nothing is written before every check passes.
-    envs = make_vector_env(dataclasses.replace(args, capture_video=False), env_seed, "")
-    try:
-        check_spaces(envs.single_observation_space, envs.single_action_space)
-    except ConfigError:
-        envs.close()
-        raise
-    image_obs = len(envs.single_observation_space.shape) == 3
-    threads_before = torch.get_num_threads()  # restored at the end, for callers in the same process
-    torch.set_num_threads(args.threads or (threads_before if image_obs else 1))
-    if args.preset == "classic" and "mujoco" in str(gym.spec(args.env_id).entry_point):
-        print(f"note: {args.env_id} is a MuJoCo task; --preset mujoco gives the authors' settings for it")
+        if self.resumed is not None:
+            restore(self.path, load)
 
-    agent = Agent(envs.single_observation_space, envs.single_action_space, args.hidden_sizes,
-                  args.normalize_obs).to(device)
-    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate)
-    if checkpoint is not None:
-        def load_state() -> None:
-            agent.load_state_dict(checkpoint["model"])
-            value_optimizer.load_state_dict(checkpoint["value_optimizer"])
-            set_rng_state(checkpoint["rng"])
+    def use_threads(self, default: int | None) -> None:
+        """torch's CPU threads for this run: --threads, else default (None: torch's own choice)."""
+        torch.set_num_threads(self.args.threads or default or self.threads_before)
 
-        try:
-            restore(checkpoint_path, load_state)
-        except ConfigError:
-            envs.close()
-            torch.set_num_threads(threads_before)
-            raise
-    if args.capture_video:
-        envs.close()
-        envs = make_vector_env(args, env_seed, os.path.join(run_dir, "videos"))
+    def closing(self, thing):
+        """Close thing (an env) when the run ends; returns it."""
+        self.closers.append(thing)
+        return thing
 
-    os.makedirs(run_dir, exist_ok=True)
-    remove_stale_temporaries(run_dir)
-    episode_file, episode_log = open_episode_log(run_dir, global_step if checkpoint else None)
-    if args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
-        import wandb
+    def start(self, total_steps: int | None = None) -> None:
+        """Every check has passed: make the run directory, open its logs, and take SIGINT and SIGTERM, which
+        from now on stop the run at the next save_if_due() with a checkpoint."""
+        os.makedirs(self.dir, exist_ok=True)
+        for path in glob.glob(os.path.join(glob.escape(self.dir), "*.tmp")):
+            os.remove(path)  # half-written by a run killed while saving
+        print(f"{SCRIPT}: {'resuming' if self.resumed else 'writing'} {self.dir}", flush=True)
+        self.episode_file, self.episode_log = open_episode_log(self.dir, self.start_step if self.resumed else None)
+        if self.args.track:  # wandb mirrors the TensorBoard logs; set WANDB_MODE=offline to stay off the network
+            import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
-                   name=os.path.basename(run_dir), dir=run_dir, id=os.path.basename(run_dir), resume="allow",
-                   sync_tensorboard=True)
-    # Everything logged up to the checkpoint's step was logged before it was saved: what a killed attempt
-    # logged after it is dropped, as it is logged again.
-    if checkpoint:
-        wait_past_event_files(run_dir)
-    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
-    if checkpoint is None:
-        table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
-        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-
-    # Batch storage, allocated once. Atari frames stay uint8 until the network sees them.
-    obs_dtype = torch.uint8 if envs.single_observation_space.dtype == np.uint8 else torch.float32
-    T, N = args.num_steps, args.num_envs
-    obs_buf = torch.zeros((T, N, *envs.single_observation_space.shape), dtype=obs_dtype, device=device)
-    action_buf = torch.zeros((T, N, *envs.single_action_space.shape), device=device,
-                             dtype=torch.long if agent.discrete else torch.float32)
-    value_buf, final_value_buf = torch.zeros((T, N), device=device), torch.zeros((T, N), device=device)
-    # What the envs return stays in numpy until the batch ends: one conversion instead of one a step.
-    reward_buf = np.zeros((T, N), dtype=np.float32)
-    terminated_buf, truncated_buf = np.zeros((T, N), dtype=bool), np.zeros((T, N), dtype=bool)
-
-    stop_signal = []
-    previous_handlers = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous_handlers[sig] = signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-
-    def save_checkpoint(iteration: int) -> None:
-        save_torch({
-            "script": SCRIPT, "args": dataclasses.asdict(args), "model": agent.state_dict(),
-            "value_optimizer": value_optimizer.state_dict(), "counts": counts, "global_step": global_step,
-            "iteration": iteration, "elapsed": elapsed_before + time.time() - start_time, "rng": rng_state(),
-        }, os.path.join(run_dir, "checkpoint.pt"))
-
-    next_obs_np, _ = envs.reset(seed=env_seed)
-    next_obs = torch.as_tensor(next_obs_np, device=device)
-    recent_returns: deque = deque(maxlen=20)
-    start_time, start_step = time.time(), global_step
-    progress = Progress(args.num_iterations * args.batch_size, global_step)
-    low, high = (envs.single_action_space.low, envs.single_action_space.high) if not agent.discrete else (None, None)
-    iteration = start_iteration - 1
-    try:
-        for iteration in range(start_iteration, args.num_iterations + 1):
-            for step in range(T):
-                global_step += N
-                obs_buf[step] = next_obs
-                with torch.inference_mode():
-                    action, value = agent.act(next_obs)
-                action_buf[step], value_buf[step] = action, value
-                action_np = action.cpu().numpy()
-                next_obs_np, reward, terminated, truncated, infos = envs.step(
-                    action_np if low is None else np.clip(action_np, low, high))
-                next_obs = torch.as_tensor(next_obs_np, device=device)
-                reward_buf[step], terminated_buf[step], truncated_buf[step] = reward, terminated, truncated
-                if truncated.any():  # rare: the value of each cut-off episode's final observation
-                    ids = np.flatnonzero(truncated)
-                    final_obs = torch.as_tensor(np.stack(infos["final_obs"][ids]), device=device)
-                    with torch.inference_mode():
-                        final_value_buf[step, ids] = agent.get_value(final_obs)
-                for episodic_return, episodic_length in zip(*finished_episodes(infos)):
-                    wall_time = elapsed_before + time.time() - start_time
-                    episode_log.writerow([global_step, float(episodic_return), int(episodic_length), round(wall_time, 3)])
-                    episode_file.flush()
-                    writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-                    writer.add_scalar("charts/episodic_length", episodic_length, global_step)
-                    recent_returns.append(float(episodic_return))
-
-            with torch.inference_mode():
-                next_value = agent.get_value(next_obs)
-            rewards, terminated, truncated = (torch.from_numpy(x).to(device) for x in (reward_buf, terminated_buf, truncated_buf))
-            advantages, returns = compute_gae(rewards, value_buf, next_value, terminated, truncated,
-                                              final_value_buf, args.gamma, args.gae_lambda)
-
-            b_obs = obs_buf.reshape((-1, *envs.single_observation_space.shape))
-            b_actions = action_buf.reshape((-1, *envs.single_action_space.shape))
-            b_advantages, b_returns, b_values = (x.reshape(-1) for x in (advantages, returns, value_buf))
-            if args.norm_adv and len(b_advantages) > 1:
-                b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
-
+            wandb.init(project=self.args.wandb_project_name, entity=self.args.wandb_entity, config=vars(self.args),
+                       name=os.path.basename(self.dir), dir=self.dir, id=os.path.basename(self.dir),
+                       resume="allow", sync_tensorboard=True)
+        # Everything logged up to the checkpoint's step was logged before it was saved: what a killed attempt
+        # logged after it is dropped, as it is logged again.
+        if self.resumed is not None:
+            wait_past_event_files(self.dir)
+        self.writer = SummaryWriter(self.dir, purge_step=self.start_step + 1 if self.resumed is not None else None)
+        if self.resumed is None:
+            table = "\n".join(f"|{key}|{value}|" for key, value in vars(self.args).items())
+            self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                stats = policy_update(agent, b_obs, b_actions, b_advantages, args, global_step)
-                value_loss = fit_value(agent, value_optimizer, b_obs, b_returns, args.value_epochs,
-                                       args.value_minibatch_size, global_step)
-            except FloatingPointError as error:
-                raise FloatingPointError(f"{error}; {safe_to_resume(run_dir)}") from None
-            if args.normalize_obs:
-                # Once a batch, after both updates: the policy that acted and the one updated on its data
-                # saw the same normalisation, so the surrogate's ratio starts at exactly 1.
-                agent.obs_rms.update(b_obs)
-            # A gradient that overflowed in the value fit turns its weights to nan or inf even though the
-            # loss before the step was finite: stop here, before a checkpoint of them, not one batch later.
-            if not all_finite(agent.state_dict()):
-                raise FloatingPointError(f"the weights became nan or inf at step {global_step:,} (the loss was "
-                                         f"finite); {safe_to_resume(run_dir)}")
-            counts["updates"] += 1
-            counts["rejected"] += int(not stats["accepted"])
-            counts["kl_above_max_kl"] += int(stats["kl"] > args.max_kl)
-            counts["kl_sum"] += stats["kl"]
+                self.handlers[sig] = signal.signal(sig, lambda signum, frame: self.stop_signal.append(signum))
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        self.progress = Progress(total_steps or self.args.total_timesteps, self.start_step)
+        self.start_time = time.time()
 
-            sps = int((global_step - start_step) / (time.time() - start_time))
-            for name, value in (
-                ("charts/SPS", sps),
-                ("losses/surrogate_improvement", stats["surrogate_after"] - stats["surrogate_before"]),
-                ("losses/expected_improvement", stats["expected_improvement"]),
-                ("losses/kl", stats["kl"]), ("losses/linesearch_backtracks", stats["backtracks"]),
-                ("losses/step_accepted", float(stats["accepted"])),
-                ("losses/entropy", stats["entropy"]), ("losses/value_loss", value_loss),
-                # Of the values that estimated this batch's advantages, before the fit (baselines' ev_tdlam_before).
-                ("losses/explained_variance", explained_variance(b_values, b_returns)),
-            ):
-                writer.add_scalar(name, value, global_step)
-            progress.update(global_step, recent_returns, force=iteration == args.num_iterations)
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.start_time
 
-            if stop_signal:
-                save_checkpoint(iteration)
-                print(f"\nstopped by signal {stop_signal[0]} at step {global_step}; resume with --resume {run_dir}")
-                writer.close()
-                return {"interrupted": True, "global_step": global_step, "run_dir": run_dir}
-            if args.checkpoint_every and global_step // args.checkpoint_every > (global_step - args.batch_size) // args.checkpoint_every:
-                save_checkpoint(iteration)
-    finally:
-        progress.close()
-        for sig, handler in previous_handlers.items():
+    def sps(self, step: int) -> int:
+        return int((step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+
+    def episode(self, step: int, episodic_return: float, episodic_length: int) -> None:
+        """Log one finished episode: episodes.csv, TensorBoard, and the progress line's recent returns."""
+        self.episode_log.writerow([step, float(episodic_return), int(episodic_length), round(self.elapsed(), 3)])
+        self.episode_file.flush()
+        self.writer.add_scalar("charts/episodic_return", episodic_return, step)
+        self.writer.add_scalar("charts/episodic_length", episodic_length, step)
+        self.recent_returns.append(float(episodic_return))
+
+    def episodes(self, step: int, infos: dict) -> None:
+        """Log the episodes that ended in this step of a vector env."""
+        for episodic_return, episodic_length in zip(*finished_episodes(infos)):
+            self.episode(step, episodic_return, episodic_length)
+
+    def log(self, step: int, metrics: dict) -> None:
+        """Scalars to TensorBoard at this step (tensors are read here), with charts/SPS, and the progress line."""
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, float(value), step)
+        self.writer.add_scalar("charts/SPS", self.sps(step), step)
+        self.progress.update(step, self.recent_returns)
+
+    def check_finite(self, step: int, loss=None, weights: nn.Module | None = None) -> None:
+        """Stop on a loss, or weights, that became nan or inf, before a checkpoint holds them. (A gradient that
+        overflowed can turn the weights to nan although the loss before the step was finite.)"""
+        if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
+            raise FloatingPointError(f"the loss became {float(loss)} at step {step:,}; {safe_to_resume(self.dir)}")
+        if weights is not None and not all_finite(weights.state_dict()):
+            raise FloatingPointError(f"the weights became nan or inf at step {step:,} (the loss was finite); "
+                                     f"{safe_to_resume(self.dir)}")
+
+    @property
+    def stopped(self) -> bool:
+        """Whether SIGINT or SIGTERM asked the run to stop."""
+        return bool(self.stop_signal)
+
+    def checkpoint_due(self, step: int) -> bool:
+        """A signal came, or the step count passed a multiple of --checkpoint-every since the last save."""
+        every = self.args.checkpoint_every
+        return self.stopped or bool(every) and step // every > self.last_save_step // every
+
+    def save(self, step: int, **counters) -> None:
+        """Write checkpoint.pt: the parts named in restore(), the script's counters, the step, the elapsed
+        time and the RNG state."""
+        self.counters, self.last_save_step = counters, step
+        save_torch({
+            "script": SCRIPT, "args": dataclasses.asdict(self.args),
+            **{name: part.state_dict() for name, part in self.parts.items()}, **counters,
+            "global_step": step, "elapsed": self.elapsed(), "rng": rng_state(),
+        }, self.path)
+
+    def save_if_due(self, step: int, **counters) -> None:
+        """save() when checkpoint_due(); the counters are also what the final checkpoint holds."""
+        self.counters = counters
+        if self.checkpoint_due(step):
+            self.save(step, **counters)
+
+    def interrupted(self) -> dict:
+        """What main() returns when a signal stopped the run (after save_if_due() saved it)."""
+        print(f"\nstopped by signal {self.stop_signal[0]} at step {self.last_save_step}; resume with "
+              f"--resume {self.dir}", flush=True)
+        return {"interrupted": True, "global_step": self.last_save_step, "run_dir": self.dir}
+
+    def finish(self, step: int, model: dict, evaluate, **summary) -> dict:
+        """The end of a run: a last checkpoint (with --checkpoint-every), model.pt holding `model` and the args
+        (with --save-model), the final evaluation (evaluate() returns the episodes' returns) and summary.json
+        with `summary` added. Returns the summary."""
+        self.progress.update(step, self.recent_returns, force=True)
+        if self.args.checkpoint_every:
+            self.save(step, **self.counters)
+        summary = {"algo": SCRIPT.removesuffix(".py"), "env_id": self.args.env_id, "seed": self.args.seed,
+                   "total_steps": step, "sps": self.sps(step), "wall_time": round(self.elapsed(), 1), **summary,
+                   "args": dataclasses.asdict(self.args), "versions": package_versions()}
+        if self.args.save_model:
+            save_torch({"script": SCRIPT, "args": dataclasses.asdict(self.args), **model},
+                       os.path.join(self.dir, "model.pt"))
+        result = ""
+        if self.args.eval_episodes:
+            returns = evaluate()
+            summary["eval"] = {"episodes": len(returns), "deterministic": self.args.eval_deterministic,
+                               "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+            self.writer.add_scalar("eval/mean_return", summary["eval"]["mean_return"], step)
+            self.writer.add_scalar("eval/std_return", summary["eval"]["std_return"], step)
+            result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} "
+                      f"over {len(returns)} episodes")
+        write_json(os.path.join(self.dir, "summary.json"), summary)
+        if self.args.track:
+            import wandb
+
+            wandb.finish()
+        self.progress.close()
+        self.progress = None
+        print(f"done: {step:,} steps at {summary['sps']:,} steps/s in {self.dir}{result}", flush=True)
+        return summary
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *error) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        for sig, handler in self.handlers.items():
             signal.signal(sig, handler)
-        episode_file.close()
-        envs.close()
-        writer.flush()
-        torch.set_num_threads(threads_before)
-
-    if args.checkpoint_every:
-        save_checkpoint(iteration)
-    elapsed = elapsed_before + time.time() - start_time
-    summary = {
-        "algo": "trpo" if args.line_search else "npg", "env_id": args.env_id, "seed": args.seed,
-        "total_steps": global_step, "sps": int((global_step - start_step) / (time.time() - start_time)),
-        "wall_time": round(elapsed, 1),
-        "updates": {"count": counts["updates"], "line_search_rejected": counts["rejected"],
-                    "kl_above_max_kl": counts["kl_above_max_kl"],
-                    "mean_kl": counts["kl_sum"] / max(counts["updates"], 1)},
-        "args": dataclasses.asdict(args), "versions": package_versions(),
-    }
-    if args.save_model:
-        save_torch({"script": SCRIPT, "args": dataclasses.asdict(args), "model": agent.state_dict()},
-                   os.path.join(run_dir, "model.pt"))
-    if args.eval_episodes:
-        eval_returns = evaluate(agent, dataclasses.replace(args, capture_video=False), args.eval_episodes,
-                                args.seed + 100_000, args.eval_deterministic, "")
-        summary["eval"] = {"episodes": len(eval_returns), "deterministic": args.eval_deterministic,
-                           "mean_return": float(np.mean(eval_returns)), "std_return": float(np.std(eval_returns))}
-        writer.add_scalar("eval/mean_return", summary["eval"]["mean_return"], global_step)
-    write_json(os.path.join(run_dir, "summary.json"), summary)
-    writer.close()
-    if args.track:
-        wandb.finish()
-    result = (f"; evaluation: {summary['eval']['mean_return']:.2f} +- {summary['eval']['std_return']:.2f} over "
-              f"{args.eval_episodes} episodes" if args.eval_episodes else "")
-    print(f"done: {global_step:,} steps at {summary['sps']:,} steps/s in {run_dir}{result}")
-    return summary
+        for thing in reversed(self.closers):
+            thing.close()
+        if self.episode_file is not None:
+            self.episode_file.close()
+        if self.writer is not None:
+            self.writer.close()
+        torch.set_num_threads(self.threads_before)
 
 
-def parse_args(argv: list[str]) -> Args | EvalArgs:
-    """`evaluate MODEL ...` gives EvalArgs. Anything else gives training Args: the preset named by
-    --preset (default mujoco), with the other flags applied over it."""
-    if argv[:1] == ["evaluate"]:
-        return tyro.cli(EvalArgs, args=argv[1:], prog="trpo.py evaluate")
-    preset = "mujoco"
-    for i, arg in enumerate(argv):
-        if arg == "--preset" and i + 1 < len(argv):
-            preset = argv[i + 1]
-        elif arg.startswith("--preset="):
-            preset = arg.split("=", 1)[1]
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
+# --- evaluating a saved model, and the command line ------------------------------------------------------
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a model saved with --save-model."""
+
+    model_path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL_PT")]
+    """the model.pt file of a run"""
+    episodes: int = 10
+    """episodes to average over"""
+    seed: int = 12345
+    """seed of the evaluation environments"""
+    deterministic: bool = next(iter(PRESETS.values())).eval_deterministic
+    """act without exploration (the most likely action, the mean action or the greedy one)"""
+    capture_video: bool = False
+    """record the episodes next to the model, in videos/"""
+
+
+def main_evaluate(eval_args: EvalArgs) -> dict:
+    agent, args = load_agent(eval_args.model_path)
+    args = dataclasses.replace(args, capture_video=eval_args.capture_video)
+    video_dir = os.path.join(os.path.dirname(os.path.abspath(eval_args.model_path)), "videos")
+    returns = evaluate(agent, args, eval_args.episodes, eval_args.seed, eval_args.deterministic, video_dir)
+    result = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+    print(json.dumps(result))
+    return result
+
+
+def parse_args(argv: list[str]) -> "Args | EvalArgs":
+    """`evaluate MODEL ...` gives EvalArgs. Training takes a preset as its first word (a tyro subcommand; the
+    first of PRESETS when the command starts with a flag, --help included) and applies the flags over it."""
+    if any(arg == "--preset" or arg.startswith("--preset=") for arg in argv):
+        raise ConfigError(f"a preset is the first word of the command, not a flag: {SCRIPT} "
+                          f"{{{','.join(PRESETS)}}} [FLAGS]")
+    if not argv or argv[0].startswith("-"):
+        argv = [next(iter(PRESETS)), *argv]
+    names = ", ".join(PRESETS)
+    presets = [Annotated[Args, tyro.conf.subcommand(name, default=args, description=(
+        f"{__doc__}\nPresets (the first word of the command): {names}; the defaults below are the {name} preset's."
+    ))] for name, args in PRESETS.items()]
+    evaluate_model = Annotated[EvalArgs, tyro.conf.subcommand("evaluate", description=EvalArgs.__doc__)]
+    command = typing.Union[(*presets, evaluate_model)]
+    return tyro.cli(command, args=argv, prog=SCRIPT, description=__doc__, config=(tyro.conf.OmitSubcommandPrefixes,))
 
 
 def cli(argv: list[str]) -> None:
@@ -1203,3 +1350,4 @@ def cli(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     cli(sys.argv[1:])
+# ==== end of kit: run ====

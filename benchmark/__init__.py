@@ -1,6 +1,11 @@
 """Benchmarks of the scripts in algos/: `python -m benchmark run|suites|report|throughput` (see __main__.py).
 
-sweep.py runs (config, env, seed) sweeps locally, on Ray or as a Slurm array; suites.py holds the papers'
-tables; registry.py the per-script presets and variants; report.py the statistics, tables and curves;
-throughput.py the training vs raw env steps/s.
+What to run: suites.py holds the papers' tables (configs, envs, budgets, published numbers); registry.py
+each script's presets and variants; plan.py turns them into runs and command lines (pure functions).
+Running a sweep: sweep.py plans and drives it (or prints a dry run); status.py keeps the sweep directory
+(run directories, status.json, run.lock and sweep.lock, sweep.json); execute.py starts the runs as local
+processes or Ray tasks, or prints a Slurm array script; progress.py shows the status line, ETA and failures.
+Reporting: report.py writes the report of a sweep from results.py (loading runs and reference data),
+stats.py (intervals, IQMs, normalised scores, curves), tables.py (Markdown and CSV) and plots.py (figures).
+Elsewhere: throughput.py measures training vs raw env steps/s; common.py holds the atomic file writes.
 """

@@ -12,10 +12,9 @@
 
 import argparse
 import os
-import shlex
 import sys
 
-from benchmark import registry, suites, sweep
+from benchmark import execute, plan, registry, suites, sweep
 
 
 def run_parser(sub) -> argparse.ArgumentParser:
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if options.command == "suites":
         for suite in suites.SUITES.values():
-            runs = sweep.suite_runs(suite)
+            runs = plan.suite_runs(suite)
             print(f"{suite.name:12} {len(runs):4} runs, {sum(r.total_timesteps for r in runs) / 1e6:,.1f}M steps: "
                   f"{suite.description}")
         return 0
@@ -91,18 +90,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(parser, options, argv: list[str]) -> int:
     try:
-        overrides = sweep.parse_overrides(options.set)
+        overrides = plan.parse_overrides(options.set)
         if options.suite:
-            runs = sweep.suite_runs(suites.SUITES[options.suite], options.budget_scale, options.seeds, options.algo,
-                                    options.env, options.total_timesteps, overrides)
+            runs = plan.suite_runs(suites.SUITES[options.suite], options.budget_scale, options.seeds, options.algo,
+                                   options.env, options.total_timesteps, overrides)
             if not runs:
                 parser.error(f"--algo/--env select no run of suite {options.suite}")
         else:
             if not options.algo or not options.env:
                 parser.error("name --algo and --env, or a --suite")
-            runs = sweep.expand(options.algo, options.env, options.seeds or [1, 2, 3], options.total_timesteps,
-                                overrides)
-            runs = [attach_reference(run) for run in runs]
+            runs = plan.expand(options.algo, options.env, options.seeds or [1, 2, 3], options.total_timesteps,
+                               overrides)
+            runs = [plan.attach_reference(run) for run in runs]
         for run in runs:
             registry.split_config(run.config)
     except ValueError as error:
@@ -122,36 +121,15 @@ def run_command(parser, options, argv: list[str]) -> int:
                 skip = True
             elif arg != "--slurm" and not arg.startswith(("--out=", "--workers=")):
                 kept.append(arg)
-        print(sweep.slurm_script(kept, os.path.abspath(out), len(runs)), end="")
+        print(execute.slurm_script(kept, os.path.abspath(out), len(runs)), end="")
         return 0
     if options.dry_run:
-        out = os.path.abspath(out)
-        workers = options.workers or sweep.core_count()
-        threads = 1 if options.backend == "ray" else max(1, sweep.core_count() // workers)
-        for run in runs:
-            run_dir = sweep.run_dir_of(out, run)
-            action = sweep.plan(run_dir) if os.path.isdir(run_dir) else "fresh"
-            every = int(run.total_timesteps * options.checkpoint_fraction) if run.total_timesteps else 0
-            command = sweep.build_command(run, run_dir, threads, every or None, resume=action == "resume")
-            print(f"# {run.name}: {action}" + (f" (paper: {run.reference:g})" if run.reference is not None else ""))
-            print(shlex.join(command))
-        print(f"# {len(runs)} runs into {out}")
-        return 0
+        return sweep.dry_run(runs, out, options.workers, options.backend, options.checkpoint_fraction)
     try:
         return sweep.sweep(runs, out, options.workers, options.backend, options.ray_address, options.ray_gpus,
                            options.checkpoint_fraction, options.suite, only=options.index)
     except ValueError as error:
         parser.error(str(error))
-
-
-def attach_reference(run: sweep.Run) -> sweep.Run:
-    """A run outside any suite still gets a suite's published number when config, env and budget match."""
-    entry = suites.find_reference(run.config, run.env_id, run.total_timesteps)
-    if entry is None:
-        return run
-    from dataclasses import replace
-
-    return replace(run, reference=entry.reference, source=entry.source, reference_steps=entry.total_timesteps)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""What the benchmark modules share."""
+"""What the benchmark modules share: files written whole (through a temporary file and a rename), and JSON
+files read and written."""
 
 import json
 import os
@@ -24,3 +25,12 @@ def write_json(path: str, obj) -> None:
             os.fsync(f.fileno())
 
     atomic_write(path, write)
+
+
+def read_json(path: str) -> dict | None:
+    """The JSON object in path, or None when it is missing or not (yet) valid JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None

@@ -55,7 +55,7 @@ def table1_commands(seeds: tuple[int, ...] = (1,), out_dir: str = "runs/paac_tab
         for arch in ("nips", "nature"):
             for seed in seeds:
                 run_dir = f"{out_dir}/{env_id}__{arch}__{seed}"
-                commands.append(["python", "algos/paac.py", "--preset", "atari", "--env-id", env_id, "--arch", arch,
+                commands.append(["python", "algos/paac.py", "atari", "--env-id", env_id, "--arch", arch,
                                  "--seed", str(seed), "--total-timesteps", "80000000", "--save-model",
                                  "--checkpoint-every", "1000000", "--run-dir", run_dir])
     return commands

@@ -1,15 +1,17 @@
-"""What the sweep runner knows about each script in algos/: its path, the --preset it takes on each family
-of environments, and its named variants. Every per-script flag the benchmark passes lives here and only
-here, so a script that renames a preset or a flag needs one change in this file.
+"""What the sweep runner knows about each script in algos/: its path, the preset it takes on each family
+of environments (the first word of its command: the scripts take their preset as a subcommand), and its
+named variants. Every per-script flag the benchmark passes lives here and only here, so a script that
+renames a preset or a flag needs one change in this file.
 
 A *config* names what one run trains: a script name (`ppo`), or a script name and one of its variants
 (`paac:nature`, `a3c_hogwild:lstm`, `ppo:clip-0.1`). Suites and `run --algo` both take config names.
 
 The entries of the scripts still being written when this file was (a3c_hogwild, async_q, paac, trpo, ddpg,
 td3, sac) follow their presets and flags as they stood on their branches on 2026-11-22 at 06:25 UTC
-(trpo.py's default preset is mujoco, so classic control names `--preset classic`; ddpg.py's presets are
-`paper` and `our-ddpg`, td3.py's `paper` and `authors`, sac.py's `mujoco` only); check them against each
-script's `--help` after merging. A family a script has no preset for gets no --preset.
+(trpo.py's default preset is mujoco, so classic control names `classic`; ddpg.py's presets are `paper` and
+`our-ddpg`, td3.py's `paper` and `authors`, sac.py's `mujoco` only); check them against each script's
+`--help` after merging. A family a script has no preset for gets none: the command starts with a flag, and
+the script takes its first (default) preset; reinforce.py has one preset, `classic`, so it is never named.
 """
 
 from dataclasses import dataclass, field
@@ -34,7 +36,8 @@ class Script:
     path: str
     """the script, relative to the repository root"""
     presets: dict = field(default_factory=dict)
-    """env family -> the --preset to pass; a family not listed gets no --preset (the script's default)"""
+    """env family -> the preset to pass (the command's first word); a family not listed gets none (the
+    script's first preset)"""
     variants: dict = field(default_factory=dict)
     """variant name -> Variant"""
 
@@ -44,7 +47,7 @@ class Variant:
     flags: tuple = ()
     """flags added after the common ones"""
     preset: str | None = None
-    """a --preset that replaces the family's one"""
+    """a preset that replaces the family's one"""
     label: str = ""
     """what the variant is, for reports"""
 

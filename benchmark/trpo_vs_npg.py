@@ -45,7 +45,7 @@ def run_args(variant: str, preset: str, env_id: str, seed: int, total_timesteps:
 
 def command_line(args: trpo.Args) -> str:
     """The shell command that repeats a run of run_args."""
-    flags = ["--preset", args.preset, "--env-id", args.env_id, "--seed", str(args.seed),
+    flags = [args.preset, "--env-id", args.env_id, "--seed", str(args.seed),
              "--total-timesteps", str(args.total_timesteps), "--eval-episodes", str(args.eval_episodes),
              "--exp-name", args.exp_name, "--max-kl", str(args.max_kl), "--cg-damping", str(args.cg_damping)]
     flags += [] if args.line_search else ["--no-line-search"]

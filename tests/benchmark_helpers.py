@@ -1,12 +1,13 @@
 """A stand-in for an algos/ script that keeps the run contract in a few milliseconds, for the sweep tests.
 
-It takes the common flags, writes episodes.csv (one episode per 10 steps, return = step / 10),
-checkpoint.pt (JSON here) and summary.json (with an "eval" entry) atomically, and appends each invocation
-(its flags and OMP_NUM_THREADS) to OUT/calls.jsonl, OUT being the sweep directory two levels above the run
-directory. `--mode` chooses a behaviour: ok; fail (exit 3 with a message); interrupt-once (save a checkpoint
-half way and exit 0, as the scripts do on SIGTERM, unless resuming); nan (exit 1 after a checkpoint, as a
-NaN stop does); slow (while OUT/slow exists, an episode every 50 ms until SIGTERM, then a checkpoint and
-exit 0).
+It takes its preset as the first word of the command, as the scripts do ("default" when the command starts
+with a flag; a --preset flag is refused), then the common flags. It writes episodes.csv (one episode per 10
+steps, return = step / 10), checkpoint.pt (JSON here) and summary.json (with an "eval" entry) atomically,
+and appends each invocation (its arguments and OMP_NUM_THREADS) to OUT/calls.jsonl, OUT being the sweep
+directory two levels above the run directory. `--mode` chooses a behaviour: ok; fail (exit 3 with a
+message); interrupt-once (save a checkpoint half way and exit 0, as the scripts do on SIGTERM, unless
+resuming); nan (exit 1 after a checkpoint, as a NaN stop does); slow (while OUT/slow exists, an episode
+every 50 ms until SIGTERM, then a checkpoint and exit 0).
 """
 
 import json
@@ -21,11 +22,14 @@ stop = []
 signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
 
 parser = argparse.ArgumentParser()
-for flag in ("--env-id", "--run-dir", "--resume", "--preset", "--mode"):
+for flag in ("--env-id", "--run-dir", "--resume", "--mode"):
     parser.add_argument(flag)
 for flag in ("--seed", "--total-timesteps", "--threads", "--checkpoint-every", "--eval-episodes"):
     parser.add_argument(flag, type=int)
-args = parser.parse_args()
+argv = sys.argv[1:]
+preset = argv.pop(0) if argv and not argv[0].startswith("-") else "default"
+args = parser.parse_args(argv)
+args.preset = preset
 run_dir = args.run_dir
 sweep_dir = os.path.dirname(os.path.dirname(run_dir))
 with open(os.path.join(sweep_dir, "calls.jsonl"), "a") as f:
@@ -95,7 +99,7 @@ def calls(out) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def status(out, run_name: str) -> dict:
+def run_status(out, run_name: str) -> dict:
     with open(os.path.join(out, "runs", run_name, "status.json")) as f:
         return json.load(f)
 

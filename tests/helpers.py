@@ -29,8 +29,12 @@ def returns_of(run_dir: str) -> list[tuple]:
 
 
 def start_run(name: str, *flags: str, run_dir: str = "run") -> subprocess.Popen:
-    """Start algos/<name>.py as a process, without the final evaluation."""
-    return subprocess.Popen([sys.executable, script_path(name), "--run-dir", run_dir, "--eval-episodes", "0", *flags],
+    """Start algos/<name>.py as a process, without the final evaluation. A first flag that is a word (a preset)
+    stays first."""
+    first = list(flags[:1]) if flags and not flags[0].startswith("-") else []
+    flags = flags[len(first):]
+    return subprocess.Popen([sys.executable, script_path(name), *first, "--run-dir", run_dir, "--eval-episodes", "0",
+                             *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -1,8 +1,10 @@
 """The math of algos/a2c_atari.py against values worked out by hand."""
 
+import dataclasses
 import math
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -124,6 +126,35 @@ def test_actor_critic_loss_gradients():
     assert loss.item() == pytest.approx(-2 * math.log(0.5) - 0.01 * 0.7 + 0.5 * 4.0)
 
 
+def test_one_step_update_takes_the_td_error_as_the_advantage():
+    # Sutton & Barto's Algorithm 13.5 through the real update(): one env, one step, reward 2, gamma 0.9. The
+    # return is R = 2 + 0.9 V(s'), so the policy loss is -log pi(a|s) (R - V(s)), the TD error times the
+    # score, and the value loss (R - V(s))^2, both measured before the RMSProp step, which moves every weight.
+    torch.manual_seed(0)
+    space = gym.spaces.Box(-1, 1, (4,))
+    agent = a2c.Agent(space, gym.spaces.Discrete(2))
+    optimizer = a2c.RMSpropTF(agent.parameters(), lr=1e-3, eps=1e-5)
+    args = dataclasses.replace(a2c.PRESETS["classic"], num_envs=1, num_steps=1, gamma=0.9, ent_coef=0.01)
+    obs, next_obs = torch.tensor([[0.1, -0.2, 0.3, 0.0]]), torch.tensor([[0.2, 0.1, -0.1, 0.4]])
+    rollout = a2c.Rollout(1, 1, torch.device("cpu"), space)
+    rollout.obs[0] = obs
+    with torch.inference_mode():
+        action, _, value = agent.act(obs)
+    rollout.record(0, agent, action, value, np.array([2.0]), np.array([False]), np.array([False]), {})
+    with torch.no_grad():
+        _, logprob, entropy, v = agent.get_action_and_value(obs, action)
+        td_error = 2.0 + 0.9 * agent.get_value(next_obs) - v
+    before = [p.clone() for p in agent.parameters()]
+    metrics = a2c.update(agent, optimizer, rollout, next_obs, args)
+    assert metrics["policy_loss"].item() == pytest.approx((-logprob * td_error).item(), rel=1e-5)
+    assert metrics["value_loss"].item() == pytest.approx((td_error**2).item(), rel=1e-5)
+    assert metrics["entropy"].item() == pytest.approx(entropy.item(), rel=1e-5)
+    expected = metrics["policy_loss"] - 0.01 * metrics["entropy"] + 0.5 * metrics["value_loss"]
+    assert metrics["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert math.isnan(metrics["explained_variance"])  # undefined on a batch of one
+    assert all(not torch.equal(p, q) for p, q in zip(before, agent.parameters()))
+
+
 @pytest.mark.parametrize("shape, channel_last", [((4, 84, 84), False), ((10, 10, 4), True), ((10, 10, 10), True)])
 def test_image_layout_detection(shape, channel_last):
     assert a2c.is_channel_last(shape) == channel_last
@@ -139,7 +170,7 @@ def test_networks_for_each_observation_kind():
     _, logprob, entropy, value = atari.get_action_and_value(torch.zeros(2, 4, 84, 84, dtype=torch.uint8))
     assert logprob.shape == entropy.shape == value.shape == (2,)
     minatar = a2c.Agent(gym.spaces.Box(0, 1, (10, 10, 6), dtype=bool), actions)
-    action, value = minatar.act(torch.zeros(5, 10, 10, 6, dtype=torch.bool))
-    assert action.shape == value.shape == (5,) and minatar.actor.in_features == 128
+    action, logits, value = minatar.act(torch.zeros(5, 10, 10, 6, dtype=torch.bool))
+    assert action.shape == value.shape == (5,) and logits.shape == (5, 3) and minatar.actor.in_features == 128
     vector = a2c.Agent(gym.spaces.Box(-1, 1, (4,)), actions)
     assert vector.get_value(torch.zeros(7, 4)).shape == (7,)

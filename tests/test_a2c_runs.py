@@ -74,15 +74,17 @@ def test_save_model_then_evaluate_acts_the_same():
 def test_presets_and_overrides_from_the_command_line():
     args = a2c.parse_args(["--env-id", "Acrobot-v1"])
     assert args.preset == "classic" and args.env_id == "Acrobot-v1"
-    args = a2c.parse_args(["--preset", "atari", "--learning-rate", "1e-3"])
-    assert (args.num_envs, args.num_steps, args.rms_eps, args.rms_decay) == (16, 5, 0.1, 0.99)
+    args = a2c.parse_args(["atari", "--learning-rate", "1e-3"])
+    assert args.preset == "atari" and (args.num_envs, args.num_steps, args.rms_eps, args.rms_decay) == (16, 5, 0.1, 0.99)
     assert args.learning_rate == 1e-3 and args.anneal and args.ent_coef == 0.01 and args.vf_coef == 0.5
-    assert a2c.parse_args(["--preset=minatar"]).env_id == "MinAtar/Breakout-v1"
+    assert a2c.parse_args(["minatar"]).env_id == "MinAtar/Breakout-v1"
+    with pytest.raises(a2c.ConfigError, match="a preset is the first word of the command, not a flag"):
+        a2c.parse_args(["--preset", "atari"])
     assert isinstance(a2c.parse_args(["evaluate", "m.pt", "--episodes", "4"]), a2c.EvalArgs)
 
 
 def test_help_shows_the_preset_defaults():
-    out = run_cli("a2c_atari", "--preset", "atari", "--help")
+    out = run_cli("a2c_atari", "atari", "--help")
     assert out.returncode == 0
     assert "--rms-eps FLOAT" in out.stdout and "(default: 0.1)" in out.stdout
 

@@ -115,7 +115,8 @@ def hand_made_rollout(rewards=REWARDS) -> a3c.Rollout:
     generator = torch.Generator().manual_seed(0)
     no = torch.zeros(3, dtype=torch.bool)
     return a3c.Rollout(obs=torch.randn(3, 4, generator=generator), actions=torch.tensor([0, 1, 1]), rewards=rewards,
-                       terminated=no, truncated=no, final_values=torch.zeros(3), starts=no, next_value=NEXT_VALUE)
+                       terminated=no, truncated=no, final_values=torch.zeros(3), starts=no, first_state=None,
+                       next_value=NEXT_VALUE)
 
 
 def cartpole_agent(seed: int = 0) -> a3c.Agent:
@@ -241,7 +242,7 @@ def test_the_lstm_replays_a_rollout_with_the_state_it_acted_with_reset_where_epi
     # CartPole cut off every 3 steps, so that episodes begin inside rollouts of 5 steps.
     gym.register("TestThreeStepCartPole-v1", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
                  max_episode_steps=3)
-    envs = a3c.make_vector_env(a3c.Args(env_id="TestThreeStepCartPole-v1"), 0, "", capture_video=False)
+    envs = a3c.make_worker_env("TestThreeStepCartPole-v1", 0, False, "")
     torch.manual_seed(0)
     agent = a3c.Agent(envs.single_observation_space, envs.single_action_space, lstm=True, lstm_size=8)
     acted = []  # the value of each observation under the state the agent acted with
@@ -252,13 +253,12 @@ def test_the_lstm_replays_a_rollout_with_the_state_it_acted_with_reset_where_epi
         return real_act(obs, state)
 
     agent.act = act
-    storage = a3c.Rollout.allocate(envs.single_observation_space, 5)
     next_obs, state, episode_start = torch.as_tensor(envs.reset(seed=0)[0]), agent.initial_state(1), True
     ends = []
     for _ in range(2):  # the second rollout starts from the state the first one ended with
         acted.clear()
         rollout, next_obs, state, episode_start, episodes = a3c.collect_rollout(
-            agent, envs, storage, 5, next_obs, state, episode_start)
+            agent, envs, 5, next_obs, state, episode_start)
         _, _, replayed = agent.evaluate_rollout(rollout.obs, rollout.actions, rollout.first_state, rollout.starts)
         assert replayed.tolist() == pytest.approx(acted, abs=1e-6)
         ends.append([(t, length) for t, _, length in episodes])

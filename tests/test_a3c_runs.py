@@ -48,7 +48,7 @@ def test_workers_take_exactly_the_total_steps_and_episodes_are_written_in_step_o
 
 def crash_in_worker_1(real):
     def wrapped(*args, **kwargs):
-        if multiprocessing.current_process().name == "a3c-worker-1":
+        if multiprocessing.current_process().name == "a3c_hogwild-worker-1":
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
@@ -70,7 +70,7 @@ def test_a_worker_killed_outright_stops_every_process(monkeypatch, no_new_childr
     real = a3c.nstep_returns
 
     def die(*args, **kwargs):
-        if multiprocessing.current_process().name == "a3c-worker-0":
+        if multiprocessing.current_process().name == "a3c_hogwild-worker-0":
             os.kill(os.getpid(), signal.SIGKILL)
         return real(*args, **kwargs)
 
@@ -168,7 +168,7 @@ def test_more_workers_than_cores_is_warned_about(capsys, monkeypatch):
 def test_presets_and_overrides_from_the_command_line():
     args = a3c.parse_args(["--env-id", "Acrobot-v1"])
     assert args.preset == "classic" and args.env_id == "Acrobot-v1" and args.num_workers == 16
-    args = a3c.parse_args(["--preset", "atari", "--lstm"])
+    args = a3c.parse_args(["atari", "--lstm"])
     assert (args.num_workers, args.num_steps, args.rms_eps, args.rms_decay, args.learning_rate) == (16, 5, 0.1, 0.99, 7e-4)
     assert args.lstm and args.lstm_size == 256 and args.anneal and args.ent_coef == 0.01 and args.vf_coef == 0.5
     assert isinstance(a3c.parse_args(["evaluate", "m.pt", "--episodes", "4"]), a3c.EvalArgs)
@@ -180,15 +180,16 @@ def test_presets_and_overrides_from_the_command_line():
         (dict(env_id="CartPol-v1"), "unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
         (dict(env_id="Pendulum-v1"), "supports Discrete action spaces only, not Box(-2.0, 2.0, (1,), float32); "
                                      "for continuous actions use ppo.py, trpo.py, ddpg.py, td3.py or sac.py"),
-        (dict(learning_rate=0.0), "--learning-rate must be positive"),
-        (dict(num_workers=0), "--num-workers and --num-steps must be positive"),
-        (dict(num_steps=0), "must be positive"),
+        (dict(learning_rate=0.0), "--learning-rate must be positive, got 0.0"),
+        (dict(num_workers=0), "--num-workers must be positive, got 0"),
+        (dict(num_steps=0), "--num-steps must be positive, got 0"),
         (dict(total_timesteps=9, num_workers=2), "is less than one update per worker"),
         (dict(gamma=1.5), "--gamma must be in (0, 1]"),
         (dict(rms_decay=0.0), "--rms-decay must be in (0, 1]"),
-        (dict(rms_eps=0.0), "--rms-eps, --adam-eps and --max-grad-norm must be positive"),
+        (dict(rms_eps=0.0), "--rms-eps must be positive, got 0.0"),
+        (dict(max_grad_norm=0.0), "--max-grad-norm must be positive, got 0.0"),
         (dict(ent_coef=-0.01), "--ent-coef and --vf-coef must be non-negative"),
-        (dict(lstm_size=0), "--lstm-size must be positive"),
+        (dict(lstm_size=0), "--lstm-size must be positive, got 0"),
     ],
 )
 def test_bad_settings_are_refused_before_training(overrides, message):

@@ -1,10 +1,12 @@
 """The math of algos/async_q.py against values worked out by hand: exploration, the targets of the three
-methods, the loss, and the shared optimisers (their state in shared memory, one step, the step count
-across processes)."""
+methods, the loss, the learner's update() as the workers run it, and the shared optimisers (their state in
+shared memory, one step, the step count across processes)."""
 
+import copy
 import math
 import multiprocessing
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -93,6 +95,79 @@ def test_the_loss_is_the_summed_squared_error_and_leaves_the_targets_alone():
     loss.backward()
     assert q_taken.grad.tolist() == pytest.approx([-2.0, 4.0])  # d/dQ (y - Q)^2 = -2 (y - Q)
     assert targets.grad is None
+
+
+# --- the learner's update, the code the workers run ---------------------------------------------------
+
+
+def update_args(**overrides) -> aq.Args:
+    settings = dict(gamma=0.9, learning_rate=0.01, rms_decay=0.9, rms_eps=0.1, total_timesteps=100,
+                    target_update=1000, run_dir="run")
+    return aq.Args(**{**settings, **overrides})
+
+
+def cartpole_q_net(seed: int) -> aq.QNetwork:
+    torch.manual_seed(seed)
+    return aq.QNetwork(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2))
+
+
+def hand_made_segment(rewards=(1.0, 2.0)) -> aq.Segment:
+    """Two steps of CartPole-shaped observations; the episode terminates at the second."""
+    generator = torch.Generator().manual_seed(0)
+    return aq.Segment(obs=torch.randn(2, 4, generator=generator), actions=torch.tensor([0, 1]),
+                      rewards=torch.tensor(rewards), terminated=torch.tensor([False, True]),
+                      truncated=torch.tensor([False, False]), after=torch.randn(2, 4, generator=generator),
+                      next_actions=torch.tensor([0, 1]))  # a' = 0 is not the greedy action of the target below
+
+
+@pytest.mark.parametrize("method", ["one-step-q", "one-step-sarsa", "n-step-q"])
+def test_update_applies_the_gradient_of_the_summed_squared_error_to_the_shared_weights(method):
+    args = update_args(method=method)
+    q_net, target_net = cartpole_q_net(0), cartpole_q_net(1)
+    local, reference, target_before = copy.deepcopy(q_net), copy.deepcopy(q_net), copy.deepcopy(target_net)
+    optimizer = aq.make_optimizer(args, q_net.parameters())
+    segment = hand_made_segment()
+    learned = aq.update(local, q_net, target_net, optimizer, args, segment, start=20)
+    # By hand: the target network's value of the state after step 0 (its max, or for SARSA the Q of a' = 0);
+    # step 1 terminates, so its target is its reward. n-step Q looks from step 0 to the end: 1 + 0.9 * 2.
+    with torch.no_grad():
+        after_q = target_net(segment.after[:1])[0]
+    assert after_q[0] < after_q.max()
+    bootstrap = after_q[0] if method == "one-step-sarsa" else after_q.max()
+    targets = torch.stack([torch.tensor(2.8) if method == "n-step-q" else 1 + 0.9 * bootstrap, torch.tensor(2.0)])
+    q_taken = reference(segment.obs)[[0, 1], [0, 1]]
+    loss = ((targets - q_taken) ** 2).sum()
+    grads = torch.autograd.grad(loss, list(reference.parameters()))
+    lr = 0.01 * (1 - 20 / 100)  # annealed to the segment's first global step
+    assert learned["loss"].item() == pytest.approx(loss.item()) and learned["lr"] == pytest.approx(lr)
+    for before, g, after in zip(reference.parameters(), grads, q_net.parameters()):  # one shared RMSProp step
+        assert torch.allclose(after, before - lr * g / torch.sqrt(0.1 * g**2 + 0.1), atol=1e-6)
+    # Only the shared weights moved: the worker's copy waits for its next sync, the target for I_target.
+    assert all(torch.equal(p, q) for p, q in zip(local.parameters(), reference.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(target_net.parameters(), target_before.parameters()))
+
+
+@pytest.mark.parametrize("start, refreshed", [(997, False), (998, True), (999, True), (1000, False)])
+def test_update_refreshes_the_target_network_when_its_steps_cross_a_multiple_of_the_interval(start, refreshed):
+    args = update_args(total_timesteps=2000, target_update=1000)
+    q_net, target_net = cartpole_q_net(0), cartpole_q_net(1)
+    target_before = copy.deepcopy(target_net)
+    aq.update(copy.deepcopy(q_net), q_net, target_net, aq.make_optimizer(args, q_net.parameters()), args,
+              hand_made_segment(), start=start)  # steps start and start + 1
+    source = q_net if refreshed else target_before  # refreshed after the step: the updated weights
+    assert all(torch.equal(p, q) for p, q in zip(target_net.parameters(), source.parameters()))
+
+
+def test_update_refuses_a_non_finite_loss_before_anything_shared_changes():
+    args = update_args()
+    q_net, target_net = cartpole_q_net(0), cartpole_q_net(1)
+    before = copy.deepcopy(q_net)
+    optimizer = aq.make_optimizer(args, q_net.parameters())
+    with pytest.raises(FloatingPointError, match=r"^the loss became nan at step 22 in worker 3; no checkpoint was"):
+        aq.update(copy.deepcopy(q_net), q_net, target_net, optimizer, args, hand_made_segment((1.0, float("nan"))),
+                  start=20, rank=3)
+    assert all(torch.equal(p, q) for p, q in zip(q_net.parameters(), before.parameters()))
+    assert all(int(state["step"]) == 0 for state in optimizer.state.values())
 
 
 # --- the shared optimisers -----------------------------------------------------------------------

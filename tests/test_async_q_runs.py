@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import async_q as aq
-from helpers import read_episodes, run_cli, script_path, wait_for
+from helpers import ALGOS, children_of, read_episodes, run_cli, script_path, wait_for
 
 
 def tiny(preset: str = "classic", **overrides) -> aq.Args:
@@ -26,9 +26,9 @@ def tiny(preset: str = "classic", **overrides) -> aq.Args:
 
 def no_children_left(timeout: float = 5.0) -> bool:
     deadline = time.time() + timeout
-    while aq.child_pids(os.getpid()) and time.time() < deadline:
+    while children_of(os.getpid()) and time.time() < deadline:
         time.sleep(0.05)
-    return not aq.child_pids(os.getpid())
+    return not children_of(os.getpid())
 
 
 def process_exists(pid: int) -> bool:
@@ -108,29 +108,49 @@ def test_save_model_then_evaluate_acts_greedily_and_the_same():
 
 # --- process hygiene -------------------------------------------------------------------------------
 
+# Worker 1 raises at its fourth update. The workers are forked, so they run the patched update; the same lines
+# patch it for a run from the command line.
+CRASH_WORKER_1 = """
+import multiprocessing
+real_update, updates = aq.update, []
 
-def test_a_crashing_worker_stops_the_run_within_seconds_with_its_error(monkeypatch):
-    monkeypatch.setenv("ASYNC_Q_CRASH_WORKER_AT", "3")  # worker 1 raises before its fourth update
+def crash_in_worker_1(*args, **kwargs):
+    if multiprocessing.current_process().name == "async_q-worker-1":
+        updates.append(1)
+        if len(updates) == 4:
+            raise RuntimeError("simulated crash of worker 1")
+    return real_update(*args, **kwargs)
+
+aq.update = crash_in_worker_1
+"""
+
+
+def test_a_crashing_worker_stops_the_run_within_seconds_with_its_error(monkeypatch, capfd):
+    monkeypatch.setattr(aq, "update", aq.update)  # put back after the test
+    exec(CRASH_WORKER_1, {"aq": aq})
     start = time.time()
-    with pytest.raises(RuntimeError, match="worker 1 failed") as error:
+    with pytest.raises(aq.WorkerFailed, match="worker 1 raised RuntimeError: simulated crash of worker 1"):
         aq.main(tiny(total_timesteps=1_000_000, eval_episodes=0))
-    assert "RuntimeError: simulated crash of worker 1" in str(error.value)  # the worker's own traceback
+    err = capfd.readouterr().err
+    assert "async_q.py worker 1 failed:" in err and "Traceback" in err  # the worker's own traceback
     assert time.time() - start < 30
     assert no_children_left()
     assert not os.path.exists("run/summary.json")
 
 
-def start(*flags: str, env=None) -> subprocess.Popen:
-    """The script in a session of its own, as from a shell, so that the test can signal its whole group."""
-    return subprocess.Popen([sys.executable, script_path("async_q"), "--run-dir", "run", "--eval-episodes", "0",
-                             "--num-workers", "2", "--total-timesteps", "10000000", *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, **(env or {})})
+def start(*flags: str, patch: str = "") -> subprocess.Popen:
+    """The script in a session of its own, as from a shell, so that the test can signal its whole group; with
+    patch, a program that runs it after `patch` (code that may replace its functions)."""
+    argv = ["--run-dir", "run", "--eval-episodes", "0", "--num-workers", "2", "--total-timesteps", "10000000", *flags]
+    program = [script_path("async_q")] if not patch else ["-c", (
+        f"import sys; sys.path.insert(0, {ALGOS!r}); import async_q as aq\n{patch}\naq.cli({argv!r})")]
+    return subprocess.Popen([sys.executable, *program, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
 
 
 def running_workers(process: subprocess.Popen) -> list[int]:
     wait_for(lambda: os.path.exists("run/episodes.csv") and len(read_episodes("run")) > 5, process)
-    workers = aq.child_pids(process.pid)
+    workers = children_of(process.pid)
     assert len(workers) >= 2  # the two workers (and possibly multiprocessing's resource tracker)
     return workers
 
@@ -175,7 +195,7 @@ def test_killing_the_main_process_takes_the_workers_with_it():
 
 
 def test_a_worker_crash_from_the_command_line_prints_its_error():
-    process = start(env={"ASYNC_Q_CRASH_WORKER_AT": "3"})
+    process = start(patch=CRASH_WORKER_1)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 1
     assert "worker 1 failed" in output and "simulated crash of worker 1" in output
@@ -202,7 +222,7 @@ def test_resume_keeps_each_workers_final_epsilon():
 def test_presets_and_overrides_from_the_command_line():
     args = aq.parse_args(["--method", "n-step-q"])
     assert args.preset == "classic" and args.method == "n-step-q" and args.num_workers == 16
-    args = aq.parse_args(["--preset", "atari", "--num-workers", "8"])
+    args = aq.parse_args(["atari", "--num-workers", "8"])
     assert (args.num_workers, args.async_update, args.target_update, args.rms_eps, args.rms_decay) == (8, 5, 10_000, 0.1, 0.99)
     assert args.epsilon_anneal_steps == 1_000_000 and args.learning_rate == 7e-4 and args.anneal
     assert isinstance(aq.parse_args(["evaluate", "m.pt", "--episodes", "4"]), aq.EvalArgs)
@@ -220,14 +240,15 @@ def test_help_names_the_methods():
         (dict(env_id="Pendulum-v1"), "supports Discrete action spaces only, not Box(-2.0, 2.0, (1,), float32); "
                                      "for continuous actions use ddpg.py, td3.py, sac.py, ppo.py or trpo.py"),
         (dict(env_id="TestMultiBinaryActions-v0"), "supports Discrete action spaces only, not MultiBinary(2)"),
-        (dict(learning_rate=0.0), "--learning-rate must be positive"),
-        (dict(num_workers=0), "--num-workers and --async-update must be positive"),
-        (dict(async_update=0), "--num-workers and --async-update must be positive"),
-        (dict(target_update=0), "--target-update and --epsilon-anneal-steps must be positive"),
-        (dict(epsilon_anneal_steps=0), "--target-update and --epsilon-anneal-steps must be positive"),
+        (dict(learning_rate=0.0), "--learning-rate must be positive, got 0.0"),
+        (dict(num_workers=0), "--num-workers must be positive, got 0"),
+        (dict(async_update=0), "--async-update must be positive, got 0"),
+        (dict(target_update=0), "--target-update must be positive, got 0"),
+        (dict(epsilon_anneal_steps=0), "--epsilon-anneal-steps must be positive, got 0"),
         (dict(gamma=0.0), "--gamma must be in (0, 1]"),
         (dict(rms_decay=1.5), "--rms-decay must be in (0, 1]"),
-        (dict(rms_eps=0.0), "--rms-eps and --adam-eps must be positive"),
+        (dict(rms_eps=0.0), "--rms-eps must be positive, got 0.0"),
+        (dict(adam_eps=0.0), "--adam-eps must be positive, got 0.0"),
         (dict(max_grad_norm=-1.0), "--max-grad-norm must be non-negative"),
         (dict(eval_epsilon=2.0), "--eval-epsilon must be in [0, 1]"),
     ],
@@ -237,4 +258,4 @@ def test_bad_settings_are_refused_before_training(overrides, message):
         aq.main(tiny(**overrides))
     assert message in str(error.value)
     assert not os.path.exists("run")  # nothing was written
-    assert not aq.child_pids(os.getpid())
+    assert not children_of(os.getpid())

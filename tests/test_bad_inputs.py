@@ -84,8 +84,9 @@ def saved_runs(tmp_path_factory):
             cwd = os.getcwd()
             os.chdir(run_dir)  # MuJoCo and wandb write beside the run
             try:
-                train(module, "--env-id", flags.get("env", "CartPole-v1"), *flags["tiny"], "--run-dir", run_dir,
-                      "--eval-episodes", "0", "--checkpoint-every", "1", "--save-model")
+                first = [flags["preset"]] if "preset" in flags else []
+                train(module, *first, "--env-id", flags.get("env", "CartPole-v1"), *flags["tiny"], "--run-dir",
+                      run_dir, "--eval-episodes", "0", "--checkpoint-every", "1", "--save-model")
             finally:
                 os.chdir(cwd)
             runs[name] = run_dir
@@ -150,7 +151,7 @@ def test_a_bad_flag_gets_one_line_and_writes_nothing(script, case, flags, words,
     before = snapshot()
     argv = flags if flags[0] == "evaluate" or "--env-id" in flags else ["--env-id", script_flags["env"], *flags]
     if flags[0] != "evaluate" and "--resume" not in flags:
-        argv = [*argv, "--run-dir", "run"]
+        argv = [*script_flags["first"], *argv, "--run-dir", "run"]
     message, stderr = run_cli_in_process(module, argv, capsys)
     check_one_line(name, message, stderr, words)
     assert snapshot() == before and not os.path.exists("run")

@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy.stats import trim_mean
 
 from benchmark import __main__ as cli
-from benchmark import report
+from benchmark import report, results, stats, tables
 
 
 def make_run(root, name, algo, env_id, seed, early, final, eval_return=None, budget=500_000, last=20):
@@ -35,10 +35,10 @@ def test_final_returns_means_cis_and_ratio(tmp_path):
     for seed, final in zip((1, 2, 3), (100.0, 200.0, 300.0)):
         make_run(tmp_path, f"ppo-{seed}", "ppo", "CartPole-v1", seed, early=1000.0, final=final,
                  eval_return=10.0 * seed)
-    runs = report.load_runs(str(tmp_path))
+    runs = results.load_runs(str(tmp_path))
     assert [r.final(20) for r in runs] == [100.0, 200.0, 300.0]  # the early episodes are left out
     assert runs[0].final(40) == pytest.approx((20 * 1000 + 20 * 100) / 40)
-    (row,) = report.aggregate(runs, 20)
+    (row,) = stats.aggregate(runs, 20)
     assert row["final_mean"] == pytest.approx(200.0)
     # Three seeds: a resample is all the lowest (or all the highest) with probability 1/27 > 2.5%, so the
     # percentile interval runs from the lowest to the highest (a normal interval would be 200 +- 113).
@@ -56,7 +56,7 @@ def test_ci_of_known_samples():
     with K ~ Binomial(n, 1/2), so the 95% percentile interval is that binomial's 2.5% and 97.5% quantiles
     over n. Each quantile carries enough probability (over 2% on either side of the 2.5% point) that the
     10,000 resamples land on it exactly."""
-    intervals = {n: report.bootstrap_ci([0.0, 1.0] * (n // 2)) for n in (10, 20, 40)}
+    intervals = {n: stats.bootstrap_ci([0.0, 1.0] * (n // 2)) for n in (10, 20, 40)}
     assert intervals[10] == pytest.approx((0.20, 0.80))  # K: 2 and 8
     assert intervals[20] == pytest.approx((0.30, 0.70))  # K: 6 and 14
     assert intervals[40] == pytest.approx((0.35, 0.65))  # K: 14 and 26
@@ -64,40 +64,40 @@ def test_ci_of_known_samples():
     widths = {n: high - low for n, (low, high) in intervals.items()}
     assert widths[10] > widths[20] > widths[40] == pytest.approx(widths[10] / 2)
     # Returns of 5 and 15: the same interval moved and stretched as the returns are.
-    assert report.bootstrap_ci([5.0, 15.0] * 10) == pytest.approx((8.0, 12.0))
+    assert stats.bootstrap_ci([5.0, 15.0] * 10) == pytest.approx((8.0, 12.0))
 
     rng = np.random.default_rng(1)
     for n in (3, 5, 10):
         values = rng.normal(50.0, 10.0, size=n)
-        low, high = report.bootstrap_ci(values)
+        low, high = stats.bootstrap_ci(values)
         assert low < values.mean() < high
-    assert report.bootstrap_ci([5.0, 5.0, 5.0]) == (5.0, 5.0)  # identical seeds: a point
-    assert all(math.isnan(x) for x in report.bootstrap_ci([5.0]))
+    assert stats.bootstrap_ci([5.0, 5.0, 5.0]) == (5.0, 5.0)  # identical seeds: a point
+    assert all(math.isnan(x) for x in stats.bootstrap_ci([5.0]))
 
 
 def test_human_normalised_scores_and_iqm(tmp_path):
     # Breakout: random 1.7, human 30.5; Pong: random -20.7, human 14.6 (data/atari_random_human.csv).
-    assert report.human_normalised("BreakoutNoFrameskip-v4", 30.5) == pytest.approx(1.0)
-    assert report.human_normalised("ALE/Breakout-v5", 1.7) == pytest.approx(0.0)
-    assert report.human_normalised("PongNoFrameskip-v4", -3.05) == pytest.approx(0.5)
-    assert report.atari_game("UpNDownNoFrameskip-v4") == "up_n_down"
-    assert report.atari_game("MsPacmanNoFrameskip-v4") == "ms_pacman"
-    assert report.human_normalised("CartPole-v1", 100.0) is None
-    assert report.iqm([0, 1, 2, 3, 4, 5, 6, 100]) == pytest.approx(3.5)  # the middle half: 2, 3, 4, 5
+    assert stats.human_normalised("BreakoutNoFrameskip-v4", 30.5) == pytest.approx(1.0)
+    assert stats.human_normalised("ALE/Breakout-v5", 1.7) == pytest.approx(0.0)
+    assert stats.human_normalised("PongNoFrameskip-v4", -3.05) == pytest.approx(0.5)
+    assert stats.atari_game("UpNDownNoFrameskip-v4") == "up_n_down"
+    assert stats.atari_game("MsPacmanNoFrameskip-v4") == "ms_pacman"
+    assert stats.human_normalised("CartPole-v1", 100.0) is None
+    assert stats.iqm([0, 1, 2, 3, 4, 5, 6, 100]) == pytest.approx(3.5)  # the middle half: 2, 3, 4, 5
 
     scores = {"BreakoutNoFrameskip-v4": (1.7, 30.5, 59.3), "PongNoFrameskip-v4": (-20.7, -3.05, 14.6)}
     for env_id, finals in scores.items():
         for seed, final in enumerate(finals, 1):
             make_run(tmp_path, f"a2c-{env_id}-{seed}", "a2c_atari", env_id, seed, early=0.0, final=final,
                      budget=10_000_000)
-    runs = report.load_runs(str(tmp_path))
-    rows = {r["env_id"]: r for r in report.aggregate(runs, 20)}
+    runs = results.load_runs(str(tmp_path))
+    rows = {r["env_id"]: r for r in stats.aggregate(runs, 20)}
     assert rows["BreakoutNoFrameskip-v4"]["hns"] == pytest.approx(1.0)  # of the mean score 30.5
     assert rows["PongNoFrameskip-v4"]["hns"] == pytest.approx(0.5)
     assert rows["BreakoutNoFrameskip-v4"]["reference"] == 303.0  # PPO's Table 6, A2C column
-    (group,) = report.group_iqms(runs, 20)
+    (group,) = stats.group_iqms(runs, 20)
     per_run = [0.0, 1.0, 2.0, 0.0, 0.5, 1.0]
-    assert group["iqm"] == pytest.approx(stats.trim_mean(per_run, 0.25))
+    assert group["iqm"] == pytest.approx(trim_mean(per_run, 0.25))
     assert group["mean"] == pytest.approx(0.75) and group["median"] == pytest.approx(0.75)
     assert group["iqm_ci"][0] <= group["iqm"] <= group["iqm_ci"][1]
     assert group["tasks"] == 2 and group["scale"] == "human-normalised"
@@ -134,9 +134,9 @@ def test_report_files(tmp_path):
 
 
 def test_curve_is_the_running_mean_of_the_last_episodes():
-    run = report.RunResult("r", "ppo", "CartPole-v1", 1, "", "finished", steps=np.array([10, 20, 30, 40]),
+    run = results.RunResult("r", "ppo", "CartPole-v1", 1, "", "finished", steps=np.array([10, 20, 30, 40]),
                            returns=np.array([1.0, 2.0, 3.0, 4.0]))
-    values = report.curve(run, np.array([5, 10, 25, 40, 100]), last=2)
+    values = stats.curve(run, np.array([5, 10, 25, 40, 100]), last=2)
     assert np.isnan(values[0])
     assert values[1:].tolist() == [1.0, 1.5, 3.5, 3.5]
 
@@ -148,7 +148,7 @@ def test_last_episodes_default_to_the_suites(tmp_path, capsys):
     text = report.main(str(tmp_path), plots=False)
     assert "last 100 training episodes" in text
     expected = (30 * -21.0 + 50 * 19.0) / 80  # all 80 episodes: fewer than 100
-    assert f"| {report.fmt(expected)} |" in text
+    assert f"| {tables.fmt(expected)} |" in text
     assert float(list(csv.DictReader(open(tmp_path / "report" / "runs.csv")))[0]["final_return"]) == expected
 
 

@@ -7,7 +7,7 @@ import json
 import os
 
 from benchmark import __main__ as cli
-from benchmark import sweep
+from benchmark import status
 
 
 def run_suite(out, *argv):
@@ -28,12 +28,12 @@ def test_classic_suite_at_tiny_budget_then_resumed(tmp_path, capsys):
     # Pretend both were interrupted after their last checkpoint: the rerun resumes them with the real scripts.
     for name in names:
         os.remove(out / "runs" / name / "summary.json")
-        assert sweep.plan(str(out / "runs" / name)) == "resume"
+        assert status.next_action(str(out / "runs" / name)) == "resume"
     assert run_suite(out, "--suite", "classic", "--algo", "ppo", "reinforce", "--env", "CartPole-v1",
                      "--budget-scale", "0.01", "--set", "eval_episodes=2") == 0
     for name in names:
-        status = json.loads((out / "runs" / name / "status.json").read_text())
-        assert (status["action"], status["state"], status["attempts"]) == ("resume", "finished", 2)
+        record = json.loads((out / "runs" / name / "status.json").read_text())
+        assert (record["action"], record["state"], record["attempts"]) == ("resume", "finished", 2)
 
     capsys.readouterr()
     assert cli.main(["report", str(out)]) == 0

@@ -16,10 +16,10 @@ import threading
 import time
 
 import pytest
-from benchmark_helpers import calls, install_fake, status
+from benchmark_helpers import calls, install_fake, run_status
 
 from benchmark import __main__ as cli
-from benchmark import common, registry, suites, sweep
+from benchmark import common, execute, plan, progress, registry, status, suites, sweep
 
 ALL_SCRIPTS = ("reinforce", "a2c_atari", "a3c_hogwild", "async_q", "paac", "trpo", "ppo", "ddpg", "td3", "sac")
 
@@ -28,35 +28,41 @@ ALL_SCRIPTS = ("reinforce", "a2c_atari", "a3c_hogwild", "async_q", "paac", "trpo
 
 
 def test_command_from_algo_env_seed_and_overrides():
-    run = sweep.Run("ppo", "Hopper-v5", 3, 1000, (("learning_rate", "1e-4"), ("anneal", "true"),
+    run = plan.Run("ppo", "Hopper-v5", 3, 1000, (("learning_rate", "1e-4"), ("anneal", "true"),
                                                   ("norm_adv", "false"), ("hidden_sizes", "64 64")))
-    command = sweep.build_command(run, "/out/runs/x", threads=2, checkpoint_every=100, python="python")
-    assert command == ["python", "algos/ppo.py", "--preset", "mujoco", "--env-id", "Hopper-v5", "--seed", "3",
+    command = plan.build_command(run, "/out/runs/x", threads=2, checkpoint_every=100, python="python")
+    assert command == ["python", "algos/ppo.py", "mujoco", "--env-id", "Hopper-v5", "--seed", "3",
                        "--total-timesteps", "1000", "--run-dir", "/out/runs/x", "--threads", "2",
                        "--checkpoint-every", "100", "--learning-rate", "1e-4", "--anneal", "--no-norm-adv",
                        "--hidden-sizes", "64", "64"]
-    resumed = sweep.build_command(run, "/out/runs/x", threads=2, checkpoint_every=100, resume=True, python="python")
+    resumed = plan.build_command(run, "/out/runs/x", threads=2, checkpoint_every=100, resume=True, python="python")
     assert resumed == command + ["--resume", "/out/runs/x"]
 
 
 def test_presets_by_env_family_and_variants():
     def command(config, env):
-        return sweep.build_command(sweep.Run(config, env, 1), "d", python="python")
+        return plan.build_command(plan.Run(config, env, 1), "d", python="python")
 
-    assert command("ppo", "CartPole-v1")[1:4] == ["algos/ppo.py", "--preset", "classic"]
-    assert command("ppo", "BreakoutNoFrameskip-v4")[2:4] == ["--preset", "atari"]
-    assert command("a2c_atari", "MinAtar/Breakout-v1")[2:4] == ["--preset", "minatar"]
-    assert "--preset" not in command("reinforce", "CartPole-v1")  # reinforce.py has no presets
+    # The preset is the command's first word (a subcommand of the script), never a --preset flag.
+    assert command("ppo", "CartPole-v1")[1:4] == ["algos/ppo.py", "classic", "--env-id"]
+    assert command("ppo", "BreakoutNoFrameskip-v4")[2] == "atari"
+    assert command("a2c_atari", "MinAtar/Breakout-v1")[2] == "minatar"
+    assert command("trpo", "Pendulum-v1")[2] == "classic"  # trpo.py's first preset is mujoco
+    assert not any(arg.startswith("--preset") for config, env in (("ppo", "Hopper-v5"), ("ddpg", "Hopper-v5"))
+                   for arg in command(config, env))
+    # reinforce.py's one preset (classic) is its default: the command starts with a flag.
+    assert command("reinforce", "CartPole-v1")[2] == "--env-id"
     assert command("reinforce:baseline", "CartPole-v1")[-1] == "--baseline"
     assert command("paac:nature", "PongNoFrameskip-v4")[-2:] == ["--arch", "nature"]
     assert command("a3c_hogwild:lstm", "PongNoFrameskip-v4")[-1] == "--lstm"
     assert command("ppo:adaptive-kl-0.01", "Hopper-v5")[-4:] == ["--surrogate", "adaptive-kl", "--kl-target", "0.01"]
     # A variant's preset replaces the family's; --set preset=... replaces both.
     lillicrap = registry.SCRIPTS["ddpg"].variants["lillicrap"].preset
-    assert command("ddpg:lillicrap", "Hopper-v5")[2:4] == ["--preset", lillicrap]
-    run = sweep.Run("ppo", "Hopper-v5", 1, overrides=(("preset", "classic"),))
-    assert sweep.build_command(run, "d", python="python").count("--preset") == 1
-    assert sweep.build_command(run, "d", python="python")[2:4] == ["--preset", "classic"]
+    assert command("ddpg:lillicrap", "Hopper-v5")[2:4] == [lillicrap, "--env-id"]
+    assert command("ddpg:our-ddpg", "Hopper-v5")[2] == "our-ddpg"
+    run = plan.Run("ppo", "Hopper-v5", 1, overrides=(("preset", "classic"),))
+    assert plan.build_command(run, "d", python="python")[2:4] == ["classic", "--env-id"]
+    assert "mujoco" not in plan.build_command(run, "d", python="python")
     # No budget given: the script's own default, so no flag.
     assert "--total-timesteps" not in command("ppo", "CartPole-v1")
 
@@ -68,18 +74,18 @@ def test_env_families():
 
 
 def test_overrides_and_expansion():
-    assert sweep.parse_overrides(["learning-rate=3e-4", "anneal", "exp_name=a=b"]) == \
+    assert plan.parse_overrides(["learning-rate=3e-4", "anneal", "exp_name=a=b"]) == \
         (("learning_rate", "3e-4"), ("anneal", None), ("exp_name", "a=b"))
     with pytest.raises(ValueError):
-        sweep.parse_overrides(["=3"])
-    runs = sweep.expand(["ppo", "td3"], ["CartPole-v1", "Hopper-v5"], [1, 2])
+        plan.parse_overrides(["=3"])
+    runs = plan.expand(["ppo", "td3"], ["CartPole-v1", "Hopper-v5"], [1, 2])
     assert [(r.config, r.env_id, r.seed) for r in runs][:3] == [("ppo", "CartPole-v1", 1), ("ppo", "CartPole-v1", 2),
                                                                 ("ppo", "Hopper-v5", 1)]
     assert len(runs) == 8 and len({r.name for r in runs}) == 8
     with pytest.raises(ValueError, match="unknown algorithm 'dqn'"):
-        sweep.expand(["dqn"], ["CartPole-v1"], [1])
+        plan.expand(["dqn"], ["CartPole-v1"], [1])
     with pytest.raises(ValueError, match="variants of paac: paac:nips, paac:nature"):
-        sweep.expand(["paac:big"], ["PongNoFrameskip-v4"], [1])
+        plan.expand(["paac:big"], ["PongNoFrameskip-v4"], [1])
 
 
 # --- suites ----------------------------------------------------------------------------------------------
@@ -117,10 +123,10 @@ def test_every_suite_dry_runs(name, tmp_path, capsys):
 
 
 def test_suite_selection_and_references(capsys):
-    runs = sweep.suite_runs(suites.PPO_TABLE6, 0.001, seeds=[7], configs=["ppo"], envs=["PongNoFrameskip-v4"])
+    runs = plan.suite_runs(suites.PPO_TABLE6, 0.001, seeds=[7], configs=["ppo"], envs=["PongNoFrameskip-v4"])
     assert [(r.config, r.env_id, r.seed, r.total_timesteps, r.reference) for r in runs] == \
         [("ppo", "PongNoFrameskip-v4", 7, 10_000, 20.7)]
-    assert len(sweep.suite_runs(suites.PPO_TABLE1, configs=["ppo"])) == len(suites.PPO_TABLE1.entries) * 3
+    assert len(plan.suite_runs(suites.PPO_TABLE1, configs=["ppo"])) == len(suites.PPO_TABLE1.entries) * 3
     # A plain run with a suite's config, env and budget carries that suite's number.
     assert cli.main(["run", "--algo", "ppo", "--env", "CartPole-v1", "--seeds", "1", "--total-timesteps",
                      "500000", "--dry-run"]) == 0
@@ -156,7 +162,7 @@ def test_slurm_array_script(capsys, tmp_path):
 def test_index_runs_one_run_of_the_sweep(monkeypatch, tmp_path):
     install_fake(monkeypatch, tmp_path)
     out = tmp_path / "sweep"
-    runs = sweep.expand(["fake"], ["CartPole-v1"], [1, 2, 3], 100)
+    runs = plan.expand(["fake"], ["CartPole-v1"], [1, 2, 3], 100)
     assert run_sweep(runs, out, only=[1])[0] == 0
     assert [c["run"] for c in calls(out)] == [runs[1].name]
     assert len(json.loads((out / "sweep.json").read_text())["runs"]) == 3  # the report still sees the whole sweep
@@ -183,7 +189,7 @@ def run_sweep(runs, out, **kwargs):
 def test_sweep_runs_every_run_then_skips_finished_ones(monkeypatch, tmp_path):
     install_fake(monkeypatch, tmp_path)
     out = tmp_path / "sweep"
-    runs = sweep.expand(["fake"], ["CartPole-v1", "Acrobot-v1"], [1, 2], total_timesteps=100)
+    runs = plan.expand(["fake"], ["CartPole-v1", "Acrobot-v1"], [1, 2], total_timesteps=100)
     code, text = run_sweep(runs, out, workers=2)
     assert code == 0, text
     assert "4/4 runs finished" in text
@@ -193,7 +199,7 @@ def test_sweep_runs_every_run_then_skips_finished_ones(monkeypatch, tmp_path):
         run_dir = out / "runs" / run.name
         assert (run_dir / "summary.json").exists() and (run_dir / "episodes.csv").exists()
         assert "fake script starting" in (run_dir / "run.log").read_text()
-        assert status(out, run.name)["state"] == "finished"
+        assert run_status(out, run.name)["state"] == "finished"
     assert json.loads((out / "sweep.json").read_text())["runs"][0]["name"] == runs[0].name
 
     code, text = run_sweep(runs, out, workers=2)
@@ -202,17 +208,28 @@ def test_sweep_runs_every_run_then_skips_finished_ones(monkeypatch, tmp_path):
     assert "note:" not in text
 
     # Same runs at another budget: still finished, and the sweep says so.
-    code, text = run_sweep(sweep.expand(["fake"], ["CartPole-v1"], [1], total_timesteps=200), out)
+    code, text = run_sweep(plan.expand(["fake"], ["CartPole-v1"], [1], total_timesteps=200), out)
     assert code == 0 and len(calls(out)) == 4
     assert "note: fake__CartPole-v1__1 finished with --total-timesteps 100, not 200" in text
 
 
+def test_the_preset_reaches_the_script_as_its_first_word(monkeypatch, tmp_path):
+    install_fake(monkeypatch, tmp_path)  # its atari preset: "atari"; other families get none
+    out = tmp_path / "sweep"
+    assert run_sweep(plan.expand(["fake"], ["PongNoFrameskip-v4", "CartPole-v1"], [1], 100), out)[0] == 0
+    argv = {c["run"]: c["argv"] for c in calls(out)}
+    assert argv["fake__PongNoFrameskip-v4__1"][:2] == ["atari", "--env-id"]
+    assert argv["fake__CartPole-v1__1"][0] == "--env-id"
+    summary = json.loads((out / "runs" / "fake__PongNoFrameskip-v4__1" / "summary.json").read_text())
+    assert summary["args"]["preset"] == "atari"
+
+
 def test_each_run_gets_its_share_of_threads(monkeypatch, tmp_path):
     install_fake(monkeypatch, tmp_path)
-    cores = sweep.core_count()
+    cores = execute.core_count()
     for workers in (1, 2):
         out = tmp_path / f"sweep{workers}"
-        assert run_sweep(sweep.expand(["fake"], ["CartPole-v1"], [1], 100), out, workers=workers)[0] == 0
+        assert run_sweep(plan.expand(["fake"], ["CartPole-v1"], [1], 100), out, workers=workers)[0] == 0
         (call,) = calls(out)
         share = str(max(1, cores // workers))
         assert call["omp"] == share
@@ -222,11 +239,11 @@ def test_each_run_gets_its_share_of_threads(monkeypatch, tmp_path):
 def test_interrupted_run_resumes_from_its_checkpoint(monkeypatch, tmp_path):
     install_fake(monkeypatch, tmp_path)
     out = tmp_path / "sweep"
-    runs = sweep.expand(["fake"], ["CartPole-v1"], [1], 200, overrides=(("mode", "interrupt-once"),))
+    runs = plan.expand(["fake"], ["CartPole-v1"], [1], 200, overrides=(("mode", "interrupt-once"),))
     code, text = run_sweep(runs, out, checkpoint_fraction=0.1)
     assert code == 1  # not finished yet
     assert "interrupted" in text
-    assert status(out, runs[0].name)["state"] == "interrupted"
+    assert run_status(out, runs[0].name)["state"] == "interrupted"
 
     code, text = run_sweep(runs, out)
     assert code == 0, text
@@ -235,14 +252,14 @@ def test_interrupted_run_resumes_from_its_checkpoint(monkeypatch, tmp_path):
     assert second["argv"][-2:] == ["--resume", str(out / "runs" / runs[0].name)]
     rows = (out / "runs" / runs[0].name / "episodes.csv").read_text().splitlines()
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(10, 201, 10))  # no gap, no duplicate
-    assert status(out, runs[0].name)["attempts"] == 2 and status(out, runs[0].name)["action"] == "resume"
+    assert run_status(out, runs[0].name)["attempts"] == 2 and run_status(out, runs[0].name)["action"] == "resume"
 
 
 def test_failed_run_is_reported_and_the_rest_finish(monkeypatch, tmp_path):
     install_fake(monkeypatch, tmp_path)
     monkeypatch.setitem(registry.SCRIPTS, "missing", registry.Script("algos/no_such_script.py"))
     out = tmp_path / "sweep"
-    runs = sweep.expand(["fake:failing", "fake", "missing"], ["CartPole-v1"], [1], 100)
+    runs = plan.expand(["fake:failing", "fake", "missing"], ["CartPole-v1"], [1], 100)
     code, text = run_sweep(runs, out, workers=2)
     assert code == 1
     assert "2 run(s) did not finish" in text
@@ -251,14 +268,14 @@ def test_failed_run_is_reported_and_the_rest_finish(monkeypatch, tmp_path):
     assert fail_line.split()[1:3] == ["3", "failed"]
     assert "boom: a deliberate failure" in table
     assert "no_such_script.py" in table  # a script that does not exist is a failed run, not a crash
-    assert status(out, "fake__CartPole-v1__1")["state"] == "finished"
-    assert status(out, "fake-failing__CartPole-v1__1")["returncode"] == 3
+    assert run_status(out, "fake__CartPole-v1__1")["state"] == "finished"
+    assert run_status(out, "fake-failing__CartPole-v1__1")["returncode"] == 3
 
     # A rerun retries the failed runs only, from scratch.
     code, text = run_sweep(runs, out, workers=2)
     assert code == 1 and "1 finished already" in text
     assert [c["run"] for c in calls(out)].count("fake__CartPole-v1__1") == 1
-    assert status(out, "fake-failing__CartPole-v1__1")["attempts"] == 2
+    assert run_status(out, "fake-failing__CartPole-v1__1")["attempts"] == 2
     assert (out / "runs" / "fake-failing__CartPole-v1__1" / "run.log").read_text().count("boom") == 2
 
 
@@ -266,11 +283,11 @@ def test_failed_run_with_checkpoint_restarts_fresh(monkeypatch, tmp_path):
     """A run that crashed after a checkpoint (a NaN stop) is rerun from scratch, not resumed into the crash."""
     install_fake(monkeypatch, tmp_path)
     out = tmp_path / "sweep"
-    runs = sweep.expand(["fake"], ["CartPole-v1"], [1], 100, overrides=(("mode", "nan"),))
+    runs = plan.expand(["fake"], ["CartPole-v1"], [1], 100, overrides=(("mode", "nan"),))
     assert run_sweep(runs, out)[0] == 1
     run_dir = out / "runs" / runs[0].name
-    assert (run_dir / "checkpoint.pt").exists() and status(out, runs[0].name)["state"] == "failed"
-    assert sweep.plan(str(run_dir)) == "fresh"
+    assert (run_dir / "checkpoint.pt").exists() and run_status(out, runs[0].name)["state"] == "failed"
+    assert status.next_action(str(run_dir)) == "fresh"
     run_sweep(runs, out)
     assert "--resume" not in calls(out)[1]["argv"]
 
@@ -278,24 +295,24 @@ def test_failed_run_with_checkpoint_restarts_fresh(monkeypatch, tmp_path):
 def test_plan_and_classify(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    assert sweep.plan(str(run_dir)) == "fresh"
+    assert status.next_action(str(run_dir)) == "fresh"
     (run_dir / "checkpoint.pt").write_text("{}")
-    assert sweep.plan(str(run_dir)) == "resume"  # killed with the sweep: no status of failure
-    assert sweep.classify(str(run_dir), -9) == "interrupted"  # SIGKILL after a checkpoint: resumable
-    assert sweep.classify(str(run_dir), 1) == "failed"
+    assert status.next_action(str(run_dir)) == "resume"  # killed with the sweep: no status of failure
+    assert status.classify(str(run_dir), -9) == "interrupted"  # SIGKILL after a checkpoint: resumable
+    assert status.classify(str(run_dir), 1) == "failed"
     (run_dir / "summary.json").write_text('{"interrupted": true}')
-    assert sweep.plan(str(run_dir)) == "resume"
+    assert status.next_action(str(run_dir)) == "resume"
     (run_dir / "summary.json").write_text('{"total_steps": 10}')
-    assert sweep.plan(str(run_dir)) == "skip" and sweep.classify(str(run_dir), 0) == "finished"
+    assert status.next_action(str(run_dir)) == "skip" and status.classify(str(run_dir), 0) == "finished"
     (run_dir / "summary.json").write_text('{"total_st')  # half a file is not a finished run
-    assert sweep.plan(str(run_dir)) == "resume"
+    assert status.next_action(str(run_dir)) == "resume"
     # A status saying running with a live pid is no owner (that pid may be reused): only the lock is.
     running = {"state": "running", "host": os.uname().nodename, "pid": os.getpid()}
-    sweep.write_json(str(run_dir / "status.json"), running)
-    assert sweep.plan(str(run_dir)) == "resume"
+    common.write_json(str(run_dir / "status.json"), running)
+    assert status.next_action(str(run_dir)) == "resume"
     with hold_lock(run_dir):
-        assert sweep.plan(str(run_dir)) == "busy"  # another process is running it
-    assert sweep.plan(str(run_dir)) == "resume"
+        assert status.next_action(str(run_dir)) == "busy"  # another process is running it
+    assert status.next_action(str(run_dir)) == "resume"
 
 
 def hold_lock(run_dir):
@@ -308,7 +325,7 @@ def hold_lock(run_dir):
 def test_a_run_held_by_another_process_is_left_alone(monkeypatch, tmp_path):
     install_fake(monkeypatch, tmp_path)
     out = tmp_path / "sweep"
-    runs = sweep.expand(["fake"], ["CartPole-v1"], [1, 2], 100)
+    runs = plan.expand(["fake"], ["CartPole-v1"], [1, 2], 100)
     held = out / "runs" / runs[0].name
     held.mkdir(parents=True)
     (held / "episodes.csv").write_text("written by the process running it\n")
@@ -326,13 +343,13 @@ def test_a_run_finished_after_the_plan_is_never_emptied_or_run_again(monkeypatch
     decision is taken again under the run's lock, so the finished run is kept as it is."""
     install_fake(monkeypatch, tmp_path)
     out = tmp_path / "sweep"
-    runs = sweep.expand(["fake"], ["CartPole-v1"], [1], 100)
+    runs = plan.expand(["fake"], ["CartPole-v1"], [1], 100)
     assert run_sweep(runs, out)[0] == 0
     run_dir = out / "runs" / runs[0].name
     files = {name: (run_dir / name).read_bytes() for name in os.listdir(run_dir)}
-    plan = sweep.plan
-    monkeypatch.setattr(sweep, "plan", lambda run_dir, holding_lock=False:
-                        "fresh" if not holding_lock else plan(run_dir, holding_lock))  # the plan before it finished
+    next_action = status.next_action
+    monkeypatch.setattr(status, "next_action", lambda run_dir, holding_lock=False:  # the plan before it finished
+                        "fresh" if not holding_lock else next_action(run_dir, holding_lock))
     code, text = run_sweep(runs, out)
     assert code == 0 and "1/1 runs finished" in text and "finished elsewhere" in text
     assert len(calls(out)) == 1
@@ -342,11 +359,11 @@ def test_a_run_finished_after_the_plan_is_never_emptied_or_run_again(monkeypatch
 def test_sweeps_merge_their_runs_into_sweep_json_one_at_a_time(tmp_path):
     """Two sweeps starting together on one OUT: the second waits for the first to write sweep.json, so
     neither's runs are lost from it (the report lists the runs of sweep.json)."""
-    sweep.record_sweep(str(tmp_path), sweep.expand(["ppo"], ["CartPole-v1"], [1]), None)
+    status.record_sweep(str(tmp_path), plan.expand(["ppo"], ["CartPole-v1"], [1]), None)
     with open(tmp_path / "sweep.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the first sweep, between reading and writing sweep.json
-        second = threading.Thread(target=sweep.record_sweep,
-                                  args=(str(tmp_path), sweep.expand(["ppo"], ["CartPole-v1"], [2]), "classic"))
+        second = threading.Thread(target=status.record_sweep,
+                                  args=(str(tmp_path), plan.expand(["ppo"], ["CartPole-v1"], [2]), "classic"))
         second.start()
         second.join(timeout=0.5)
         assert second.is_alive()  # waiting, not writing over the first
@@ -356,12 +373,12 @@ def test_sweeps_merge_their_runs_into_sweep_json_one_at_a_time(tmp_path):
 
 
 def test_progress_line_and_eta():
-    display = sweep.Display(total=5, workers=2, stream=io.StringIO())
-    ppo, a2c = sweep.Run("ppo", "CartPole-v1", 1, 2000), sweep.Run("a2c_atari", "CartPole-v1", 1, 4000)
+    display = progress.Display(total=5, workers=2, stream=io.StringIO())
+    ppo, a2c = plan.Run("ppo", "CartPole-v1", 1, 2000), plan.Run("a2c_atari", "CartPole-v1", 1, 4000)
     assert display.eta([(ppo, "fresh")], {}) is None  # nothing finished yet: unknown
     display.finished += [("ppo", 1000, 10.0), ("a2c_atari", 4000, 4.0)]
     assert display.estimate(ppo) == pytest.approx(20.0)  # ppo's own rate, 10 ms a step
-    assert display.estimate(sweep.Run("td3", "Hopper-v5", 1, 5000)) == pytest.approx(5000 * 14.0 / 5000)
+    assert display.estimate(plan.Run("td3", "Hopper-v5", 1, 5000)) == pytest.approx(5000 * 14.0 / 5000)
     running = {"a2c": {"run": a2c, "started": time.time() - 1.0}}  # 3 s of its 4 left
     assert display.eta([(ppo, "fresh")], running) == pytest.approx((20.0 + 3.0) / 2, abs=0.1)
     line = display.line(2, running, 1, [(ppo, "fresh")])
@@ -386,7 +403,7 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path):
 def test_sweep_leaves_no_temporary_files(monkeypatch, tmp_path):
     install_fake(monkeypatch, tmp_path)
     out = tmp_path / "sweep"
-    run_sweep(sweep.expand(["fake", "fake:failing"], ["CartPole-v1"], [1, 2], 100), out, workers=2)
+    run_sweep(plan.expand(["fake", "fake:failing"], ["CartPole-v1"], [1, 2], 100), out, workers=2)
     files = [os.path.join(p, f) for p, _, names in os.walk(out) for f in names]
     assert not [f for f in files if ".tmp" in os.path.basename(f)]
     for f in files:
@@ -399,9 +416,9 @@ import os, sys, time
 sys.path[:0] = [{tests!r}, {root!r}]
 import pytest
 from benchmark_helpers import install_fake
-from benchmark import sweep
+from benchmark import plan, sweep
 install_fake(pytest.MonkeyPatch(), __import__("pathlib").Path({tmp!r}))
-runs = sweep.expand(["fake"], {envs!r}, {seeds!r}, {steps}, (("mode", {mode!r}),))
+runs = plan.expand(["fake"], {envs!r}, {seeds!r}, {steps}, (("mode", {mode!r}),))
 open(os.path.join({tmp!r}, f"ready-{{os.getpid()}}"), "w").close()
 while sum(name.startswith("ready-") for name in os.listdir({tmp!r})) < {together}:
     time.sleep(0.01)
@@ -439,7 +456,7 @@ def test_ctrl_c_stops_the_sweep_and_a_rerun_resumes(tmp_path):
     started = [c["run"] for c in calls(out)]
     assert len(started) == 2
     for name in started:
-        assert status(out, name)["state"] == "interrupted"
+        assert run_status(out, name)["state"] == "interrupted"
         assert (out / "runs" / name / "checkpoint.pt").exists()
 
     (out / "slow").unlink()
@@ -466,7 +483,7 @@ def test_two_sweeps_on_one_out_run_each_run_once(tmp_path):
     names = [c["run"] for c in calls(out)]
     assert len(set(names)) == 4 and collections.Counter(names).most_common(1)[0][1] == 1, names
     for name in set(names):
-        assert status(out, name)["state"] == "finished" and status(out, name)["attempts"] == 1
+        assert run_status(out, name)["state"] == "finished" and run_status(out, name)["attempts"] == 1
         rows = (out / "runs" / name / "episodes.csv").read_text().splitlines()
         assert len(rows) == 11  # one header, ten episodes: written once, not twice over each other
 
@@ -488,15 +505,15 @@ def test_a_killed_sweep_is_picked_up_by_a_rerun_right_after(tmp_path):
         name = "fake__CartPole-v1__1"
         deadline = time.time() + 60
         status_path = str(out / "runs" / name / "status.json")
-        while not calls(out) or not (sweep.read_json(status_path) or {}).get("pid"):  # the run has started
+        while not calls(out) or not (common.read_json(status_path) or {}).get("pid"):  # the run has started
             assert time.time() < deadline and process.poll() is None
             time.sleep(0.05)
-        run_pid = status(out, name)["pid"]
+        run_pid = run_status(out, name)["pid"]
         process.kill()
         process.wait()
         os.kill(run_pid, signal.SIGKILL)
         os.waitid(os.P_PID, run_pid, os.WEXITED | os.WNOWAIT)  # dead, and left unreaped
-        assert status(out, name)["state"] == "running"
+        assert run_status(out, name)["state"] == "running"
 
         (out / "slow").unlink()
         rerun = subprocess.run(driver, capture_output=True, text=True, timeout=120)
@@ -504,7 +521,7 @@ def test_a_killed_sweep_is_picked_up_by_a_rerun_right_after(tmp_path):
         # Not taken for a live owner (the message before the lock: "still running in another sweep").
         assert "still running" not in rerun.stdout and "elsewhere" not in rerun.stdout
         assert [c["run"] for c in calls(out)] == [name, name]
-        assert status(out, name)["state"] == "finished" and status(out, name)["attempts"] == 2
+        assert run_status(out, name)["state"] == "finished" and run_status(out, name)["attempts"] == 2
     finally:
         if run_pid:
             try:

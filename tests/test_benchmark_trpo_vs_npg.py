@@ -29,6 +29,7 @@ def test_dry_run_prints_one_command_per_variant_and_seed(capsys):
     assert trpo_vs_npg.main(["--dry-run", "--seeds", "4", "5", "--cg-damping", "0.001"]) == []
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and sum("--no-line-search" in line for line in lines) == 2
+    assert all(line.split()[1:3] == ["algos/trpo.py", "mujoco"] for line in lines)  # the preset: the first word
     assert all("--seed 4" in line for line in lines[:2]) and all("--env-id Hopper-v5" in line for line in lines)
     assert all("--cg-damping 0.001" in line and "--max-kl 0.01" in line for line in lines)
 

@@ -1,6 +1,6 @@
-"""ddpg.py's math against hand-worked values: Ornstein-Uhlenbeck noise, the Polyak update, the TD target,
-the paper's critic (action at the second layer) and initialisation, one whole update as main runs it, and
-the replay buffer, including the transitions a real run stores at an episode's end."""
+"""ddpg.py's math against hand-worked values: Ornstein-Uhlenbeck noise, the TD target, the paper's critic
+(action at the second layer) and initialisation, and one whole update as main runs it. The replay kit
+(buffer, Polyak update, what a run stores at an episode's end) is tested in test_off_policy_checkpoints.py."""
 
 import copy
 import dataclasses
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ddpg
-from helpers import assert_targets_moved_by_tau, parameters  # helpers also registers TestCounter*-v0
+from helpers import assert_targets_moved_by_tau, parameters
 
 
 def test_ou_step_by_hand():
@@ -33,16 +33,6 @@ def test_ou_noise_statistics():
     assert samples.var().item() == pytest.approx(0.04 / (1 - 0.85**2), rel=0.03)
     lag1 = (samples[1:] * samples[:-1]).mean() / samples.var()
     assert lag1.item() == pytest.approx(0.85, abs=0.01)
-
-
-def test_polyak_update_at_tau_0_and_1():
-    source, target = [torch.tensor([1.0, 2.0])], [torch.tensor([5.0, -2.0])]
-    ddpg.polyak_update(target, source, 0.0)
-    assert target[0].tolist() == [5.0, -2.0]
-    ddpg.polyak_update(target, source, 0.001)
-    assert target[0].tolist() == pytest.approx([5.0 - 0.004, -2.0 + 0.004])
-    ddpg.polyak_update(target, source, 1.0)
-    assert target[0].tolist() == [1.0, 2.0]
 
 
 def test_td_target_and_losses():
@@ -76,40 +66,6 @@ def test_the_actor_loss_leaves_the_critic_without_gradients():
     assert action.grad.abs().sum() > 0 and all(p.grad is None for p in critic.parameters())
 
 
-def test_replay_buffer_wraps_and_samples_only_filled_slots():
-    torch.manual_seed(0)
-    buffer = ddpg.ReplayBuffer(capacity=4, obs_dim=1, act_dim=1, device=torch.device("cpu"))
-    for value in range(1, 7):  # 6 transitions into 4 slots: 5, 6, 3, 4
-        v = float(value)
-        buffer.add(torch.tensor([[v]]), torch.tensor([[v]]), torch.tensor([v]), torch.tensor([[v + 0.5]]),
-                   torch.tensor([0.0]))
-    assert buffer.rewards.tolist() == [5.0, 6.0, 3.0, 4.0] and (buffer.pos, buffer.size) == (2, 4)
-    partial = ddpg.ReplayBuffer(capacity=50, obs_dim=1, act_dim=1, device=torch.device("cpu"))
-    partial.add(torch.tensor([[1.0]]), torch.tensor([[1.0]]), torch.tensor([1.0]), torch.tensor([[2.0]]),
-                torch.tensor([1.0]))
-    obs, actions, rewards, next_obs, terminated = partial.sample(100)
-    assert rewards.eq(1.0).all() and next_obs.eq(2.0).all() and terminated.eq(1.0).all()
-    # The saved state holds the one filled row and only its bytes: torch.save writes a tensor's whole
-    # storage, so a view of the first row would write all 50 slots.
-    state = partial.state_dict()
-    for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
-        assert len(state[name]) == 1 and state[name].untyped_storage().nbytes() == state[name].numel() * 4
-
-
-@pytest.mark.parametrize("env_id, terminate", [("TestCounterTerminates-v0", True),
-                                               ("TestCounterTruncated-v0", False)])
-def test_a_run_stores_the_true_final_observation_and_only_termination_as_terminal(env_id, terminate):
-    # Three steps of a real run, saved in its checkpoint: 0 -> 1, 1 -> 2 (the episode's end: terminated, or
-    # truncated by the time limit), then the new episode's 0 -> 1.
-    ddpg.main(dataclasses.replace(ddpg.Args(), env_id=env_id, total_timesteps=3, learning_starts=10, hidden_sizes=(8,),
-                                  critic_action_layer=1, checkpoint_every=3, eval_episodes=0, eval_every=0,
-                                  run_dir="run"))
-    buffer = torch.load("run/checkpoint.pt", weights_only=True)["buffer"]
-    assert buffer["obs"][:, 0].tolist() == [0.0, 1.0, 0.0]
-    assert buffer["next_obs"][:, 0].tolist() == [1.0, 2.0, 1.0]  # 2.0, not the reset observation 0.0
-    assert buffer["terminated"].tolist() == [0.0, 1.0 if terminate else 0.0, 0.0]
-
-
 # --- one update, as main runs it -----------------------------------------------------------------------
 
 
@@ -132,10 +88,12 @@ def test_one_update_by_hand():
     actor_before = copy.deepcopy(agent.actor)
     targets_before = {name: parameters(getattr(agent, name)) for name in ("actor_target", "critic_target")}
 
-    metrics = ddpg.update(agent, actor_optimizer, critic_optimizer, (obs, actions, rewards, next_obs, terminated), args)
+    batch = ddpg.Batch(obs, actions, rewards, next_obs, terminated)
+    metrics = ddpg.update(agent, actor_optimizer, critic_optimizer, batch, args)
     assert metrics["qf_loss"].item() == pytest.approx(expected_critic_loss.item(), rel=1e-5)
     with torch.no_grad():
         expected_actor_loss = -agent.critic(obs, actor_before(obs)).mean()
     assert metrics["actor_loss"].item() == pytest.approx(expected_actor_loss.item(), rel=1e-5)
+    assert metrics["loss"].item() == pytest.approx((metrics["qf_loss"] + metrics["actor_loss"]).item())
     assert not all(torch.equal(a, b) for a, b in zip(parameters(actor_before), parameters(agent.actor)))
     assert_targets_moved_by_tau(agent, targets_before, tau=0.25)

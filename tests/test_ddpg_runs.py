@@ -1,15 +1,13 @@
-"""ddpg.py end to end with tiny budgets: real MuJoCo, both presets and both kinds of noise, the replay buffer
-across a kill and a resume, and the refusal of bad input. The run contract shared by every script is in
-test_run_contract.py."""
+"""ddpg.py end to end with tiny budgets: real MuJoCo, both presets and both kinds of noise, and the refusal of
+bad input. The run contract shared by every script is in test_run_contract.py, the replay buffer across a
+kill and a resume in test_off_policy_checkpoints.py."""
 
 import dataclasses
 import os
 
 import pytest
-import torch
 
 import ddpg
-from helpers import read_episodes, start_run, wait_for
 
 
 def tiny(preset: str = "paper", **overrides) -> ddpg.Args:
@@ -24,25 +22,8 @@ def test_hopper_smoke_with_each_preset_prints_the_buffer_memory(preset, capsys):
     summary = ddpg.main(tiny(preset, env_id="Hopper-v5", total_timesteps=300, eval_episodes=1))
     assert summary["total_steps"] == 300 and summary["buffer_size"] == 300 and summary["learning_sps"] > 0
     assert summary["eval"]["episodes"] == 1
-    assert "108 bytes a transition of Hopper-v5; 1M transitions take 103 MiB" in capsys.readouterr().out
-
-
-def test_a_killed_run_resumes_with_its_replay_buffer_and_continues_the_step_count():
-    flags = ["--env-id", "Pendulum-v1", "--total-timesteps", "1500", "--learning-starts", "100", "--hidden-sizes",
-             "32", "32", "--batch-size", "32", "--checkpoint-every", "500", "--eval-every", "0"]
-    process = start_run("ddpg", *flags)
-    wait_for(lambda: os.path.exists("run/checkpoint.pt") and len(read_episodes("run")) >= 3, process, timeout=300)
-    process.kill()
-    process.wait()
-    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
-    saved_step, saved_buffer = checkpoint["global_step"], checkpoint["buffer"]
-    assert saved_step in (500, 1000) and saved_buffer["size"] == saved_step
-
-    summary = ddpg.main(ddpg.parse_args(["--resume", "run"]))
-    assert summary["total_steps"] == 1500 and summary["buffer_size"] == 1500
-    final = torch.load("run/checkpoint.pt", weights_only=True)
-    assert final["updates"] == 1500 - 100
-    assert torch.equal(final["buffer"]["obs"][:saved_step], saved_buffer["obs"])
+    out = capsys.readouterr().out
+    assert "108 bytes a transition of Hopper-v5" in out and "1M transitions take 103 MiB; this run's 300 take" in out
 
 
 def test_presets_and_overrides_from_the_command_line():
@@ -51,8 +32,8 @@ def test_presets_and_overrides_from_the_command_line():
     assert (args.learning_rate, args.actor_learning_rate, args.critic_weight_decay) == (1e-3, 1e-4, 1e-2)
     assert (args.tau, args.batch_size, args.exploration, args.exploration_noise, args.ou_theta) == (0.001, 64, "ou", 0.2, 0.15)
     assert args.final_layer_init == 3e-3
-    args = ddpg.parse_args(["--preset", "our-ddpg", "--tau", "0.01"])
-    assert args.critic_action_layer == 1 and args.actor_learning_rate == 1e-3 and args.critic_weight_decay == 0
+    args = ddpg.parse_args(["our-ddpg", "--tau", "0.01"])
+    assert args.preset == "our-ddpg" and args.critic_action_layer == 1 and args.actor_learning_rate == 1e-3 and args.critic_weight_decay == 0
     assert (args.tau, args.batch_size, args.exploration, args.exploration_noise) == (0.01, 100, "gaussian", 0.1)
     assert args.final_layer_init is None and args.learning_starts == 1_000
 

@@ -21,6 +21,7 @@ FAMILIES = {
     "gae": {"ppo", "trpo"},
     "replay": {"td3", "ddpg", "sac"},
     "hogwild": {"a3c_hogwild", "async_q"},
+    "a2c": {"a2c_atari", "paac"},
 }
 
 

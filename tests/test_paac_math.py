@@ -1,6 +1,8 @@
 """The math of algos/paac.py against values worked out by hand, and its EnvPool adapter against a
 scripted stand-in for EnvPool."""
 
+import copy
+import dataclasses
 import math
 
 import gymnasium as gym
@@ -87,6 +89,42 @@ def test_both_architectures_of_table_1():
     assert paac.Agent(gym.spaces.Box(-1, 1, (4,)), actions).get_value(torch.zeros(5, 4)).shape == (5,)
 
 
+def test_the_update_on_the_acting_graph_equals_one_on_the_observations_run_again():
+    # paac.py's update differentiates the logits and values the network gave when it acted; the authors' code
+    # ran the n_e x t_max observations through the network again. The weights do not change within a rollout,
+    # so both give the same loss and the same clipped RMSProp step. n_e 2, t_max 3, env 1 terminated at t 1.
+    torch.manual_seed(0)
+    space = gym.spaces.Box(-1, 1, (4,))
+    agent = paac.Agent(space, gym.spaces.Discrete(3))
+    twin = copy.deepcopy(agent)
+    args = dataclasses.replace(paac.PRESETS["classic"], num_envs=2, num_steps=3, ent_coef=0.01)
+    observations = torch.randn(4, 2, 4)  # the rollout's 3 steps and the observation after them
+    rewards = np.array([[1.0, 0.0], [0.5, 1.0], [0.0, 2.0]], dtype=np.float32)
+    terminated = np.array([[False, False], [False, True], [False, False]])
+    rollout = paac.Rollout(3, 2, torch.device("cpu"))
+    step_logits, step_values = [], []
+    for t in range(3):
+        action, logits, value = agent.act(observations[t])
+        step_logits.append(logits)
+        step_values.append(value)
+        rollout.record(t, agent, action, value, rewards[t], terminated[t], np.zeros(2, dtype=bool), {})
+    optimizer = paac.RMSpropTF(agent.parameters(), lr=0.01, eps=1e-5)
+    metrics = paac.update(agent, optimizer, rollout, torch.cat(step_logits), torch.cat(step_values), observations[3],
+                          args)
+
+    twin_optimizer = paac.RMSpropTF(twin.parameters(), lr=0.01, eps=1e-5)
+    with torch.no_grad():
+        next_value = twin.get_value(observations[3])
+    returns = paac.nstep_returns(torch.from_numpy(rewards), next_value, torch.from_numpy(terminated),
+                                 torch.zeros(3, 2, dtype=torch.bool), torch.zeros(3, 2), args.gamma).reshape(-1)
+    _, logprob, entropy, value = twin.get_action_and_value(observations[:3].flatten(0, 1), rollout.actions.reshape(-1))
+    loss = paac.actor_critic_loss(logprob, entropy, value, returns, args.ent_coef, args.vf_coef, args.loss_scale)[0]
+    paac.clipped_step(twin_optimizer, loss, twin.parameters(), args.max_grad_norm)
+    assert metrics["loss"].item() == pytest.approx(loss.item(), rel=1e-6)
+    for p, q in zip(agent.parameters(), twin.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
 class ScriptedPool:
     """Stands in for envpool.make(...): each env follows a script of (clipped reward, raw reward,
     terminated, game over, truncated) per step; like EnvPool, an env whose episode ended is reset by the
@@ -118,7 +156,7 @@ def scripted_envpool(scripts) -> paac.EnvPoolVecEnv:
     envs = paac.EnvPoolVecEnv.__new__(paac.EnvPoolVecEnv)
     envs.envs, envs.num_envs = ScriptedPool(scripts), len(scripts)
     envs.episode_returns, envs.episode_lengths = np.zeros(len(scripts)), np.zeros(len(scripts), dtype=np.int64)
-    envs.noop = np.zeros(len(scripts), dtype=np.int32)
+    envs.closed = False
     return envs
 
 

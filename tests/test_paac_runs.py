@@ -99,16 +99,16 @@ def test_save_model_then_evaluate_acts_the_same():
 
 
 def test_presets_carry_the_papers_settings():
-    args = paac.parse_args(["--preset", "atari"])
+    args = paac.parse_args(["atari"])
     assert (args.num_envs, args.num_workers, args.num_steps, args.learning_rate) == (32, 8, 5, 0.0224)
     assert (args.rms_eps, args.rms_decay, args.max_grad_norm, args.ent_coef, args.gamma) == (0.1, 0.99, 3.0, 0.01, 0.99)
     assert args.total_timesteps == 80_000_000 and args.anneal and args.env_backend == "auto" and args.arch == "nips"
-    assert paac.parse_args(["--preset=minatar", "--arch", "nature"]).arch == "nature"
+    assert paac.parse_args(["minatar", "--arch", "nature"]).arch == "nature"
     assert isinstance(paac.parse_args(["evaluate", "m.pt", "--episodes", "4"]), paac.EvalArgs)
 
 
 def test_help_shows_the_preset_defaults():
-    out = run_cli("paac", "--preset", "atari", "--help")
+    out = run_cli("paac", "atari", "--help")
     assert out.returncode == 0
     assert "--num-workers INT" in out.stdout and "(default: 0.0224)" in out.stdout
 

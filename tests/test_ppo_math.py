@@ -137,28 +137,113 @@ def test_running_mean_std_matches_numpy_over_all_batches():
 
 
 @pytest.mark.parametrize("action_space", [gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (2,))])
-def test_act_gives_the_log_probabilities_of_get_action_and_value(action_space):
+def test_act_gives_the_log_probabilities_and_values_of_evaluate_actions(action_space):
     torch.manual_seed(0)
-    agent = ppo.Agent(gym.spaces.Box(-1, 1, (4,)), action_space, normalize_obs=False)
+    agent = ppo.Agent(gym.spaces.Box(-1, 1, (4,)), action_space, ppo.Args())
     with torch.no_grad():
         if not agent.discrete:
             agent.actor_logstd.fill_(-0.3)
         obs = torch.randn(64, 4)
-        action, logprob, value = agent.act(obs)
-        _, expected_logprob, _, expected_value = agent.get_action_and_value(obs, action)
+        action, logprob, value = ppo.act(agent, obs)
+        expected_logprob, _, expected_value = agent.evaluate_actions(obs, action)
     torch.testing.assert_close(logprob, expected_logprob)
     torch.testing.assert_close(value, expected_value)
 
 
 def test_act_samples_actions_with_the_policy_probabilities():
     torch.manual_seed(0)
-    agent = ppo.Agent(gym.spaces.Box(-1, 1, (1,)), gym.spaces.Discrete(3), normalize_obs=False)
+    agent = ppo.Agent(gym.spaces.Box(-1, 1, (1,)), gym.spaces.Discrete(3), ppo.Args())
     with torch.no_grad():
         agent.actor[-1].weight.zero_()
         agent.actor[-1].bias.copy_(torch.tensor([0.0, 1.0, 2.0]))
         probs = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0)
         n = 20_000
-        actions = agent.act(torch.zeros(n, 1))[0]
+        actions = ppo.act(agent, torch.zeros(n, 1))[0]
+        assert (ppo.act(agent, torch.zeros(5, 1), deterministic=True)[0] == 2).all()  # the most likely action
     frequencies = torch.bincount(actions, minlength=3) / n
     standard_error = (probs * (1 - probs) / n).sqrt()
     assert ((frequencies - probs).abs() < 5 * standard_error).all(), (frequencies, probs)
+
+
+# --- the update on a hand-made batch ------------------------------------------------------------------
+
+
+def batch_of(action_space: gym.Space, n: int = 64, **settings):
+    """An agent, its Adam, a batch of n steps it sampled (random advantages and returns) and the args."""
+    torch.manual_seed(0)
+    args = ppo.Args(**settings)
+    agent = ppo.Agent(gym.spaces.Box(-1, 1, (4,)), action_space, args)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    generator = torch.Generator().manual_seed(1)
+    obs = torch.randn(n, 4, generator=generator)
+    with torch.no_grad():
+        actions, logprobs, values = ppo.act(agent, obs)
+    advantages, returns = torch.randn(n, generator=generator), torch.randn(n, generator=generator)
+    return agent, optimizer, ppo.Batch(obs, actions, logprobs, values, advantages, returns), args
+
+
+@pytest.mark.parametrize("action_space", [gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (2,))],
+                         ids=["discrete", "gaussian"])
+def test_one_update_step_descends_the_papers_loss_at_the_old_policy(action_space):
+    # One epoch of one minibatch: a single Adam step, whose loss is taken at the old policy, where the ratio is
+    # 1: L = -mean(standardised A) - c2 * entropy + c1 * 1/2 (V - R)^2.
+    agent, optimizer, batch, args = batch_of(action_space, update_epochs=1, minibatch_size=64, ent_coef=0.01,
+                                             vf_coef=0.5)
+    with torch.no_grad():
+        _, entropy, value = agent.evaluate_actions(batch.obs, batch.actions)
+    standardised = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+    expected = -standardised.mean() - 0.01 * entropy.mean() + 0.5 * 0.5 * ((value - batch.returns) ** 2).mean()
+    before = [p.detach().clone() for p in agent.parameters()]
+    metrics = ppo.update(agent, optimizer, batch, args, clip_coef=0.2, kl_beta=1.0)
+    assert metrics["loss"].item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    assert all(not torch.equal(b, p) for b, p in zip(before, agent.parameters()))  # every parameter moved
+
+
+def test_update_takes_k_epochs_of_minibatch_steps_and_measures_the_whole_batch_after():
+    agent, optimizer, batch, args = batch_of(gym.spaces.Discrete(3), update_epochs=3, minibatch_size=16)
+    metrics = ppo.update(agent, optimizer, batch, args, clip_coef=0.2, kl_beta=1.0)
+    assert all(optimizer.state[p]["step"].item() == 3 * 64 / 16 for p in agent.parameters())
+    # The metrics are of the updated policy on the whole batch (the advantages as they are: the standardising
+    # is per minibatch, for the steps).
+    with torch.no_grad():
+        new_logprob, entropy, value = agent.evaluate_actions(batch.obs, batch.actions)
+        loss, kl, clip_fraction = ppo.policy_loss(new_logprob, batch.logprobs, batch.advantages, "clip", 0.2, 1.0)
+    assert metrics["policy_loss"] == pytest.approx(loss.item()) and metrics["approx_kl"] == pytest.approx(kl.item())
+    assert metrics["clipfrac"] == pytest.approx(clip_fraction.item()) and metrics["approx_kl"] > 0
+    assert metrics["entropy"] == pytest.approx(entropy.mean().item())
+    assert metrics["value_loss"] == pytest.approx(0.5 * ((value - batch.returns) ** 2).mean().item())
+
+
+def test_the_kl_penalty_of_the_update_uses_the_beta_it_is_given():
+    # At the old policy the KL and its gradient are 0: the first step cannot tell beta apart; after it they
+    # can, so two betas give two different updates.
+    results = []
+    for kl_beta in (0.0, 100.0):
+        agent, optimizer, batch, args = batch_of(gym.spaces.Discrete(3), surrogate="fixed-kl", update_epochs=4,
+                                                 minibatch_size=64, learning_rate=1e-2)
+        results.append(ppo.update(agent, optimizer, batch, args, clip_coef=0.2, kl_beta=kl_beta)["approx_kl"])
+    assert results[1] < results[0]
+
+
+def test_a_non_finite_advantage_makes_the_loss_of_the_update_non_finite():
+    """What run.check_finite looks at to stop a run before a checkpoint holds the damage."""
+    agent, optimizer, batch, args = batch_of(gym.spaces.Discrete(3))
+    batch.advantages[5] = float("nan")
+    assert not torch.isfinite(ppo.update(agent, optimizer, batch, args, clip_coef=0.2, kl_beta=1.0)["loss"])
+
+
+def test_reward_normalisation_divides_by_the_running_std_of_the_discounted_return():
+    # One env, gamma 0.5, rewards 2, 2, 2 with the episode ending after the second: the discounted returns are
+    # 2, 3, then 2 again (reset after the episode's end); each reward is divided by the std of those seen so far
+    # and clipped to 10 (the first: one return has next to no spread).
+    rewards, dones = np.array([[2.0], [2.0], [2.0]]), np.array([[False], [True], [False]])
+    rms, discounted_return = ppo.RunningMeanStd(), np.zeros(1)
+    ppo.normalize_rewards(rewards, dones, discounted_return, rms, gamma=0.5)
+    seen = [2.0, 3.0, 2.0]
+    for t in range(3):  # the running variance after t + 1 returns, with the statistics' prior count of 1e-4
+        count = 1e-4 + t + 1
+        mean = sum(seen[: t + 1]) / count
+        var = (1e-4 * (1 + mean**2) + sum((x - mean) ** 2 for x in seen[: t + 1])) / count
+        assert rewards[t, 0] == pytest.approx(min(2.0 / math.sqrt(var + 1e-8), 10.0), rel=1e-6)
+    assert rewards[0, 0] == 10.0 and rewards[1:, 0].tolist() == pytest.approx([4.0, 2 / math.sqrt(2 / 9)], rel=1e-3)
+    assert discounted_return.tolist() == [2.0]  # carried over to the next rollout

@@ -124,16 +124,19 @@ def test_weights_that_turn_nan_under_a_finite_loss_are_never_checkpointed(monkey
 def test_presets_and_overrides_from_the_command_line():
     args = ppo.parse_args(["--env-id", "Acrobot-v1"])
     assert args.preset == "classic" and args.env_id == "Acrobot-v1" and args.num_steps == 2048
-    args = ppo.parse_args(["--preset", "atari", "--learning-rate", "1e-3"])
-    assert (args.num_envs, args.num_steps, args.update_epochs, args.minibatch_size) == (8, 128, 3, 256)
+    args = ppo.parse_args(["atari", "--learning-rate", "1e-3"])
+    assert args.preset == "atari" and (args.num_envs, args.num_steps, args.update_epochs, args.minibatch_size) == (
+        8, 128, 3, 256)
     assert args.learning_rate == 1e-3 and args.anneal and args.clip_coef == 0.1 and args.ent_coef == 0.01
-    args = ppo.parse_args(["--preset=mujoco"])
+    args = ppo.parse_args(["mujoco"])
     assert args.normalize_obs and args.normalize_reward and args.total_timesteps == 1_000_000
     assert isinstance(ppo.parse_args(["evaluate", "m.pt", "--episodes", "4"]), ppo.EvalArgs)
+    with pytest.raises(ppo.ConfigError, match="a preset is the first word of the command"):
+        ppo.parse_args(["--preset", "atari"])
 
 
 def test_help_shows_the_preset_defaults():
-    out = run_cli("ppo", "--preset", "atari", "--help")
+    out = run_cli("ppo", "atari", "--help")
     assert out.returncode == 0
     assert "--learning-rate FLOAT" in out.stdout and "(default: 0.00025)" in out.stdout
 

@@ -2,6 +2,8 @@
 return, and statistical checks that a state-dependent baseline (and the causality of reward to go)
 change the gradient estimate's variance but not its expectation."""
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -56,6 +58,58 @@ def test_gaussian_log_prob_sums_over_action_dimensions():
     expected = torch.distributions.Normal(mean, agent.actor_logstd.exp()).log_prob(actions).sum(-1)
     assert logprob.shape == (5,) and torch.allclose(logprob, expected)
     assert torch.allclose(entropy, torch.full((5,), 2 * (0.5 + 0.5 * np.log(2 * np.pi))))  # log std 0
+
+
+def episodes_of(lengths: list[int], seed: int = 0) -> list:
+    """Hand-made episodes of CartPole's shapes: 4-D observations, actions 0 or 1, rewards in [0, 1)."""
+    rng = np.random.default_rng(seed)
+    return [reinforce.Episode(rng.standard_normal((n, 4)).astype(np.float32), rng.integers(0, 2, n), rng.random(n))
+            for n in lengths]
+
+
+@pytest.mark.parametrize("baseline", [False, True])
+def test_update_takes_one_policy_step_on_returns_less_the_baseline_from_before_the_batch(baseline):
+    torch.manual_seed(0)
+    args = dataclasses.replace(reinforce.Args(), baseline=baseline, value_epochs=3, gamma=0.9)
+    agent = reinforce.Agent(gym.spaces.Box(-5, 5, (4,)), gym.spaces.Discrete(2), hidden=8, baseline=baseline)
+    groups = [{"params": agent.policy_parameters(), "lr": args.learning_rate}]
+    if baseline:
+        groups.append({"params": list(agent.critic.parameters()), "lr": args.value_learning_rate})
+    optimizer = torch.optim.Adam(groups)
+    episodes = episodes_of([3, 5])
+    obs = torch.as_tensor(np.concatenate([e.observations for e in episodes]))
+    actions = torch.as_tensor(np.concatenate([e.actions for e in episodes]))
+    returns = torch.tensor(np.concatenate([reinforce.discounted_returns(e.rewards, 0.9) for e in episodes]),
+                           dtype=torch.float32)
+    # What the policy's step should follow: G_t - v(S_t) with v before any step of this batch (0 without one).
+    with torch.no_grad():
+        values = agent.get_value(obs) if baseline else torch.zeros(len(obs))
+    logprob, entropy = agent.log_prob(obs, actions)
+    expected_loss = reinforce.policy_gradient_loss(logprob, returns - values, num_episodes=2)
+    gradients = torch.autograd.grad(expected_loss, agent.policy_parameters(), retain_graph=True)
+    # (The baseline matters here: with G_t alone, some of the gradient's signs differ.)
+    without = torch.autograd.grad(reinforce.policy_gradient_loss(logprob, returns, 2), agent.policy_parameters())
+    assert any((a.sign() != b.sign()).any() for a, b in zip(gradients, without)) == baseline
+    before = [p.detach().clone() for p in agent.policy_parameters()]
+
+    metrics = reinforce.update(agent, optimizer, episodes, args)
+    assert metrics["policy_loss"].item() == pytest.approx(expected_loss.item())
+    assert metrics["entropy"].item() == pytest.approx(entropy.mean().item())
+    # Adam's first step moves each weight by the step size against the sign of its gradient: the policy took
+    # exactly one step (the baseline's further steps leave it alone), along this gradient.
+    for weight, old, gradient in zip(agent.policy_parameters(), before, gradients):
+        clear = gradient.abs() > 1e-5
+        assert clear.any()
+        assert torch.allclose((weight - old)[clear], -args.learning_rate * gradient.sign()[clear], rtol=1e-3)
+    if baseline:
+        first_value_loss = reinforce.value_loss(values, returns).item()
+        assert metrics["loss"].item() == pytest.approx(metrics["policy_loss"].item() + first_value_loss)
+        assert metrics["explained_variance"] == pytest.approx(reinforce.explained_variance(values, returns))
+        # The baseline's three steps fitted v towards G_t.
+        assert reinforce.value_loss(agent.get_value(obs), returns).item() < first_value_loss
+        assert metrics["value_loss"].item() < first_value_loss
+    else:
+        assert set(metrics) == {"loss", "policy_loss", "entropy"} and agent.critic is None
 
 
 # --- the baseline and reward to go: same expectation, different variance ----------------------------

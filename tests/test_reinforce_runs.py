@@ -57,6 +57,9 @@ def test_command_line_flags_and_help():
     args = reinforce.parse_args(["--env-id", "Acrobot-v1", "--baseline", "--no-reward-to-go", "--gamma", "1"])
     assert args.env_id == "Acrobot-v1" and args.baseline and not args.reward_to_go and args.gamma == 1.0
     assert isinstance(reinforce.parse_args(["evaluate", "m.pt", "--episodes", "4"]), reinforce.EvalArgs)
+    # The one preset, classic, may be named first or left out; --threads defaults to None, which means 1.
+    assert reinforce.parse_args(["classic", "--baseline"]) == reinforce.parse_args(["--baseline"])
+    assert reinforce.parse_args([]).threads is None
     out = run_cli("reinforce", "--help")
     assert out.returncode == 0
     assert "--baseline, --no-baseline" in out.stdout and "--reward-to-go, --no-reward-to-go" in out.stdout
@@ -126,7 +129,7 @@ def test_a_misspelled_env_id_is_refused_in_one_line():
     "overrides, message",
     [
         (dict(env_id="CartPol-v1"), "unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
-        (dict(env_id="ALE/Pong-v5"), "ALE/Pong-v5 is an Atari game, which reinforce.py does not handle"),
+        (dict(env_id="ALE/Pong-v5"), "ALE/Pong-v5 is an Atari game, which reinforce.py does not play"),
         (dict(env_id="PongNoFrameskip-v4"), "ppo.py, trpo.py, a2c_atari.py, a3c_hogwild.py, async_q.py and paac.py do"),
         (dict(env_id="TestImageObservations-v0"), "supports 1-D vector observations (classic control), not Box(0, 255, (84, 84, 3)"),
         (dict(env_id="TestImageObservations-v0"), "for images use ppo.py"),
@@ -136,10 +139,11 @@ def test_a_misspelled_env_id_is_refused_in_one_line():
         (dict(learning_rate=float("nan")), "--learning-rate must be a finite number, got nan"),
         (dict(gamma=float("inf")), "--gamma must be a finite number, got inf"),
         (dict(value_learning_rate=0.0, baseline=True), "--value-learning-rate must be positive"),
-        (dict(total_timesteps=0), "--total-timesteps and --episodes-per-update must be positive"),
-        (dict(total_timesteps=-5), "--total-timesteps and --episodes-per-update must be positive"),
-        (dict(episodes_per_update=0), "--total-timesteps and --episodes-per-update must be positive"),
-        (dict(value_epochs=0), "--value-epochs and --hidden-size must be positive"),
+        (dict(total_timesteps=0), "--total-timesteps must be positive, got 0"),
+        (dict(total_timesteps=-5), "--total-timesteps must be positive, got -5"),
+        (dict(episodes_per_update=0), "--episodes-per-update must be positive, got 0"),
+        (dict(value_epochs=0), "--value-epochs must be positive, got 0"),
+        (dict(hidden_size=0), "--hidden-size must be positive, got 0"),
         (dict(gamma=1.5), "--gamma must be in (0, 1]"),
         (dict(gamma=0.0), "--gamma must be in (0, 1]"),
         (dict(gamma=-0.9), "--gamma must be in (0, 1]"),

@@ -27,6 +27,7 @@ ENVS = {
 # For each script: flags for a tiny run, flags for a longer one that checkpoints often, the number of envs
 # the longer one steps in parallel, the module-level function that computes its loss, and the env of its
 # runs (CartPole-v1 unless given: scripts for continuous actions only use Pendulum-v1).
+# Optional, `preset`: the preset the runs use, the command's first word, where it is not the script's first.
 # Optional, `repeatable`: flags added where two runs of one seed must give identical episodes, for
 # scripts that repeat exactly only in some settings (Hogwild repeats with one worker, not with several).
 # The off-policy scripts run with small networks and no periodic evaluation, to keep the suite fast.
@@ -51,8 +52,9 @@ SCRIPTS = {
         loss="actor_critic_loss",
     ),
     "trpo": dict(
-        tiny=["--preset", "classic", "--total-timesteps", "512", "--num-steps", "128"],
-        long=["--preset", "classic", "--total-timesteps", "16384", "--num-steps", "1024", "--checkpoint-every", "1024"],
+        preset="classic",  # trpo.py's first preset is mujoco
+        tiny=["--total-timesteps", "512", "--num-steps", "128"],
+        long=["--total-timesteps", "16384", "--num-steps", "1024", "--checkpoint-every", "1024"],
         envs=1,
         loss="surrogate_loss",
     ),
@@ -104,11 +106,13 @@ SCRIPTS = {
 
 @pytest.fixture(params=list(SCRIPTS))
 def script(request):
-    """(name, module, flags) of one script; flags["env"] is its env id."""
+    """(name, module, flags) of one script; flags["env"] is its env id, flags["first"] the command's first words
+    (the preset, if any) and flags["tiny"] and flags["long"] whole commands."""
     flags = {"env": "CartPole-v1", **SCRIPTS[request.param]}
+    first = [flags["preset"]] if "preset" in flags else []
     env_flag = ["--env-id", flags["env"]]
     return request.param, importlib.import_module(request.param), {
-        **flags, "tiny": env_flag + flags["tiny"], "long": env_flag + flags["long"]}
+        **flags, "first": first, "tiny": first + env_flag + flags["tiny"], "long": first + env_flag + flags["long"]}
 
 
 def possible_return(env_id: str, episodic_return: float, length: int) -> bool:

@@ -1,32 +1,15 @@
-"""The math and the replay buffer of algos/sac.py against values worked out by hand."""
+"""The math of algos/sac.py against values worked out by hand, and one whole update as main runs it. The
+replay kit (buffer, Polyak update, what a run stores at an episode's end) is tested in
+test_off_policy_checkpoints.py."""
 
+import dataclasses
 import math
 
-import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 
 import sac
-
-
-# --- Polyak update -----------------------------------------------------------------------------------
-
-
-def test_polyak_update_at_tau_0_keeps_the_target_and_at_tau_1_copies_the_source():
-    source = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
-    target = [torch.tensor([5.0, -2.0]), torch.tensor([[7.0]])]
-    sac.polyak_update(target, source, 0.0)
-    assert [t.tolist() for t in target] == [[5.0, -2.0], [[7.0]]]
-    sac.polyak_update(target, source, 1.0)
-    assert [t.tolist() for t in target] == [[1.0, 2.0], [[3.0]]]
-
-
-def test_polyak_update_in_between():
-    # tau 0.25: 0.75 * 4 + 0.25 * 8 = 5
-    target = [torch.tensor([4.0])]
-    sac.polyak_update(target, [torch.tensor([8.0])], 0.25)
-    assert target[0].item() == pytest.approx(5.0)
+from helpers import parameters
 
 
 # --- the squashed Gaussian -----------------------------------------------------------------------------
@@ -116,7 +99,7 @@ def test_temperature_loss_and_the_sign_of_its_gradient():
 
 def test_twin_q_is_two_independent_mlps():
     torch.manual_seed(0)
-    net = sac.TwinQ(obs_dim=3, action_dim=2, hidden=8)
+    net = sac.TwinQ(obs_dim=3, act_dim=2, hidden=8)
     obs, action = torch.randn(5, 3), torch.randn(5, 2)
     q = net(obs, action)
     x = torch.cat([obs, action], -1)
@@ -128,7 +111,7 @@ def test_twin_q_is_two_independent_mlps():
 
 def test_frozen_twin_q_passes_gradients_to_the_action_only():
     torch.manual_seed(0)
-    net = sac.TwinQ(obs_dim=3, action_dim=2, hidden=8)
+    net = sac.TwinQ(obs_dim=3, act_dim=2, hidden=8)
     obs = torch.randn(5, 3)
     action = torch.randn(5, 2, requires_grad=True)
     net(obs, action, frozen=True).sum().backward()
@@ -139,99 +122,107 @@ def test_frozen_twin_q_passes_gradients_to_the_action_only():
     assert torch.allclose(action.grad, frozen_grad)
 
 
-def test_actions_are_mapped_onto_the_env_bounds():
-    agent = sac.Agent(3, gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32)), hidden=8)
-    assert agent.env_action(torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]])).tolist() == [
-        [-2.0, 0.0], [2.0, 1.0], [0.0, 0.5]]
+def test_an_agent_saved_with_the_action_bounds_still_loads():
+    # Before the replay kit mapped actions onto the env's bounds, the agent held them (action_scale,
+    # action_bias); a checkpoint or model of then loads, the bounds coming from the env as now.
+    args = dataclasses.replace(sac.Args(), hidden_size=8)
+    saved = {**sac.Agent(3, 2, args).state_dict(), "action_scale": torch.ones(2), "action_bias": torch.zeros(2)}
+    agent = sac.Agent(3, 2, args)
+    agent.load_state_dict(saved)
+    assert torch.equal(agent.log_alpha, saved["log_alpha"]) and torch.equal(agent.critic.w1, saved["critic.w1"])
 
 
-# --- the replay buffer ----------------------------------------------------------------------------------
+# --- one update, as main runs it --------------------------------------------------------------------------
 
 
-def add(buffer, i):
-    buffer.add(np.array([i, i], dtype=np.float32), np.array([i / 10]), float(i), i % 2 == 1,
-               np.array([i + 1, i + 1], dtype=np.float32))
-
-
-def test_buffer_wraps_around_and_overwrites_the_oldest():
-    buffer = sac.ReplayBuffer(capacity=3, obs_dim=2, action_dim=1, device=torch.device("cpu"))
-    for i in range(5):
-        add(buffer, i)
-    assert (buffer.size, buffer.pos) == (3, 2)
-    obs, actions, rewards, terminated, next_obs = buffer.split(buffer.data)
-    assert rewards.tolist() == [3.0, 4.0, 2.0]  # slots 0 and 1 overwritten by transitions 3 and 4
-    assert obs[:, 0].tolist() == [3.0, 4.0, 2.0] and next_obs[:, 0].tolist() == [4.0, 5.0, 3.0]
-    assert actions[:, 0].tolist() == pytest.approx([0.3, 0.4, 0.2])
-    assert terminated.tolist() == [1.0, 0.0, 0.0]
-
-
-def test_buffer_samples_only_filled_slots():
+def update_setup(**overrides):
+    """An agent whose target Q networks differ from the online ones (as they do after some training), its
+    optimiser as main makes it, settings, and a hand-made batch of 16 transitions, a third of them terminal."""
     torch.manual_seed(0)
-    buffer = sac.ReplayBuffer(capacity=100, obs_dim=2, action_dim=1, device=torch.device("cpu"))
-    for i in range(1, 6):
-        add(buffer, i)
-    _, _, rewards, _, _ = buffer.sample(1000)
-    assert set(rewards.tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}  # never an empty (all-zero) slot
+    args = dataclasses.replace(sac.Args(), hidden_size=8, gamma=0.9, tau=0.25, **overrides)
+    agent = sac.Agent(obs_dim=3, act_dim=2, args=args)
+    with torch.no_grad():
+        agent.log_alpha.fill_(-1.0)
+        for p in agent.critic_target.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    temperature = [agent.log_alpha] if args.alpha is None else []
+    optimizer = torch.optim.Adam([*agent.actor.parameters(), *agent.critic.parameters(), *temperature], lr=1e-2)
+    batch = sac.Batch(torch.randn(16, 3), torch.rand(16, 2) * 2 - 1, torch.randn(16), torch.randn(16, 3),
+                      (torch.arange(16) % 3 == 0).float())
+    return agent, optimizer, args, batch
 
 
-def test_buffer_state_round_trip_keeps_only_the_filled_rows():
-    buffer = sac.ReplayBuffer(capacity=10, obs_dim=2, action_dim=1, device=torch.device("cpu"))
-    for i in range(4):
-        add(buffer, i)
-    state = buffer.state_dict()
-    assert state["data"].shape == (4, sac.ReplayBuffer.row_size(2, 1)) and (state["pos"], state["size"]) == (4, 4)
-    copy = sac.ReplayBuffer(capacity=10, obs_dim=2, action_dim=1, device=torch.device("cpu"))
-    copy.load_state_dict(state)
-    assert torch.equal(copy.data, buffer.data) and (copy.pos, copy.size) == (4, 4)
+def test_one_update_by_hand():
+    # From the same parameters and the same noise: the Q networks regress on y = r + gamma (1 - terminated)
+    # (min_j Q'_j(s', a') - alpha log pi(a'|s')) of the target networks; the policy's loss is
+    # alpha log pi(a|s) - min_j Q_j(s, a) with a reparameterised; the temperature's -log alpha (log pi + H),
+    # H = -|A| = -2. The target Q networks then move tau towards the stepped ones.
+    agent, optimizer, args, (obs, actions, rewards, next_obs, terminated) = update_setup()
+    alpha = torch.exp(torch.tensor(-1.0))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        next_actions, next_log_prob = agent.actor.sample(next_obs)
+        y = rewards + 0.9 * (1 - terminated) * (agent.critic_target(next_obs, next_actions).min(0).values
+                                                - alpha * next_log_prob)
+        q = agent.critic(obs, actions)
+        expected_q_loss = 0.5 * (((q[0] - y) ** 2).mean() + ((q[1] - y) ** 2).mean())
+        new_actions, log_prob = agent.actor.sample(obs)
+        expected_policy_loss = (alpha * log_prob - agent.critic(obs, new_actions).min(0).values).mean()
+        expected_alpha_loss = -(-1.0 * (log_prob - 2.0)).mean()
+    critic_before, target_before = parameters(agent.critic), parameters(agent.critic_target)
+    torch.manual_seed(1)
+    metrics = sac.update(agent, optimizer, sac.Batch(obs, actions, rewards, next_obs, terminated), args)
+    assert metrics["q_loss"].item() == pytest.approx(expected_q_loss.item(), rel=1e-5)
+    assert metrics["policy_loss"].item() == pytest.approx(expected_policy_loss.item(), rel=1e-5)
+    assert metrics["alpha_loss"].item() == pytest.approx(expected_alpha_loss.item(), rel=1e-5)
+    assert metrics["loss"].item() == pytest.approx((expected_q_loss + expected_policy_loss + expected_alpha_loss).item(),
+                                                   rel=1e-5)
+    assert metrics["q_values"].item() == pytest.approx(q.mean().item(), rel=1e-5)
+    assert metrics["entropy"].item() == pytest.approx(-log_prob.mean().item(), rel=1e-5)
+    # Entropy below the target raises alpha, above it lowers it; either way it moved, and is reported after.
+    assert metrics["alpha"].item() == pytest.approx(agent.log_alpha.exp().item()) and agent.log_alpha.item() != -1.0
+    assert (agent.log_alpha.item() > -1.0) == (-log_prob.mean().item() < -2.0)
+    for old, new, source in zip(target_before, agent.critic_target.parameters(), agent.critic.parameters()):
+        assert torch.allclose(new, 0.75 * old + 0.25 * source.detach(), atol=1e-6)
+        assert not new.requires_grad and new.grad_fn is None
+    assert all(not torch.equal(a, b) for a, b in zip(critic_before, parameters(agent.critic)))
 
 
-def test_bytes_per_transition():
-    # Hopper: 11-dim observations twice, 3-dim action, reward, terminated: 27 float32 = 108 bytes.
-    assert sac.ReplayBuffer.bytes_per_transition(11, 3) == 108
+def test_each_loss_moves_only_its_own_parameters():
+    # The one Adam step over the sum equals a step of each loss on its own part: the Q loss reaches the Q
+    # networks only, the policy loss the policy only, the temperature loss log alpha only.
+    agent, optimizer, args, batch = update_setup()
+    captured = {}
+    real_step = optimizer.step
+
+    def step():
+        captured.update({name: None if p.grad is None else p.grad.clone() for name, p in agent.named_parameters()})
+        real_step()
+
+    optimizer.step = step
+    torch.manual_seed(1)
+    sac.update(agent, optimizer, batch, args)
+    fresh, _, _, _ = update_setup()  # again, each loss alone, from the same parameters and noise
+    torch.manual_seed(1)
+    with torch.no_grad():
+        next_actions, next_log_prob = fresh.actor.sample(batch.next_obs)
+        alpha = fresh.log_alpha.exp()
+        y = sac.soft_td_target(batch.rewards, batch.terminated, fresh.critic_target(batch.next_obs, next_actions),
+                               next_log_prob, alpha, args.gamma)
+    q_loss = sac.critic_loss(fresh.critic(batch.obs, batch.actions), y)
+    new_actions, log_prob = fresh.actor.sample(batch.obs)
+    pi_loss = sac.policy_loss(log_prob, fresh.critic(batch.obs, new_actions, frozen=True), alpha)
+    alpha_loss = sac.temperature_loss(fresh.log_alpha, log_prob, -2.0)
+    for loss, part in ((q_loss, "critic."), (pi_loss, "actor."), (alpha_loss, "log_alpha")):
+        named = [(name, p) for name, p in fresh.named_parameters() if name.startswith(part)]
+        grads = torch.autograd.grad(loss, [p for _, p in named], retain_graph=True)
+        for (name, _), grad in zip(named, grads):
+            assert torch.allclose(captured[name], grad, atol=1e-6), name
 
 
-class CountingEnv(gym.Env):
-    """Observation t after t steps (100 after a reset), reward t; terminates after `terminate_at` steps."""
-
-    observation_space = gym.spaces.Box(-1000, 1000, (1,))
-    action_space = gym.spaces.Box(-1, 1, (1,))
-
-    def __init__(self, terminate_at: int = 0):
-        self.terminate_at, self.t = terminate_at, 0
-
-    def reset(self, seed=None, options=None):
-        self.t = 0
-        return np.array([100.0], dtype=np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.array([self.t], dtype=np.float32), float(self.t), self.t == self.terminate_at, False, {}
-
-
-def play(terminate_at: int, time_limit: int, steps: int) -> sac.ReplayBuffer:
-    """Step a SAME_STEP vector env of one CountingEnv as main does, storing each step with store_step."""
-    envs = gym.vector.SyncVectorEnv([lambda: gym.wrappers.TimeLimit(CountingEnv(terminate_at), time_limit)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    buffer = sac.ReplayBuffer(capacity=10, obs_dim=1, action_dim=1, device=torch.device("cpu"))
-    next_obs, _ = envs.reset(seed=0)
-    for _ in range(steps):
-        obs, action = next_obs, np.zeros(1, dtype=np.float32)
-        next_obs, reward, terminated, truncated, infos = envs.step(action[None])
-        sac.store_step(buffer, obs, action, reward, terminated, truncated, next_obs, infos)
-    envs.close()
-    return buffer
-
-
-@pytest.mark.parametrize("terminate_at, time_limit, stored_terminated", [
-    (3, 10, 1.0),  # terminated at step 3: no bootstrap
-    (0, 3, 0.0),  # cut off by the time limit at step 3: bootstrap from the last observation
-    (3, 3, 1.0),  # both at once: the episode terminated
-])
-def test_the_final_step_stores_the_true_last_observation_and_terminated_not_done(terminate_at, time_limit,
-                                                                                stored_terminated):
-    buffer = play(terminate_at, time_limit, steps=4)
-    obs, _, rewards, terminated, next_obs = buffer.split(buffer.data[: buffer.size])
-    assert obs[:, 0].tolist() == [100.0, 1.0, 2.0, 100.0]  # the 4th step starts the next episode
-    assert next_obs[:, 0].tolist() == [1.0, 2.0, 3.0, 1.0]  # step 3's next_obs is its last one, not the reset's 100
-    assert rewards.tolist() == [1.0, 2.0, 3.0, 1.0]
-    assert terminated.tolist() == [0.0, 0.0, stored_terminated, 0.0]
+def test_a_fixed_temperature_is_not_stepped():
+    agent, optimizer, args, batch = update_setup(alpha=0.2)
+    metrics = sac.update(agent, optimizer, batch, args)
+    assert "alpha_loss" not in metrics and agent.log_alpha.item() == -1.0
+    assert metrics["alpha"].item() == pytest.approx(0.2)
+    assert metrics["loss"].item() == pytest.approx((metrics["q_loss"] + metrics["policy_loss"]).item())

@@ -1,6 +1,6 @@
-"""td3.py's math against hand-worked values: the Polyak update, target policy smoothing, the TD target, the
-twin critic, one whole update as main runs it, and the replay buffer (wrap-around, filled slots only, the
-transitions a real run stores at an episode's end, terminated versus truncated)."""
+"""td3.py's math against hand-worked values: target policy smoothing, the TD target, the twin critic, and one
+whole update as main runs it. The replay kit (buffer, Polyak update, what a run stores at an episode's end)
+is tested in test_off_policy_checkpoints.py."""
 
 import copy
 import dataclasses
@@ -9,18 +9,7 @@ import pytest
 import torch
 
 import td3
-from helpers import assert_targets_moved_by_tau, parameters  # helpers also registers TestCounter*-v0
-
-
-def test_polyak_update_at_tau_0_keeps_the_target_and_at_tau_1_copies_the_source():
-    source = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
-    target = [torch.tensor([5.0, -2.0]), torch.tensor([[7.0]])]
-    td3.polyak_update(target, source, 0.0)
-    assert target[0].tolist() == [5.0, -2.0] and target[1].tolist() == [[7.0]]
-    td3.polyak_update(target, source, 0.25)  # 0.25 * source + 0.75 * target
-    assert target[0].tolist() == [4.0, -1.0] and target[1].tolist() == [[6.0]]
-    td3.polyak_update(target, source, 1.0)
-    assert target[0].tolist() == [1.0, 2.0] and target[1].tolist() == [[3.0]]
+from helpers import assert_targets_moved_by_tau, parameters
 
 
 def test_target_policy_smoothing_by_hand():
@@ -72,68 +61,6 @@ def test_the_fused_twin_critic_is_two_independent_mlps():
     assert all(p.grad is None for p in critic.parameters())
 
 
-def transition(value: float):
-    return (torch.full((1, 2), value), torch.full((1, 1), value), torch.tensor([value]), torch.full((1, 2), value + 0.5),
-            torch.tensor([0.0]))
-
-
-def test_replay_buffer_wraps_around_over_the_oldest_transitions():
-    buffer = td3.ReplayBuffer(capacity=3, obs_dim=2, act_dim=1, device=torch.device("cpu"))
-    for value in (1.0, 2.0, 3.0, 4.0, 5.0):
-        buffer.add(*transition(value))
-    assert buffer.size == 3 and buffer.pos == 2
-    assert buffer.obs[:, 0].tolist() == [4.0, 5.0, 3.0]
-    assert buffer.rewards.tolist() == [4.0, 5.0, 3.0] and buffer.next_obs[:, 1].tolist() == [4.5, 5.5, 3.5]
-
-
-def test_replay_buffer_samples_only_filled_slots():
-    torch.manual_seed(0)
-    buffer = td3.ReplayBuffer(capacity=100, obs_dim=2, act_dim=1, device=torch.device("cpu"))
-    for value in (1.0, 2.0, 3.0):
-        buffer.add(*transition(value))
-    obs, actions, rewards, next_obs, terminated = buffer.sample(3000)
-    assert set(rewards.tolist()) == {1.0, 2.0, 3.0}  # all three drawn, never an empty (zero) slot
-    assert torch.equal(obs[:, 0], rewards) and torch.equal(next_obs[:, 0], rewards + 0.5)
-
-
-def test_replay_buffer_state_round_trips_after_wrapping():
-    cpu = torch.device("cpu")
-    buffer = td3.ReplayBuffer(capacity=3, obs_dim=2, act_dim=1, device=cpu)
-    for value in (1.0, 2.0, 3.0, 4.0):
-        buffer.add(*transition(value))
-    restored = td3.ReplayBuffer(capacity=3, obs_dim=2, act_dim=1, device=cpu)
-    restored.load_state_dict(buffer.state_dict())
-    assert (restored.pos, restored.size) == (1, 3) and torch.equal(restored.obs, buffer.obs)
-    partial = td3.ReplayBuffer(capacity=10, obs_dim=2, act_dim=1, device=cpu)
-    partial.add(*transition(7.0))
-    state = partial.state_dict()
-    assert state["obs"].shape == (1, 2)  # only the filled part is saved
-    # ... and only its bytes: torch.save writes a tensor's whole storage, so a view of the first row
-    # would write all 10 slots.
-    for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
-        assert state[name].untyped_storage().nbytes() == state[name].numel() * 4
-    with pytest.raises(td3.ConfigError, match="more than --buffer-size 1"):
-        td3.ReplayBuffer(capacity=1, obs_dim=2, act_dim=1, device=cpu).load_state_dict(buffer.state_dict())
-
-
-def test_memory_estimate_for_hopper():
-    # 11 observation numbers twice, 3 action numbers, reward and flag: 27 float32 = 108 bytes.
-    assert td3.ReplayBuffer.bytes_per_transition(obs_dim=11, act_dim=3) == 108
-
-
-@pytest.mark.parametrize("env_id, terminate", [("TestCounterTerminates-v0", True),
-                                               ("TestCounterTruncated-v0", False)])
-def test_a_run_stores_the_true_final_observation_and_only_termination_as_terminal(env_id, terminate):
-    # Three steps of a real run, saved in its checkpoint: 0 -> 1, 1 -> 2 (the episode's end: terminated, or
-    # truncated by the time limit), then the new episode's 0 -> 1.
-    td3.main(dataclasses.replace(td3.Args(), env_id=env_id, total_timesteps=3, learning_starts=10, hidden_sizes=(8,),
-                                 checkpoint_every=3, eval_episodes=0, eval_every=0, run_dir="run"))
-    buffer = torch.load("run/checkpoint.pt", weights_only=True)["buffer"]
-    assert buffer["obs"][:, 0].tolist() == [0.0, 1.0, 0.0]
-    assert buffer["next_obs"][:, 0].tolist() == [1.0, 2.0, 1.0]  # 2.0, not the reset observation 0.0
-    assert buffer["terminated"].tolist() == [0.0, 1.0 if terminate else 0.0, 0.0]
-
-
 # --- one update, as main runs it -----------------------------------------------------------------------
 
 
@@ -142,14 +69,14 @@ def update_setup(**overrides):
     optimisers, settings, and a hand-made batch of 16 transitions, a third of them terminal."""
     torch.manual_seed(0)
     args = dataclasses.replace(td3.Args(), hidden_sizes=(8, 8), **overrides)
-    agent = td3.Agent(obs_dim=3, act_dim=2, hidden_sizes=args.hidden_sizes)
+    agent = td3.Agent(obs_dim=3, act_dim=2, args=args)
     with torch.no_grad():
         for p in [*agent.actor_target.parameters(), *agent.critic_target.parameters()]:
             p.add_(0.3 * torch.randn_like(p))
     actor_optimizer = torch.optim.Adam(agent.actor.parameters(), lr=1e-2)
     critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=1e-2)
-    batch = (torch.randn(16, 3), torch.rand(16, 2) * 2 - 1, torch.randn(16), torch.randn(16, 3),
-             (torch.arange(16) % 3 == 0).float())
+    batch = td3.Batch(torch.randn(16, 3), torch.rand(16, 2) * 2 - 1, torch.randn(16), torch.randn(16, 3),
+                      (torch.arange(16) % 3 == 0).float())
     return agent, actor_optimizer, critic_optimizer, args, batch
 
 
@@ -166,7 +93,8 @@ def test_update_regresses_both_critics_on_the_smaller_target_q_of_the_target_net
     assert not torch.allclose(q_next[0], q_next[1])  # the minimum matters
     metrics = td3.update(agent, actor_optimizer, critic_optimizer, batch, args, update_actor=False)
     assert metrics["qf_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
-    assert torch.equal(metrics["q"], q)
+    assert metrics["qf_values"].item() == pytest.approx(q.mean().item(), rel=1e-6)
+    assert torch.equal(metrics["loss"], metrics["qf_loss"])  # the loss watched: the critics' alone
 
 
 def test_between_actor_updates_only_the_critics_move():
@@ -188,5 +116,6 @@ def test_an_actor_update_follows_the_new_q1_and_moves_every_target_by_tau():
     with torch.no_grad():  # the actor's loss: -Q1(s, mu(s)) of the critics just stepped, the actor before its step
         expected = -agent.critic(obs, actor_before(obs))[0].mean()
     assert metrics["actor_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert metrics["loss"].item() == pytest.approx((metrics["qf_loss"] + metrics["actor_loss"]).item())
     assert not all(torch.equal(a, b) for a, b in zip(parameters(actor_before), parameters(agent.actor)))
     assert_targets_moved_by_tau(agent, targets_before, tau=0.25)

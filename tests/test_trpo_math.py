@@ -92,7 +92,8 @@ def test_gaussian_kl_by_hand():
 def small_agent(action_space: gym.Space) -> trpo.Agent:
     """A policy with a hidden layer, so that the Fisher matrix couples the parameters of both layers."""
     torch.manual_seed(0)
-    agent = trpo.Agent(gym.spaces.Box(-1, 1, (3,)), action_space, hidden_sizes=(4,), normalize_obs=False).double()
+    agent = trpo.Agent(gym.spaces.Box(-1, 1, (3,)), action_space, trpo.Args(hidden_sizes=(4,), normalize_obs=False))
+    agent = agent.double()
     with torch.no_grad():
         for p in agent.policy_parameters():  # away from the initial near-zero output layer and zero log std
             p.add_(0.5 * torch.randn_like(p))
@@ -231,7 +232,7 @@ def batch_of(action_space, n=256):
     generator = torch.Generator().manual_seed(4)
     obs = torch.randn(n, 3, generator=generator)
     with torch.no_grad():
-        actions = agent.act(obs)[0]
+        actions = trpo.act(agent, obs)[0]
     advantages = torch.randn(n, generator=generator)
     return agent, obs, actions, advantages
 
@@ -241,7 +242,7 @@ def batch_of(action_space, n=256):
 def test_a_trpo_update_improves_the_surrogate_within_the_kl_bound(action_space):
     agent, obs, actions, advantages = batch_of(action_space)
     critic_before = parameters_to_vector(agent.critic.parameters()).clone()
-    stats = trpo.policy_update(agent, obs, actions, advantages, trpo.Args(max_kl=0.01), step=0)
+    stats = trpo.policy_update(agent, obs, actions, advantages, trpo.Args(max_kl=0.01))
     assert stats["accepted"] and stats["surrogate_after"] > stats["surrogate_before"]
     assert 0 < stats["kl"] <= 0.01
     assert torch.equal(parameters_to_vector(agent.critic.parameters()), critic_before)  # only the policy moves
@@ -258,9 +259,9 @@ def test_the_natural_gradient_takes_the_full_step_past_the_bound_where_trpo_back
     agent, obs, actions, advantages = batch_of(action_space)
     state = {k: v.clone() for k, v in agent.state_dict().items()}
     settings = dict(max_kl=0.1, cg_damping=1e-3)
-    npg = trpo.policy_update(agent, obs, actions, advantages, trpo.Args(**settings, line_search=False), step=0)
+    npg = trpo.policy_update(agent, obs, actions, advantages, trpo.Args(**settings, line_search=False))
     agent.load_state_dict(state)
-    trpo_stats = trpo.policy_update(agent, obs, actions, advantages, trpo.Args(**settings), step=0)
+    trpo_stats = trpo.policy_update(agent, obs, actions, advantages, trpo.Args(**settings))
     assert npg["accepted"] and npg["backtracks"] == 0 and npg["kl"] > 0.1
     assert trpo_stats["accepted"] and trpo_stats["backtracks"] >= 1 and trpo_stats["kl"] <= 0.1
     assert trpo_stats["surrogate_after"] > trpo_stats["surrogate_before"]
@@ -269,16 +270,9 @@ def test_the_natural_gradient_takes_the_full_step_past_the_bound_where_trpo_back
 def test_a_zero_gradient_leaves_the_policy_alone():
     agent, obs, actions, _ = batch_of(gym.spaces.Discrete(3))
     before = parameters_to_vector(agent.policy_parameters()).clone()
-    stats = trpo.policy_update(agent, obs, actions, torch.zeros(len(obs)), trpo.Args(), step=0)
+    stats = trpo.policy_update(agent, obs, actions, torch.zeros(len(obs)), trpo.Args())
     assert not stats["accepted"] and stats["kl"] == 0.0
     assert torch.equal(parameters_to_vector(agent.policy_parameters()), before)
-
-
-def test_a_non_finite_surrogate_stops_the_update():
-    agent, obs, actions, advantages = batch_of(gym.spaces.Discrete(3))
-    advantages[3] = float("nan")
-    with pytest.raises(FloatingPointError, match="the loss became nan at step 7"):
-        trpo.policy_update(agent, obs, actions, advantages, trpo.Args(), step=7)
 
 
 def test_fit_value_regresses_the_value_net_on_the_returns_and_leaves_the_policy_alone():
@@ -288,6 +282,62 @@ def test_fit_value_regresses_the_value_net_on_the_returns_and_leaves_the_policy_
     with torch.no_grad():
         loss_before = (0.5 * (agent.get_value(obs) - returns) ** 2).mean().item()
     optimizer = torch.optim.Adam(agent.critic.parameters(), lr=1e-2)
-    loss_after = trpo.fit_value(agent, optimizer, obs, returns, epochs=100, minibatch_size=64, step=0)
-    assert loss_after < 0.1 * loss_before
+    mean_step_loss, loss_after = trpo.fit_value(agent, optimizer, obs, returns, epochs=100, minibatch_size=64)
+    assert loss_after < 0.1 * loss_before and loss_after < mean_step_loss.item() < loss_before
+    assert all(optimizer.state[p]["step"].item() == 100 * 256 / 64 for p in agent.critic.parameters())
     assert torch.equal(parameters_to_vector(agent.policy_parameters()), policy_before)
+
+
+# --- the whole update: the policy's step, then the value fit --------------------------------------------------
+
+
+def whole_batch(action_space, **settings):
+    agent, obs, actions, advantages = batch_of(action_space)
+    returns = obs[:, 0] * 2.0 + 1.0
+    with torch.no_grad():
+        values = agent.get_value(obs)
+    batch = trpo.Batch(obs, actions, torch.zeros(len(obs)), values, advantages, returns)
+    return agent, torch.optim.Adam(agent.critic.parameters(), lr=1e-3), batch, trpo.Args(**settings)
+
+
+@pytest.mark.parametrize("action_space", [gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (2,))],
+                         ids=["discrete", "gaussian"])
+def test_update_steps_the_policy_on_standardised_advantages_then_fits_the_value(action_space):
+    agent, optimizer, batch, args = whole_batch(action_space)
+    state = {k: v.clone() for k, v in agent.state_dict().items()}
+    # The policy's step by itself, on the advantages standardised over the batch.
+    standardised = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+    alone = trpo.policy_update(agent, batch.obs, batch.actions, standardised, args)
+    policy_alone = parameters_to_vector(agent.policy_parameters()).clone()
+    agent.load_state_dict(state)
+    critic_before = parameters_to_vector(agent.critic.parameters()).clone()
+    # Scaling and shifting the advantages changes nothing but rounding: they are standardised. (Shifted and
+    # not standardised, they would give another direction.)
+    metrics = trpo.update(agent, optimizer, batch._replace(advantages=10 * batch.advantages + 3), args)
+    torch.testing.assert_close(parameters_to_vector(agent.policy_parameters()), policy_alone, rtol=0, atol=1e-3)
+    assert metrics["kl"] == pytest.approx(alone["kl"], rel=1e-3) and metrics["accepted"] and 0 < metrics["kl"] <= 0.01
+    assert not torch.equal(parameters_to_vector(agent.critic.parameters()), critic_before)  # the value was fitted
+    with torch.no_grad():
+        assert metrics["value_loss"] == pytest.approx((0.5 * (agent.get_value(batch.obs) - batch.returns) ** 2).mean().item())
+    assert math.isfinite(metrics["loss"])
+
+
+def test_update_without_standardising_steps_on_the_advantages_as_they_are():
+    agent, optimizer, batch, args = whole_batch(gym.spaces.Discrete(3), norm_adv=False)
+    state = {k: v.clone() for k, v in agent.state_dict().items()}
+    alone = trpo.policy_update(agent, batch.obs, batch.actions, batch.advantages, args)
+    agent.load_state_dict(state)
+    assert trpo.update(agent, optimizer, batch, args)["surrogate_after"] == pytest.approx(alone["surrogate_after"])
+
+
+@pytest.mark.parametrize("line_search", [True, False], ids=["trpo", "npg"])
+def test_a_non_finite_surrogate_makes_the_loss_of_the_update_non_finite(line_search):
+    """What run.check_finite looks at to stop a run before a checkpoint holds the damage. The line search takes
+    no step on it; the natural gradient's step is not finite either."""
+    agent, optimizer, batch, args = whole_batch(gym.spaces.Discrete(3), line_search=line_search)
+    batch.advantages[3] = float("nan")
+    before = parameters_to_vector(agent.policy_parameters()).clone()
+    metrics = trpo.update(agent, optimizer, batch, args)
+    assert not torch.isfinite(torch.as_tensor(metrics["loss"]))
+    if line_search:
+        assert not metrics["accepted"] and torch.equal(parameters_to_vector(agent.policy_parameters()), before)

@@ -75,7 +75,7 @@ def test_atari_observations_are_stacked_greyscale_uint8():
 def test_policy_and_value_networks_are_separate():
     args = trpo.PRESETS["mujoco"]
     envs = trpo.make_vector_env(dataclasses.replace(args, env_id="Pendulum-v1"), seed=0, video_dir="")
-    agent = trpo.Agent(envs.single_observation_space, envs.single_action_space, args.hidden_sizes, True)
+    agent = trpo.Agent(envs.single_observation_space, envs.single_action_space, args)
     envs.close()
     policy = {id(p) for p in agent.policy_parameters()}
     assert policy.isdisjoint(id(p) for p in agent.critic.parameters())
@@ -110,16 +110,18 @@ def test_presets_and_overrides_from_the_command_line():
     args = trpo.parse_args([])
     assert args.preset == "mujoco" and args.env_id == "Hopper-v5" and args.normalize_obs
     assert (args.max_kl, args.cg_iters, args.cg_damping, args.gae_lambda) == (0.01, 10, 0.1, 0.98)
-    args = trpo.parse_args(["--preset", "atari", "--max-kl", "0.002"])
-    assert args.max_kl == 0.002 and args.cg_damping == 1e-3 and args.gamma == 0.98 and args.gae_lambda == 1.0
-    args = trpo.parse_args(["--preset=classic", "--no-line-search", "--hidden-sizes", "64", "64"])
+    args = trpo.parse_args(["atari", "--max-kl", "0.002"])
+    assert args.preset == "atari" and args.max_kl == 0.002 and args.cg_damping == 1e-3 and args.gamma == 0.98 and args.gae_lambda == 1.0
+    args = trpo.parse_args(["classic", "--no-line-search", "--hidden-sizes", "64", "64"])
     assert args.env_id == "CartPole-v1" and not args.normalize_obs and not args.line_search
     assert args.hidden_sizes == (64, 64)
     assert isinstance(trpo.parse_args(["evaluate", "m.pt", "--episodes", "4"]), trpo.EvalArgs)
+    with pytest.raises(trpo.ConfigError, match="a preset is the first word of the command"):
+        trpo.parse_args(["--preset=classic"])
 
 
 def test_help_shows_the_preset_defaults():
-    out = run_cli("trpo", "--preset", "atari", "--help")
+    out = run_cli("trpo", "atari", "--help")
     assert out.returncode == 0
     assert "--max-kl FLOAT" in out.stdout and "(default: 0.001)" in out.stdout
 

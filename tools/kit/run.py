@@ -211,7 +211,7 @@ def set_rng_state(state: dict) -> None:
 
 def package_versions() -> dict:
     versions = {"python": sys.version.split()[0]}
-    for package in ("torch", "gymnasium", "numpy", "ale-py", "mujoco", "envpool", "tyro"):
+    for package in ("torch", "gymnasium", "numpy", "ale-py", "mujoco", "minatar", "envpool", "tyro"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -516,17 +516,17 @@ def main_evaluate(eval_args: EvalArgs) -> dict:
 
 
 def parse_args(argv: list[str]) -> "Args | EvalArgs":
-    """`evaluate MODEL ...` gives EvalArgs. Training takes a preset as its first word (a subcommand; the
-    first of PRESETS when the command starts with a flag) and applies the flags over it."""
+    """`evaluate MODEL ...` gives EvalArgs. Training takes a preset as its first word (a tyro subcommand; the
+    first of PRESETS when the command starts with a flag, --help included) and applies the flags over it."""
     if any(arg == "--preset" or arg.startswith("--preset=") for arg in argv):
         raise ConfigError(f"a preset is the first word of the command, not a flag: {SCRIPT} "
                           f"{{{','.join(PRESETS)}}} [FLAGS]")
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+    if not argv or argv[0].startswith("-"):
         argv = [next(iter(PRESETS)), *argv]
-    first = next(iter(PRESETS))
-    presets = [Annotated[Args, tyro.conf.subcommand(name, default=args, description=f"train with the {name} preset"
-               f"{' (the default)' if name == first else ''}: its settings are the defaults shown by `{SCRIPT} {name} "
-               "--help`")] for name, args in PRESETS.items()]
+    names = ", ".join(PRESETS)
+    presets = [Annotated[Args, tyro.conf.subcommand(name, default=args, description=(
+        f"{__doc__}\nPresets (the first word of the command): {names}; the defaults below are the {name} preset's."
+    ))] for name, args in PRESETS.items()]
     evaluate_model = Annotated[EvalArgs, tyro.conf.subcommand("evaluate", description=EvalArgs.__doc__)]
     command = typing.Union[(*presets, evaluate_model)]
     return tyro.cli(command, args=argv, prog=SCRIPT, description=__doc__, config=(tyro.conf.OmitSubcommandPrefixes,))

@@ -1,0 +1,120 @@
+"""The report's figures: learning curves of every config on each env (mean over seeds with a 95% bootstrap
+band, the paper's number as a dashed line, the TD3 paper's own curve where we have it), one PNG per env and
+one of every env side by side. matplotlib is imported only when a figure is drawn."""
+
+import math
+import os
+
+import numpy as np
+
+from benchmark import registry
+from benchmark.common import atomic_write
+from benchmark.results import RunResult, td3_paper_curve
+from benchmark.stats import curve, curve_ci
+from benchmark.tables import fmt
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def config_colours(runs: list[RunResult]) -> dict:
+    """One colour per config, the same on every figure of a report."""
+    colours = pyplot().get_cmap("tab10").colors
+    return {config: colours[i % len(colours)] for i, config in enumerate(sorted({r.config for r in runs}))}
+
+
+def draw_env(ax, env_id: str, runs: list[RunResult], last: int, colours: dict, small: bool = False) -> None:
+    """Learning curves of every config on one env: mean over seeds, shaded 95% bootstrap CI, the paper's
+    number as a dashed line of the same colour (and the TD3 paper's own curve where we have it)."""
+    from matplotlib.ticker import EngFormatter
+
+    for config in sorted({r.config for r in runs}):
+        colour = colours[config]
+        members = [r for r in runs if r.config == config and len(r.steps)]
+        if not members:
+            continue
+        end = min(int(r.steps[-1]) for r in members)  # the range every seed covers
+        grid = np.linspace(0, end, 200)
+        curves = np.array([curve(r, grid, last) for r in members])
+        valid = ~np.isnan(curves).any(axis=0)  # grid steps where every seed has finished an episode
+        if not valid.any():
+            continue
+        mean = curves[:, valid].mean(axis=0)
+        label = f"{config} ({len(members)} seed{'s' if len(members) > 1 else ''})"
+        ax.plot(grid[valid], mean, color=colour, lw=1.6, label=label)
+        if len(members) >= 2 and valid.sum() > 1:
+            low, high = curve_ci(curves[:, valid])
+            ax.fill_between(grid[valid], low, high, color=colour, alpha=0.2, lw=0)
+        reference = next((r.reference for r in runs if r.config == config and r.reference is not None), None)
+        if reference is not None:
+            ax.axhline(reference, color=colour, ls="--", lw=1.0, alpha=0.8, label=f"{config}: paper {fmt(reference)}")
+        if config == "td3" and (paper := td3_paper_curve(env_id)) is not None:
+            steps, paper_mean, paper_std = paper
+            ax.plot(steps, paper_mean, color=colour, ls=":", lw=1.2, label="td3: paper's curve (mean +- std, 10 seeds)")
+            ax.fill_between(steps, paper_mean - paper_std, paper_mean + paper_std, color=colour, alpha=0.08, lw=0)
+    ax.set_title(env_id, fontsize=9 if small else 11)
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.tick_params(labelsize=7 if small else 9)
+    ax.grid(alpha=0.25, lw=0.6)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def plot_env(env_id: str, runs: list[RunResult], last: int, path: str, colours: dict) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
+    draw_env(ax, env_id, runs, last, colours)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(f"episodic return (last {last} episodes)")
+    ax.legend(fontsize=7.5, frameon=False, loc="best")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def plot_overview(runs: list[RunResult], last: int, path: str, colours: dict) -> None:
+    """Every env of the sweep side by side (at most 4 a row), one legend for all."""
+    from matplotlib.lines import Line2D
+
+    plt = pyplot()
+    envs = sorted({r.env_id for r in runs}, key=lambda e: (registry.env_family(e), e))
+    columns = min(4, len(envs))
+    rows = math.ceil(len(envs) / columns)
+    height = 2.5 * rows + 0.7  # inches; the bottom 0.7 hold the x label and the legend
+    fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, height), dpi=150, squeeze=False)
+    for ax, env_id in zip(axes.flat, envs):
+        draw_env(ax, env_id, [r for r in runs if r.env_id == env_id], last, colours, small=True)
+    for ax in list(axes.flat)[len(envs):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=c, lw=1.6, label=config) for config, c in colours.items()]
+    handles.append(Line2D([], [], color="grey", ls="--", lw=1.0, label="paper"))
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6),
+               fontsize=8, frameon=False)
+    fig.supylabel(f"return (last {last} episodes)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.62 / height, 1, 1))
+    fig.text(0.5, 0.5 / height, "environment steps", ha="center", va="center", fontsize=9)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def plot_curves(runs: list[RunResult], last: int, out: str) -> dict:
+    """Write out/curves/<env>.png for each env, and out/curves/overview.png when there are several; their
+    titles -> paths relative to out, in the order the report shows them."""
+    os.makedirs(os.path.join(out, "curves"), exist_ok=True)
+    colours = config_colours(runs)
+    envs = sorted({r.env_id for r in runs})
+    figures = {}
+    if len(envs) > 1:
+        plot_overview(runs, last, os.path.join(out, "curves", "overview.png"), colours)
+        figures["every env"] = os.path.join("curves", "overview.png")
+    for env_id in envs:
+        relative = os.path.join("curves", env_id.replace("/", "-") + ".png")
+        plot_env(env_id, [r for r in runs if r.env_id == env_id], last, os.path.join(out, relative), colours)
+        figures[env_id] = relative
+    return figures

@@ -1,0 +1,100 @@
+"""The report's text: the Markdown report (its tables of final returns beside the papers' numbers and of
+IQMs across tasks, the runs that did not finish, the figures) and the CSV of every run."""
+
+import csv
+import io
+import math
+import os
+
+from benchmark import suites
+from benchmark.results import RunResult
+from benchmark.stats import human_normalised
+
+
+def fmt(x: float, digits: int | None = None) -> str:
+    """A number as the report shows it: `digits` decimals, else fewer the larger it is; "-" for none."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if digits is not None:
+        return f"{x:.{digits}f}"
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+
+
+def fmt_ci(ci) -> str:
+    return "" if math.isnan(ci[0]) else f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last: int, suite_names: list[str],
+             plots: dict, root: str = ".") -> str:
+    """report.md: the rows of stats.aggregate and stats.group_iqms as tables, the sources of the papers'
+    numbers, the runs left out (their logs relative to root), and the figures `plots` (title -> path)."""
+    out = io.StringIO()
+    out.write("# Benchmark report\n\n")
+    for name in suite_names:
+        if name in suites.SUITES:
+            suite = suites.SUITES[name]
+            out.write(f"Suite `{name}`: {suite.description}. Paper's numbers: {suite.paper_metric}.\n\n")
+    out.write(f"Ours: mean over seeds of each run's last {last} training episodes, with a 95% bootstrap CI over "
+              "seeds; eval: the final evaluation in summary.json. Ratio = ours / paper, where the paper's number "
+              "is positive.\n\n")
+    atari = any(not math.isnan(r["hns"]) for r in rows)
+    header = ["algo", "env", "steps", "seeds", f"ours (last {last})", "eval", "paper", "ratio"]
+    header += ["HNS"] if atari else []
+    out.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
+    for r in rows:
+        seeds = f"{r['finished']}" if r["finished"] == r["runs"] else f"{r['finished']}/{r['runs']}"
+        short = r["reference_steps"] and r["steps"] and r["steps"] < 0.9 * r["reference_steps"]
+        cells = [f"`{r['config']}`", r["env_id"], f"{r['steps']:,}" if r["steps"] else "-", seeds,
+                 fmt(r["final_mean"]) + fmt_ci(r["final_ci"]), fmt(r["eval_mean"]),
+                 fmt(r["reference"]) + (f" (at {r['reference_steps']:,} steps)" if short else ""), fmt(r["ratio"], 2)]
+        if atari:
+            cells.append(fmt(r["hns"], 2))
+        out.write("| " + " | ".join(cells) + " |\n")
+    if iqm_rows:
+        out.write("\nAcross tasks (each run's score normalised; IQM = interquartile mean over runs, 95% bootstrap CI; "
+                  "mean and median over tasks):\n\n| algo | tasks | runs | scale | IQM | mean | median |\n"
+                  "|---|---|---|---|---|---|---|\n")
+        for r in iqm_rows:
+            low, high = r["iqm_ci"]
+            ci = "" if math.isnan(low) else f" [{low:.2f}, {high:.2f}]"
+            out.write(f"| `{r['config']}` | {r['tasks']} {r['family']} | {r['runs']} | {r['scale']} | "
+                      f"{fmt(r['iqm'], 2)}{ci} | {fmt(r['mean'], 2)} | {fmt(r['median'], 2)} |\n")
+    sources = sorted({r["source"] for r in rows if r["source"]})
+    if sources:
+        out.write("\nSources of the paper's numbers: " + "; ".join(sources) + ".\n")
+    if atari:
+        out.write("\nHNS: human-normalised score (ours - random) / (human - random), random and human scores of "
+                  "the DQN papers' table (benchmark/data/atari_random_human.csv).\n")
+    unfinished = [r for r in runs if r.state != "finished"]
+    if unfinished:
+        out.write("\nNot finished (left out of the numbers above):\n\n")
+        for r in unfinished:
+            log = os.path.relpath(os.path.join(r.run_dir, "run.log"), root)
+            out.write(f"- `{r.name}`: {r.state}" + ("" if r.state == "not started" else f" (log: {log})") + "\n")
+    if plots:
+        out.write("\nLearning curves:\n\n")
+        for env_id, path in plots.items():
+            out.write(f"![{env_id}]({path})\n")
+    return out.getvalue()
+
+
+CSV_FIELDS = ["name", "config", "algo", "env_id", "seed", "state", "total_timesteps", "total_steps", "episodes",
+              "final_return", "eval_return", "hns", "reference", "sps", "wall_time", "run_dir"]
+
+
+def runs_csv(runs: list[RunResult], last: int) -> str:
+    """runs.csv: one row of CSV_FIELDS per run, finished or not."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for r in runs:
+        summary = r.summary or {}
+        hns = human_normalised(r.env_id, r.final(last)) if len(r.returns) else None
+        writer.writerow({"name": r.name, "config": r.config, "algo": r.config.split(":")[0], "env_id": r.env_id,
+                         "seed": r.seed, "state": r.state, "total_timesteps": r.total_timesteps,
+                         "total_steps": summary.get("total_steps", int(r.steps[-1]) if len(r.steps) else 0),
+                         "episodes": len(r.returns), "final_return": r.final(last), "eval_return": r.eval,
+                         "hns": "" if hns is None else hns, "reference": "" if r.reference is None else r.reference,
+                         "sps": summary.get("sps", ""), "wall_time": summary.get("wall_time", ""),
+                         "run_dir": r.run_dir})
+    return out.getvalue()
