@@ -595,7 +595,7 @@ def die_with_parent(parent_pid: int) -> None:
 # `python tools/sync_kit.py` copies it). The paper's asynchronous actor-learners as Hogwild! (Recht et al. 2011)
 # runs them: one optimiser whose statistics every worker shares, workers that claim their steps from one
 # global counter and update the global weights without locks, and the main process that coordinates them.
-# From the script above it uses SCRIPT, Args and check_spaces, and the atari, workers and run kits. A worker is
+# From the script above it uses SCRIPT, Args and check_spaces, and the kits atari, workers and run. A worker is
 # a function work(link, *args) that runs in a process of its own; main() starts them with Workers and hands the
 # run to train_workers, which writes their episodes in global-step order and pauses them for each checkpoint.
 
@@ -1021,8 +1021,8 @@ def train_workers(run, workers: Workers) -> bool:
 
 # ==== end of kit: hogwild ====
 
-# ==== kit: run ====  the same text in every script of algos/ (master copy: tools/kit/run.py; after editing it,
-# `python tools/sync_kit.py` copies it into every script, and tests/test_kit.py checks the copies).
+# ==== kit: run ====  The run kit: the same text in every script of algos/ (master copy: tools/kit/run.py;
+# after editing it, `python tools/sync_kit.py` copies it into every script; tests/test_kit.py checks them).
 # Everything a run does besides learning: one-line errors, checkpoints and resume, the run directory and its
 # logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
 # script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and

@@ -691,8 +691,8 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> 
 
 # ==== end of kit: atari ====
 
-# ==== kit: run ====  the same text in every script of algos/ (master copy: tools/kit/run.py; after editing it,
-# `python tools/sync_kit.py` copies it into every script, and tests/test_kit.py checks the copies).
+# ==== kit: run ====  The run kit: the same text in every script of algos/ (master copy: tools/kit/run.py;
+# after editing it, `python tools/sync_kit.py` copies it into every script; tests/test_kit.py checks them).
 # Everything a run does besides learning: one-line errors, checkpoints and resume, the run directory and its
 # logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
 # script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and

@@ -314,7 +314,7 @@ def main(args: Args) -> dict:
 
 
 # ==== kit: replay ====  the same text in ddpg, td3 and sac (master copy: tools/kit/replay.py; `python
-# tools/sync_kit.py` copies it). What the off-policy scripts share besides the run kit: one env with its
+# tools/sync_kit.py` copies it). What the off-policy scripts share besides the kit `run`: one env with its
 # actions in [-1, 1], the replay buffer, DDPG's and TD3's actor, the Polyak update, losses watched on the
 # device, the start of training, an env step, the bookkeeping at the end of every step, and the kit's
 # evaluate and load_agent. From the script above it uses check_args(args), Agent(obs_dim, act_dim, args)
@@ -648,8 +648,8 @@ def load_agent(model_path: str) -> tuple[nn.Module, "Args"]:
     return agent.actor, args
 # ==== end of kit: replay ====
 
-# ==== kit: run ====  the same text in every script of algos/ (master copy: tools/kit/run.py; after editing it,
-# `python tools/sync_kit.py` copies it into every script, and tests/test_kit.py checks the copies).
+# ==== kit: run ====  The run kit: the same text in every script of algos/ (master copy: tools/kit/run.py;
+# after editing it, `python tools/sync_kit.py` copies it into every script; tests/test_kit.py checks them).
 # Everything a run does besides learning: one-line errors, checkpoints and resume, the run directory and its
 # logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
 # script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and

@@ -2,7 +2,7 @@
 # `python tools/sync_kit.py` copies it). The paper's asynchronous actor-learners as Hogwild! (Recht et al. 2011)
 # runs them: one optimiser whose statistics every worker shares, workers that claim their steps from one
 # global counter and update the global weights without locks, and the main process that coordinates them.
-# From the script above it uses SCRIPT, Args and check_spaces, and the atari, workers and run kits. A worker is
+# From the script above it uses SCRIPT, Args and check_spaces, and the kits atari, workers and run. A worker is
 # a function work(link, *args) that runs in a process of its own; main() starts them with Workers and hands the
 # run to train_workers, which writes their episodes in global-step order and pauses them for each checkpoint.
 

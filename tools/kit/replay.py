@@ -1,5 +1,5 @@
 # ==== kit: replay ====  the same text in ddpg, td3 and sac (master copy: tools/kit/replay.py; `python
-# tools/sync_kit.py` copies it). What the off-policy scripts share besides the run kit: one env with its
+# tools/sync_kit.py` copies it). What the off-policy scripts share besides the kit `run`: one env with its
 # actions in [-1, 1], the replay buffer, DDPG's and TD3's actor, the Polyak update, losses watched on the
 # device, the start of training, an env step, the bookkeeping at the end of every step, and the kit's
 # evaluate and load_agent. From the script above it uses check_args(args), Agent(obs_dim, act_dim, args)
