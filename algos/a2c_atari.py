@@ -16,37 +16,17 @@ paper's Atari settings), minatar (atari's, for MinAtar's 10x10 games).
     python algos/a2c_atari.py evaluate runs/<run>/model.pt --episodes 10
 """
 
-import csv
 import dataclasses
-import difflib
-import glob
-import json
-import math
 import os
-import random
-import signal
-import sys
-import time
-import types
-import typing
-from collections import deque
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Annotated, Literal
 
-import ale_py
 import gymnasium as gym
-import numpy as np
 import torch
-import torch.nn as nn
 import tyro
-from torch.distributions import Categorical
-from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "a2c_atari.py"  # names this script in messages, checkpoints and models
 ATARI = True  # plays Atari games (and MinAtar's)
-
-gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
 try:  # the MinAtar/*-v1 ids (Young & Tian 2019), when the minatar package is installed
     import minatar.gym
 
@@ -257,6 +237,14 @@ def main(args: Args) -> dict:
 # common settings and of the spaces, the n-step returns, the A3C loss, TensorFlow's RMSProp and the clipped
 # step, the rollout storage, the actor-critic network, and evaluating it. From the script above it uses
 # make_vector_env(args, seed, video_dir, num_envs) and make_agent(args, envs).
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.distributions import Categorical
 
 
 def check_actor_critic(args) -> None:
@@ -523,6 +511,13 @@ def load_agent(model_path: str) -> tuple[Agent, "Args"]:
 # tools/kit/atari.py; `python tools/sync_kit.py` copies it). The papers' Atari preprocessing, EnvPool behind
 # the gymnasium interface, and the baselines' initialisation.
 
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch.nn as nn
+
+gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
+
 
 def is_atari(env_id: str) -> bool:
     return "ale_py" in str(gym.spec(env_id).entry_point)
@@ -633,6 +628,31 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> 
 # logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
 # script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
 # evaluate(agent, args, episodes, seed, deterministic, video_dir).
+
+import csv
+import dataclasses
+import difflib
+import glob
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import types
+import typing
+from collections import deque
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Annotated
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
 
 
 class ConfigError(ValueError):

@@ -15,40 +15,20 @@ lock-free updates differently every time. An episode's global_step is the number
 claimed from the shared counter when it ended; episodes.csv is written in that order (see the hogwild kit).
 """
 
-import csv
 import dataclasses
-import difflib
-import glob
-import heapq
-import json
-import math
 import os
-import queue as queue_module
 import random
-import signal
-import sys
-import time
-import traceback
-import types
-import typing
-from collections import deque
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Annotated, Literal
 
-import ale_py
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.multiprocessing as mp
 import torch.nn as nn
 import tyro
-from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "async_q.py"  # names this script in messages, checkpoints and models
 ATARI = True  # plays Atari ids (with the DQN preprocessing the paper used)
-
-gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
 
 # The paper's per-thread exploration: each worker's final epsilon is one of these, with these odds.
 FINAL_EPSILONS = (0.1, 0.01, 0.5)
@@ -451,6 +431,13 @@ def load_agent(model_path: str) -> tuple[QNetwork, Args]:
 # tools/kit/atari.py; `python tools/sync_kit.py` copies it). The papers' Atari preprocessing, EnvPool behind
 # the gymnasium interface, and the baselines' initialisation.
 
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch.nn as nn
+
+gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
+
 
 def is_atari(env_id: str) -> bool:
     return "ale_py" in str(gym.spec(env_id).entry_point)
@@ -558,6 +545,10 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> 
 # ==== kit: workers ====  the same text in a3c_hogwild, async_q and paac (master copy: tools/kit/workers.py;
 # `python tools/sync_kit.py` copies it). Worker processes: how many, and none outliving the run.
 
+import os
+import signal
+import sys
+
 
 def available_cores() -> int:
     try:
@@ -598,6 +589,21 @@ def die_with_parent(parent_pid: int) -> None:
 # From the script above it uses SCRIPT, Args and check_spaces, and the kits atari, workers and run. A worker is
 # a function work(link, *args) that runs in a process of its own; main() starts them with Workers and hands the
 # run to train_workers, which writes their episodes in global-step order and pauses them for each checkpoint.
+
+import heapq
+import math
+import os
+import queue as queue_module
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+import torch.multiprocessing as mp
+import torch.nn as nn
 
 
 class SharedOptimizer(torch.optim.Optimizer):
@@ -1027,6 +1033,31 @@ def train_workers(run, workers: Workers) -> bool:
 # logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
 # script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
 # evaluate(agent, args, episodes, seed, deterministic, video_dir).
+
+import csv
+import dataclasses
+import difflib
+import glob
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import types
+import typing
+from collections import deque
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Annotated
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
 
 
 class ConfigError(ValueError):

@@ -10,22 +10,9 @@ pure Monte Carlo: an episode cut by a time limit ends there, with no bootstrap.
     python algos/reinforce.py evaluate runs/<run>/model.pt --episodes 10
 """
 
-import csv
-import dataclasses
-import difflib
-import glob
-import json
-import math
 import os
 import random
-import signal
-import sys
-import time
-import types
-import typing
-from collections import deque
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Annotated
 
 import gymnasium as gym
@@ -34,7 +21,6 @@ import torch
 import torch.nn as nn
 import tyro
 from torch.distributions import Categorical, Normal
-from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "reinforce.py"  # names this script in messages, checkpoints and models
 ATARI = False  # classic control only: Atari ids are refused
@@ -351,6 +337,31 @@ def main(args: Args) -> dict:
 # logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
 # script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
 # evaluate(agent, args, episodes, seed, deterministic, video_dir).
+
+import csv
+import dataclasses
+import difflib
+import glob
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import types
+import typing
+from collections import deque
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Annotated
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
 
 
 class ConfigError(ValueError):

@@ -17,30 +17,15 @@ steps) and authors (the authors' current code, github.com/sfujim/TD3: 256-256 un
     python algos/td3.py evaluate runs/<run>/model.pt --episodes 10
 """
 
-import csv
-import dataclasses
-import difflib
-import glob
-import json
-import math
 import os
 import random
-import signal
-import sys
-import time
-import types
-import typing
-from collections import deque
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Annotated, Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
 import tyro
-from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "td3.py"  # names this script in messages, checkpoints and models
 ATARI = False  # continuous actions only
@@ -290,6 +275,17 @@ def main(args: Args) -> dict:
 # evaluate and load_agent. From the script above it uses check_args(args), Agent(obs_dim, act_dim, args)
 # (with .actor, whose act(obs, deterministic) gives actions in [-1, 1]), and the Args fields the off-policy
 # scripts share.
+
+import copy
+import dataclasses
+import os
+import time
+import typing
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
 
 LOG_EVERY = 1_000  # env steps between logs of the losses: reading them back from the device is a wait
 
@@ -624,6 +620,31 @@ def load_agent(model_path: str) -> tuple[nn.Module, "Args"]:
 # logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
 # script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
 # evaluate(agent, args, episodes, seed, deterministic, video_dir).
+
+import csv
+import dataclasses
+import difflib
+import glob
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import types
+import typing
+from collections import deque
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Annotated
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
 
 
 class ConfigError(ValueError):

@@ -15,37 +15,20 @@ Presets: mujoco (the authors' baselines trpo_mpi), classic (mujoco's without nor
     python algos/trpo.py evaluate runs/<run>/model.pt --episodes 10
 """
 
-import csv
-import dataclasses
-import difflib
-import glob
-import json
 import math
 import os
-import random
-import signal
-import sys
-import time
-import types
-import typing
-from collections import deque
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Annotated, Callable, Literal, NamedTuple
 
-import ale_py
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
 import tyro
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
-from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "trpo.py"  # names this script in messages, checkpoints and models
 ATARI = True  # plays Atari games
-
-gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
 
 
 @dataclass
@@ -456,6 +439,15 @@ def main(args: Args) -> dict:
 # statistics, acting, the Nature CNN, and evaluating or reloading a saved agent. From the script above it uses
 # Agent (built from the spaces and the args; act says what it holds).
 
+import dataclasses
+import os
+from typing import NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+
 
 def check_batch_args(args) -> None:
     """The checks of the settings ppo and trpo share, each with one line that names the fix."""
@@ -698,6 +690,13 @@ def load_agent(model_path: str) -> tuple["Agent", "Args"]:
 # tools/kit/atari.py; `python tools/sync_kit.py` copies it). The papers' Atari preprocessing, EnvPool behind
 # the gymnasium interface, and the baselines' initialisation.
 
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch.nn as nn
+
+gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
+
 
 def is_atari(env_id: str) -> bool:
     return "ale_py" in str(gym.spec(env_id).entry_point)
@@ -808,6 +807,31 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> 
 # logs, progress, signals, the final evaluation, the `evaluate` command and the command line. From the
 # script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
 # evaluate(agent, args, episodes, seed, deterministic, video_dir).
+
+import csv
+import dataclasses
+import difflib
+import glob
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import types
+import typing
+from collections import deque
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Annotated
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
 
 
 class ConfigError(ValueError):

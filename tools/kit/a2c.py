@@ -4,6 +4,14 @@
 # step, the rollout storage, the actor-critic network, and evaluating it. From the script above it uses
 # make_vector_env(args, seed, video_dir, num_envs) and make_agent(args, envs).
 
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.distributions import Categorical
+
 
 def check_actor_critic(args) -> None:
     """The checks of the settings both scripts have (besides check_common's)."""

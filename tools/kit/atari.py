@@ -2,6 +2,13 @@
 # tools/kit/atari.py; `python tools/sync_kit.py` copies it). The papers' Atari preprocessing, EnvPool behind
 # the gymnasium interface, and the baselines' initialisation.
 
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch.nn as nn
+
+gym.register_envs(ale_py)  # the ALE/ and *NoFrameskip-v4 ids; the ROMs ship inside ale-py
+
 
 def is_atari(env_id: str) -> bool:
     return "ale_py" in str(gym.spec(env_id).entry_point)

@@ -4,6 +4,15 @@
 # statistics, acting, the Nature CNN, and evaluating or reloading a saved agent. From the script above it uses
 # Agent (built from the spaces and the args; act says what it holds).
 
+import dataclasses
+import os
+from typing import NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+
 
 def check_batch_args(args) -> None:
     """The checks of the settings ppo and trpo share, each with one line that names the fix."""

@@ -6,6 +6,21 @@
 # a function work(link, *args) that runs in a process of its own; main() starts them with Workers and hands the
 # run to train_workers, which writes their episodes in global-step order and pauses them for each checkpoint.
 
+import heapq
+import math
+import os
+import queue as queue_module
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+import torch.multiprocessing as mp
+import torch.nn as nn
+
 
 class SharedOptimizer(torch.optim.Optimizer):
     """An optimiser whose state is made when it is built and kept in shared memory, so that every worker

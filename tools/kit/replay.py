@@ -6,6 +6,17 @@
 # (with .actor, whose act(obs, deterministic) gives actions in [-1, 1]), and the Args fields the off-policy
 # scripts share.
 
+import copy
+import dataclasses
+import os
+import time
+import typing
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+
 LOG_EVERY = 1_000  # env steps between logs of the losses: reading them back from the device is a wait
 
 

@@ -5,6 +5,31 @@
 # script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
 # evaluate(agent, args, episodes, seed, deterministic, video_dir).
 
+import csv
+import dataclasses
+import difflib
+import glob
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import types
+import typing
+from collections import deque
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Annotated
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
 
 class ConfigError(ValueError):
     """A setting that cannot work, found before training starts."""

@@ -1,6 +1,10 @@
 # ==== kit: workers ====  the same text in a3c_hogwild, async_q and paac (master copy: tools/kit/workers.py;
 # `python tools/sync_kit.py` copies it). Worker processes: how many, and none outliving the run.
 
+import os
+import signal
+import sys
+
 
 def available_cores() -> int:
     try:
