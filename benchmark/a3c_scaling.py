@@ -29,7 +29,7 @@ from benchmark.common import write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
 
-# The paper's Table 2: speedup over 1 thread at 1, 2, 4, 8 and 16 threads (see ../shared/REFERENCE.md).
+# Table 2 of Mnih et al. 2016: speedup over 1 thread at 1, 2, 4, 8 and 16 threads.
 PAPER_THREADS = (1, 2, 4, 8, 16)
 PAPER_SPEEDUP = {
     "A3C": (1.0, 2.1, 3.7, 6.9, 12.5),

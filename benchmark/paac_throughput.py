@@ -41,7 +41,7 @@ import paac  # noqa: E402
 
 ENV_ID = "BreakoutNoFrameskip-v4"
 
-# Table 1 of the paper (arch_nips / arch_nature), from ../shared/REFERENCE.md: the scores to compare with.
+# Table 1 of Clemente et al. 2017 (arch_nips / arch_nature): the scores to compare with.
 TABLE_1 = {"PongNoFrameskip-v4": {"nips": 20.6, "nature": 20.9},
            "BreakoutNoFrameskip-v4": {"nips": 470.1, "nature": 565.3}}
 

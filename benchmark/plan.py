@@ -31,6 +31,8 @@ class Run:
     source: str = ""
     reference_steps: int | None = None
     """the budget at which `reference` was measured (the suite's, before --budget-scale)"""
+    processes: int = 1
+    """the cores the run keeps busy (suites.Entry.processes)"""
 
     @property
     def name(self) -> str:
@@ -63,7 +65,7 @@ def expand(configs, envs, seeds, total_timesteps=None, overrides=()) -> list[Run
 def suite_runs(suite, budget_scale: float = 1.0, seeds=None, configs=None, envs=None, total_timesteps=None,
                overrides=()) -> list[Run]:
     """The runs of a suite, budgets multiplied by budget_scale; configs (or their script names), envs and seeds
-    select a part of it."""
+    select a part of it. An entry's flags come before the overrides, so an override of the same key wins."""
     runs = []
     for entry in suite.entries:
         algo, _ = registry.split_config(entry.config)
@@ -73,8 +75,9 @@ def suite_runs(suite, budget_scale: float = 1.0, seeds=None, configs=None, envs=
             continue
         budget = total_timesteps or max(1, round(entry.total_timesteps * budget_scale))
         for seed in seeds or suite.seeds:
-            runs.append(Run(entry.config, entry.env_id, seed, budget, overrides, entry.reference, entry.source,
-                            entry.total_timesteps if entry.reference is not None else None))
+            runs.append(Run(entry.config, entry.env_id, seed, budget, (*entry.flags, *overrides), entry.reference,
+                            entry.source, entry.total_timesteps if entry.reference is not None else None,
+                            entry.processes))
     return runs
 
 

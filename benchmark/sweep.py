@@ -76,7 +76,9 @@ def sweep(runs: list[plan.Run], out: str, workers: int | None = None, backend: s
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while queue or running:
-            while queue and len(running) < workers and not stop:
+            # A run with worker processes takes as many cores; the first run of the queue always starts on
+            # an idle machine, even one with fewer cores than it asks for.
+            while queue and not stop and (not running or busy_cores(running) + queue[0][0].processes <= workers):
                 run, _ = queue.pop(0)
                 running[run.name] = start_run(executor, run, out, threads, checkpoint_fraction)
             if stop:
@@ -118,6 +120,10 @@ def sweep(runs: list[plan.Run], out: str, workers: int | None = None, backend: s
     busy_note = f", {busy} running elsewhere" if busy else ""
     print(f"{done}/{len(runs)} runs finished{busy_note}; results in {out}", file=stream, flush=True)
     return 0 if done == len(runs) else 1
+
+
+def busy_cores(running: dict) -> int:
+    return sum(info["run"].processes for info in running.values())
 
 
 def start_run(executor, run: plan.Run, out: str, threads: int, checkpoint_fraction: float) -> dict:

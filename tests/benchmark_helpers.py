@@ -6,7 +6,7 @@ steps, return = step / 10), checkpoint.pt (JSON here) and summary.json (with an 
 and appends each invocation (its arguments and OMP_NUM_THREADS) to OUT/calls.jsonl, OUT being the sweep
 directory two levels above the run directory. `--mode` chooses a behaviour: ok; fail (exit 3 with a
 message); interrupt-once (save a checkpoint half way and exit 0, as the scripts do on SIGTERM, unless
-resuming); nan (exit 1 after a checkpoint, as a NaN stop does); slow (while OUT/slow exists, an episode
+resuming); nan (exit 1 after a checkpoint, as a NaN stop does); sleep (half a second before the summary); slow (while OUT/slow exists, an episode
 every 50 ms until SIGTERM, then a checkpoint and exit 0).
 """
 
@@ -33,7 +33,7 @@ args.preset = preset
 run_dir = args.run_dir
 sweep_dir = os.path.dirname(os.path.dirname(run_dir))
 with open(os.path.join(sweep_dir, "calls.jsonl"), "a") as f:
-    f.write(json.dumps({"argv": sys.argv[1:], "omp": os.environ.get("OMP_NUM_THREADS"),
+    f.write(json.dumps({"argv": sys.argv[1:], "omp": os.environ.get("OMP_NUM_THREADS"), "started": time.time(),
                         "run": os.path.basename(run_dir)}) + "\n")
 print("fake script starting", args.env_id, args.seed, flush=True)
 
@@ -74,6 +74,8 @@ with open(os.path.join(run_dir, "episodes.csv"), "a") as f:
                 sys.exit(1)
             print(f"stopped by signal 15 at step {step}; resume with --resume {run_dir}")
             sys.exit(0)
+if args.mode == "sleep":  # a run that takes a while, so that runs going at once overlap
+    time.sleep(0.5)
 summary = {"algo": "fake", "env_id": args.env_id, "seed": args.seed, "total_steps": total, "sps": 1000,
            "wall_time": 0.1, "args": vars(args), "eval": {"episodes": 2, "mean_return": total / 10 + 1}}
 atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary))

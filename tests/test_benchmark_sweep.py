@@ -4,6 +4,7 @@ benchmark_helpers.py (milliseconds each); test_benchmark_suites_run.py runs the 
 
 import collections
 import ctypes
+import dataclasses
 import fcntl
 import io
 import json
@@ -133,6 +134,17 @@ def test_suite_selection_and_references(capsys):
     assert "(paper: 490)" in capsys.readouterr().out
 
 
+def test_suite_entries_set_their_own_flags_and_an_override_wins():
+    (run,) = plan.suite_runs(suites.CLASSIC, configs=["sac"], seeds=[1])
+    command = plan.build_command(run, "d", python="python")
+    assert command[command.index("--learning-starts") + 1] == "1000"  # the entry's 1,000 random steps
+    (run,) = plan.suite_runs(suites.CLASSIC, configs=["sac"], seeds=[1], overrides=(("learning_starts", "500"),))
+    command = plan.build_command(run, "d", python="python")
+    assert command.count("--learning-starts") == 1 and command[command.index("--learning-starts") + 1] == "500"
+    hogwild = plan.suite_runs(suites.CLASSIC, configs=["a3c_hogwild:2-workers"], seeds=[1])
+    assert [r.processes for r in hogwild] == [2]
+
+
 def test_cli_refuses_bad_input(capsys):
     for argv in (["run", "--algo", "ppo"], ["run", "--algo", "dqn", "--env", "CartPole-v1"],
                  ["run", "--suite", "classic", "--env", "Nope-v0"]):
@@ -152,7 +164,7 @@ def test_slurm_array_script(capsys, tmp_path):
     assert cli.main(["run", "--suite", "classic", "--algo", "ppo", "--workers", "2", "--slurm",
                      "--out", str(tmp_path / "sw")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "#!/bin/bash" and "#SBATCH --array=0-5" in lines  # ppo's 2 envs x 3 seeds
+    assert lines[0] == "#!/bin/bash" and "#SBATCH --array=0-9" in lines  # ppo's 2 envs x 5 seeds
     command = shlex.split(lines[-1].replace('"$SLURM_ARRAY_TASK_ID"', "TASK"))
     assert command[1:] == ["-m", "benchmark", "run", "--suite", "classic", "--algo", "ppo", "--out",
                            str(tmp_path / "sw"), "--workers", "1", "--index", "TASK"]
@@ -234,6 +246,22 @@ def test_each_run_gets_its_share_of_threads(monkeypatch, tmp_path):
         share = str(max(1, cores // workers))
         assert call["omp"] == share
         assert call["argv"][call["argv"].index("--threads") + 1] == share
+
+
+def test_a_run_with_worker_processes_has_the_cores_it_asks_for_to_itself(monkeypatch, tmp_path):
+    install_fake(monkeypatch, tmp_path)
+    out = tmp_path / "sweep"
+    sleep = (("mode", "sleep"),)  # half a second each: without the rule, runs started together would overlap
+    wide = [dataclasses.replace(r, processes=2) for r in plan.expand(["fake"], ["CartPole-v1"], [1, 2], 100, sleep)]
+    narrow = plan.expand(["fake"], ["Acrobot-v1"], [1, 2, 3], 100, sleep)
+    code, text = run_sweep(narrow[:1] + wide + narrow[1:], out, workers=2)
+    assert code == 0, text
+    span = {c["run"]: (c["started"], os.path.getmtime(out / "runs" / c["run"] / "summary.json")) for c in calls(out)}
+    assert len(span) == 5
+    for run in wide:  # on 2 cores a run of 2 processes never overlaps another run
+        start, end = span[run.name]
+        assert all(end <= other_start or other_end <= start
+                   for name, (other_start, other_end) in span.items() if name != run.name)
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(monkeypatch, tmp_path):
