@@ -1,6 +1,7 @@
-"""The report's figures: learning curves of every config on each env (mean over seeds with a 95% bootstrap
+"""The report's figures: learning curves of every config on each env (mean over seeds with a 95% Student-t
 band, the paper's number as a dashed line, the TD3 paper's own curve where we have it), one PNG per env and
-one of every env side by side. matplotlib is imported only when a figure is drawn."""
+one of every env side by side; and rliable's performance profiles, one PNG per env family whose tasks have
+normalised scores. Each figure says what its band is. matplotlib is imported only when a figure is drawn."""
 
 import math
 import os
@@ -10,8 +11,8 @@ import numpy as np
 from benchmark import registry
 from benchmark.common import atomic_write
 from benchmark.results import RunResult, td3_paper_curve
-from benchmark.stats import curve, curve_ci
-from benchmark.tables import fmt
+from benchmark.stats import RESAMPLES, curve, curve_ci, performance_profiles, score_matrices
+from benchmark.tables import fmt, plural
 
 
 def pyplot():
@@ -29,11 +30,13 @@ def config_colours(runs: list[RunResult]) -> dict:
     return {config: colours[i % len(colours)] for i, config in enumerate(sorted({r.config for r in runs}))}
 
 
-def draw_env(ax, env_id: str, runs: list[RunResult], last: int, colours: dict, small: bool = False) -> None:
-    """Learning curves of every config on one env: mean over seeds, shaded 95% bootstrap CI, the paper's
-    number as a dashed line of the same colour (and the TD3 paper's own curve where we have it)."""
+def draw_env(ax, env_id: str, runs: list[RunResult], last: int, colours: dict, small: bool = False) -> list[int]:
+    """Learning curves of every config on one env: mean over seeds, shaded 95% Student-t interval of that
+    mean, the paper's number as a dashed line of the same colour (and the TD3 paper's own curve where we
+    have it). Returns the numbers of seeds behind the bands drawn."""
     from matplotlib.ticker import EngFormatter
 
+    banded = []
     for config in sorted({r.config for r in runs}):
         colour = colours[config]
         members = [r for r in runs if r.config == config and len(r.steps)]
@@ -51,6 +54,7 @@ def draw_env(ax, env_id: str, runs: list[RunResult], last: int, colours: dict, s
         if len(members) >= 2 and valid.sum() > 1:
             low, high = curve_ci(curves[:, valid])
             ax.fill_between(grid[valid], low, high, color=colour, alpha=0.2, lw=0)
+            banded.append(len(members))
         reference = next((r.reference for r in runs if r.config == config and r.reference is not None), None)
         if reference is not None:
             ax.axhline(reference, color=colour, ls="--", lw=1.0, alpha=0.8, label=f"{config}: paper {fmt(reference)}")
@@ -64,16 +68,28 @@ def draw_env(ax, env_id: str, runs: list[RunResult], last: int, colours: dict, s
     ax.grid(alpha=0.25, lw=0.6)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+    return banded
+
+
+def band_caption(seeds: list[int], legend: bool = True) -> str:
+    """What the learning curves' bands are, given the numbers of seeds behind them (which the legend gives
+    config by config, where `legend`); "" without bands."""
+    if not seeds:
+        return ""
+    low, high = min(seeds), max(seeds)
+    over = f"{low} seeds" if low == high else f"{low} to {high} seeds" + (" (see the legend)" if legend else "")
+    return f"band: 95% Student-t interval of the mean over {over}"
 
 
 def plot_env(env_id: str, runs: list[RunResult], last: int, path: str, colours: dict) -> None:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
-    draw_env(ax, env_id, runs, last, colours)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=150)
+    caption = band_caption(draw_env(ax, env_id, runs, last, colours))
     ax.set_xlabel("environment steps")
     ax.set_ylabel(f"episodic return (last {last} episodes)")
     ax.legend(fontsize=7.5, frameon=False, loc="best")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 if caption else 0, 1, 1))
+    fig.text(0.01, 0.012, caption, fontsize=7, color="0.3", ha="left", va="bottom")
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
@@ -86,19 +102,21 @@ def plot_overview(runs: list[RunResult], last: int, path: str, colours: dict) ->
     envs = sorted({r.env_id for r in runs}, key=lambda e: (registry.env_family(e), e))
     columns = min(4, len(envs))
     rows = math.ceil(len(envs) / columns)
-    height = 2.5 * rows + 0.7  # inches; the bottom 0.7 hold the x label and the legend
+    height = 2.5 * rows + 0.85  # inches; the bottom 0.85 hold the x label, the legend and the caption
     fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, height), dpi=150, squeeze=False)
+    banded = []
     for ax, env_id in zip(axes.flat, envs):
-        draw_env(ax, env_id, [r for r in runs if r.env_id == env_id], last, colours, small=True)
+        banded += draw_env(ax, env_id, [r for r in runs if r.env_id == env_id], last, colours, small=True)
     for ax in list(axes.flat)[len(envs):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=c, lw=1.6, label=config) for config, c in colours.items()]
     handles.append(Line2D([], [], color="grey", ls="--", lw=1.0, label="paper"))
-    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6),
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.15 / height), ncol=min(len(handles), 6),
                fontsize=8, frameon=False)
     fig.supylabel(f"return (last {last} episodes)", fontsize=9)
-    fig.tight_layout(rect=(0, 0.62 / height, 1, 1))
-    fig.text(0.5, 0.5 / height, "environment steps", ha="center", va="center", fontsize=9)
+    fig.tight_layout(rect=(0, 0.77 / height, 1, 1))
+    fig.text(0.5, 0.65 / height, "environment steps", ha="center", va="center", fontsize=9)
+    fig.text(0.5, 0.02 / height, band_caption(banded, legend=False), ha="center", va="bottom", fontsize=7, color="0.3")
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
@@ -117,4 +135,45 @@ def plot_curves(runs: list[RunResult], last: int, out: str) -> dict:
         relative = os.path.join("curves", env_id.replace("/", "-") + ".png")
         plot_env(env_id, [r for r in runs if r.env_id == env_id], last, os.path.join(out, relative), colours)
         figures[env_id] = relative
+    return figures
+
+
+def plot_profiles(runs: list[RunResult], last: int, out: str) -> dict:
+    """rliable's performance profiles of every config on each env family with at least two tasks of
+    normalised scores (the groups of the report's table across tasks), one figure a family: the fraction of
+    runs scoring above each threshold, with its 95% stratified bootstrap band. Writes
+    out/curves/profile-<family>.png; returns their titles -> paths relative to out."""
+    by_family = {}
+    for (config, family), group in score_matrices(runs, last).items():
+        by_family.setdefault(family, {})[config] = group
+    colours = config_colours(runs)  # the learning curves' colours
+    figures = {}
+    for family, groups in sorted(by_family.items()):
+        scores = np.concatenate([g["matrix"].ravel() for g in groups.values()])
+        taus = np.linspace(min(0.0, scores.min()), max(1.0, scores.max()), 101)
+        profiles, bands = performance_profiles({c: g["matrix"] for c, g in groups.items()}, taus)
+        scale = "human-normalised score" if family == "atari" else "ours / paper"
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=150)
+        for config, group in groups.items():
+            seeds, tasks = group["seeds"], len(group["tasks"])
+            ax.plot(taus, profiles[config], color=colours[config], lw=1.6,
+                    label=f"{config} ({plural(seeds, 'seed')} x {tasks} tasks)")
+            if seeds >= 2:
+                ax.fill_between(taus, bands[config][0], bands[config][1], color=colours[config], alpha=0.2, lw=0)
+        ax.set_title(f"performance profile: {family}", fontsize=11)
+        ax.set_xlabel(f"{scale} threshold tau")
+        ax.set_ylabel("fraction of runs with score > tau")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.25, lw=0.6)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        ax.legend(fontsize=7.5, frameon=False, loc="best")
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+        fig.text(0.01, 0.012, "band: 95% stratified bootstrap interval (rliable; runs resampled within each task, "
+                 f"{RESAMPLES:,} resamples)", fontsize=7, color="0.3", ha="left", va="bottom")
+        relative = os.path.join("curves", f"profile-{family}.png")
+        atomic_write(os.path.join(out, relative), lambda tmp: fig.savefig(tmp, format="png"))
+        plt.close(fig)
+        figures[f"performance profile: {family}"] = relative
     return figures

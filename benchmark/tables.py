@@ -1,5 +1,6 @@
 """The report's text: the Markdown report (its tables of final returns beside the papers' numbers and of
-IQMs across tasks, the runs that did not finish, the figures) and the CSV of every run."""
+IQMs across tasks, the warning about intervals on few seeds, the runs that did not finish, the figures)
+and the CSV of every run."""
 
 import csv
 import io
@@ -8,7 +9,7 @@ import os
 
 from benchmark import suites
 from benchmark.results import RunResult
-from benchmark.stats import human_normalised
+from benchmark.stats import FEW_SEEDS, human_normalised
 
 
 def fmt(x: float, digits: int | None = None) -> str:
@@ -20,23 +21,57 @@ def fmt(x: float, digits: int | None = None) -> str:
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
 
 
-def fmt_ci(ci) -> str:
-    return "" if math.isnan(ci[0]) else f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+def fmt_ci(ci, digits: int | None = None) -> str:
+    return "" if math.isnan(ci[0]) else f" [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def few_seeds_warning(rows: list[dict], iqm_rows: list[dict]) -> str:
+    """One line naming the rows of stats.aggregate and stats.group_iqms whose intervals rest on fewer than
+    FEW_SEEDS seeds (or that have a single seed, hence no interval); "" when there are none."""
+    named, across = [], False
+    for r in rows:
+        n, n_eval = r["final_seeds"], r["eval_seeds"]
+        if 0 < n < FEW_SEEDS or 0 < n_eval < FEW_SEEDS:
+            seeds = plural(n, "seed") + (f", eval {n_eval}" if n_eval and n_eval != n else "")
+            named.append(f"`{r['config']}` {r['env_id']} ({seeds}{': no interval' if n == 1 else ''})")
+    for r in iqm_rows:
+        if r["seeds"] < FEW_SEEDS:
+            across = True
+            named.append(f"`{r['config']}` across {r['tasks']} {r['family']} tasks ({plural(r['seeds'], 'seed')} "
+                         f"a task{': no interval' if r['seeds'] == 1 else ''})")
+    if not named:
+        return ""
+    text = (f"Warning: fewer than {FEW_SEEDS} seeds behind " + ", ".join(named) + "; intervals on so few seeds "
+            "are wide, and the Student-t interval leans on the seeds' returns being roughly normal, which so few "
+            "cannot show")
+    if across:
+        text += ("; the stratified bootstrap across tasks is too narrow at so few seeds (simulated, it covered the "
+                 "true mean about 90% of the time at 5 seeds, 80-85% at 3)")
+    return text + "."
 
 
 def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last: int, suite_names: list[str],
-             plots: dict, root: str = ".") -> str:
-    """report.md: the rows of stats.aggregate and stats.group_iqms as tables, the sources of the papers'
-    numbers, the runs left out (their logs relative to root), and the figures `plots` (title -> path)."""
+             plots: dict, root: str = ".", profiles: dict | None = None) -> str:
+    """report.md: the rows of stats.aggregate and stats.group_iqms as tables, the warning about intervals on
+    few seeds, the sources of the papers' numbers, the runs left out (their logs relative to root), and the
+    figures: learning curves `plots` and performance profiles `profiles` (title -> path)."""
     out = io.StringIO()
     out.write("# Benchmark report\n\n")
     for name in suite_names:
         if name in suites.SUITES:
             suite = suites.SUITES[name]
             out.write(f"Suite `{name}`: {suite.description}. Paper's numbers: {suite.paper_metric}.\n\n")
-    out.write(f"Ours: mean over seeds of each run's last {last} training episodes, with a 95% bootstrap CI over "
-              "seeds; eval: the final evaluation in summary.json. Ratio = ours / paper, where the paper's number "
-              "is positive.\n\n")
+    out.write(f"Ours: mean over seeds of each run's last {last} training episodes, with a 95% Student-t interval "
+              "of that mean (mean +- t s / sqrt(n) over the n seeds of the seeds column; none for one seed); "
+              "eval: the final evaluation in summary.json. Ratio = ours / paper, where the paper's number is "
+              "positive.\n\n")
+    warning = few_seeds_warning(rows, iqm_rows)
+    if warning:
+        out.write(f"**{warning}**\n\n")
     atari = any(not math.isnan(r["hns"]) for r in rows)
     header = ["algo", "env", "steps", "seeds", f"ours (last {last})", "eval", "paper", "ratio"]
     header += ["HNS"] if atari else []
@@ -51,14 +86,19 @@ def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last
             cells.append(fmt(r["hns"], 2))
         out.write("| " + " | ".join(cells) + " |\n")
     if iqm_rows:
-        out.write("\nAcross tasks (each run's score normalised; IQM = interquartile mean over runs, 95% bootstrap CI; "
-                  "mean and median over tasks):\n\n| algo | tasks | runs | scale | IQM | mean | median |\n"
-                  "|---|---|---|---|---|---|---|\n")
+        out.write("\nAcross tasks (each run's score normalised; IQM = interquartile mean of the runs, mean and "
+                  "median of the tasks' mean scores, each with a 95% stratified bootstrap interval: rliable's, "
+                  "resampling runs within each task; seeds: the runs of each task used):\n\n"
+                  "| algo | tasks | seeds | runs | scale | IQM | mean | median |\n|---|---|---|---|---|---|---|---|\n")
         for r in iqm_rows:
-            low, high = r["iqm_ci"]
-            ci = "" if math.isnan(low) else f" [{low:.2f}, {high:.2f}]"
-            out.write(f"| `{r['config']}` | {r['tasks']} {r['family']} | {r['runs']} | {r['scale']} | "
-                      f"{fmt(r['iqm'], 2)}{ci} | {fmt(r['mean'], 2)} | {fmt(r['median'], 2)} |\n")
+            numbers = [f"{fmt(r[k], 2)}{fmt_ci(r[k + '_ci'], 2)}" for k in ("iqm", "mean", "median")]
+            out.write(f"| `{r['config']}` | {r['tasks']} {r['family']} | {r['seeds']} | {r['runs']} | {r['scale']} | "
+                      + " | ".join(numbers) + " |\n")
+        for r in iqm_rows:
+            if r["left_out"]:
+                out.write(f"\n`{r['config']}` on {r['family']}: its tasks have different numbers of seeds; the "
+                          f"statistics across tasks take each task's first {plural(r['seeds'], 'seed')} (by seed "
+                          f"number), leaving out {plural(r['left_out'], 'run')}.\n")
     sources = sorted({r["source"] for r in rows if r["source"]})
     if sources:
         out.write("\nSources of the paper's numbers: " + "; ".join(sources) + ".\n")
@@ -72,9 +112,14 @@ def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last
             log = os.path.relpath(os.path.join(r.run_dir, "run.log"), root)
             out.write(f"- `{r.name}`: {r.state}" + ("" if r.state == "not started" else f" (log: {log})") + "\n")
     if plots:
-        out.write("\nLearning curves:\n\n")
+        out.write("\nLearning curves (band: 95% Student-t interval of the mean over the seeds):\n\n")
         for env_id, path in plots.items():
             out.write(f"![{env_id}]({path})\n")
+    if profiles:
+        out.write("\nPerformance profiles (the fraction of runs whose normalised score exceeds each threshold; "
+                  "band: 95% stratified bootstrap interval, rliable's; the runs of the table across tasks):\n\n")
+        for title, path in profiles.items():
+            out.write(f"![{title}]({path})\n")
     return out.getvalue()
 
 

@@ -1,5 +1,6 @@
 """The report on synthetic run directories whose numbers are known: final returns, means over seeds and
-their CIs, the paper's number and ratio, human-normalised Atari scores and their IQM, the CSV and the plots."""
+their Student-t intervals, the paper's number and ratio, human-normalised Atari scores and their IQM, the
+seeds behind each interval, the CSV and the plots."""
 
 import csv
 import json
@@ -40,11 +41,11 @@ def test_final_returns_means_cis_and_ratio(tmp_path):
     assert runs[0].final(40) == pytest.approx((20 * 1000 + 20 * 100) / 40)
     (row,) = stats.aggregate(runs, 20)
     assert row["final_mean"] == pytest.approx(200.0)
-    # Three seeds: a resample is all the lowest (or all the highest) with probability 1/27 > 2.5%, so the
-    # percentile interval runs from the lowest to the highest (a normal interval would be 200 +- 113).
-    assert row["final_ci"] == pytest.approx((100.0, 300.0))
+    # Three seeds 100 apart: s = 100, and the Student-t interval is 200 +- t_{0.975, 2} 100 / sqrt(3), t = 4.303.
+    assert row["final_ci"] == pytest.approx((200.0 - 248.414, 200.0 + 248.414), abs=1e-3)
+    assert row["final_seeds"] == 3 and row["eval_seeds"] == 3
     assert row["eval_mean"] == pytest.approx(20.0)
-    assert row["eval_ci"] == pytest.approx((10.0, 30.0))  # of the evaluations, not the training returns
+    assert row["eval_ci"] == pytest.approx((20.0 - 24.8414, 20.0 + 24.8414), abs=1e-4)  # of the evaluations
     # ppo on CartPole-v1 at 500k steps is a classic-suite entry: CleanRL's 490.
     assert row["reference"] == 490.0
     assert row["ratio"] == pytest.approx(200.0 / 490.0)
@@ -52,27 +53,29 @@ def test_final_returns_means_cis_and_ratio(tmp_path):
 
 
 def test_ci_of_known_samples():
-    """Worked by hand: over seeds returning 0 and 1 in equal numbers, n in all, a resample's mean is K / n
-    with K ~ Binomial(n, 1/2), so the 95% percentile interval is that binomial's 2.5% and 97.5% quantiles
-    over n. Each quantile carries enough probability (over 2% on either side of the 2.5% point) that the
-    10,000 resamples land on it exactly."""
-    intervals = {n: stats.bootstrap_ci([0.0, 1.0] * (n // 2)) for n in (10, 20, 40)}
-    assert intervals[10] == pytest.approx((0.20, 0.80))  # K: 2 and 8
-    assert intervals[20] == pytest.approx((0.30, 0.70))  # K: 6 and 14
-    assert intervals[40] == pytest.approx((0.35, 0.65))  # K: 14 and 26
-    # Same spread, four times the seeds: half the width (the standard error goes as 1 / sqrt(n)).
-    widths = {n: high - low for n, (low, high) in intervals.items()}
-    assert widths[10] > widths[20] > widths[40] == pytest.approx(widths[10] / 2)
-    # Returns of 5 and 15: the same interval moved and stretched as the returns are.
-    assert stats.bootstrap_ci([5.0, 15.0] * 10) == pytest.approx((8.0, 12.0))
+    """Worked by hand: the 95% Student-t interval of the mean is mean +- t_{0.975, n-1} s / sqrt(n), with
+    t_{0.975, n-1} = 12.706, 4.303, 2.776, 2.262 at 2, 3, 5 and 10 seeds."""
+    assert stats.t_ci([0.0, 2.0]) == pytest.approx((1.0 - 12.7062, 1.0 + 12.7062), abs=1e-4)  # s = sqrt(2)
+    assert stats.t_ci([1.0, 2.0, 3.0]) == pytest.approx((2.0 - 2.48414, 2.0 + 2.48414), abs=1e-5)  # s = 1
+    # 0 to 4: s = sqrt(10 / 4), so the half-width is t_{0.975, 4} sqrt(2.5) / sqrt(5) = 2.776 / sqrt(2).
+    assert stats.t_ci([0.0, 1.0, 2.0, 3.0, 4.0]) == pytest.approx((2.0 - 1.96324, 2.0 + 1.96324), abs=1e-5)
+    # The same spread over more seeds: narrower, by sqrt(n) and by the smaller t quantile.
+    widths = {n: np.diff(stats.t_ci([0.0, 1.0] * (n // 2)))[0] for n in (2, 4, 10, 40)}
+    assert widths[2] > widths[4] > widths[10] > widths[40]
+    assert widths[10] == pytest.approx(2 * 2.26216 * math.sqrt(10 / 36) / math.sqrt(10), abs=1e-5)
+    # Returns moved and stretched: the interval moves and stretches with them.
+    low, high = stats.t_ci([0.0, 1.0] * 5)
+    assert stats.t_ci([5.0, 15.0] * 5) == pytest.approx((5 + 10 * low, 5 + 10 * high))
 
     rng = np.random.default_rng(1)
     for n in (3, 5, 10):
         values = rng.normal(50.0, 10.0, size=n)
-        low, high = stats.bootstrap_ci(values)
+        low, high = stats.t_ci(values)
         assert low < values.mean() < high
-    assert stats.bootstrap_ci([5.0, 5.0, 5.0]) == (5.0, 5.0)  # identical seeds: a point
-    assert all(math.isnan(x) for x in stats.bootstrap_ci([5.0]))
+        assert (low + high) / 2 == pytest.approx(values.mean())  # symmetric about the mean
+    assert stats.t_ci([5.0, 5.0, 5.0]) == (5.0, 5.0)  # identical seeds: a point
+    assert all(math.isnan(x) for x in stats.t_ci([5.0]))
+    assert all(math.isnan(x) for x in stats.t_ci([]))
 
 
 def test_human_normalised_scores_and_iqm(tmp_path):
@@ -99,8 +102,13 @@ def test_human_normalised_scores_and_iqm(tmp_path):
     per_run = [0.0, 1.0, 2.0, 0.0, 0.5, 1.0]
     assert group["iqm"] == pytest.approx(trim_mean(per_run, 0.25))
     assert group["mean"] == pytest.approx(0.75) and group["median"] == pytest.approx(0.75)
-    assert group["iqm_ci"][0] <= group["iqm"] <= group["iqm_ci"][1]
-    assert group["tasks"] == 2 and group["scale"] == "human-normalised"
+    for name in ("iqm", "mean", "median"):  # rliable's stratified bootstrap: runs resampled within each task
+        assert group[f"{name}_ci"][0] <= group[name] <= group[f"{name}_ci"][1]
+    # Resampling within tasks, the mean's interval lies between the means of each task's lowest and of
+    # each task's highest runs (0.0 and 2.0, 0.5 and 1.0 ... 0 and 1 over Pong).
+    assert 0.0 <= group["mean_ci"][0] < 0.75 < group["mean_ci"][1] <= 1.5
+    assert group["tasks"] == 2 and group["seeds"] == 3 and group["runs"] == 6 and group["left_out"] == 0
+    assert group["scale"] == "human-normalised"
 
 
 def test_report_files(tmp_path):
@@ -115,11 +123,13 @@ def test_report_files(tmp_path):
     out = tmp_path / "report"
     text = (out / "report.md").read_text()
     # 50,000 steps against numbers measured at 500k and 1M steps: the budgets are shown beside them.
-    assert ("| `ppo` | CartPole-v1 | 50,000 | 2 | 450.0 [400.0, 500.0] | 450.0 | 490.0 (at 500,000 steps) | 0.92 |"
+    # Two seeds 100 apart: 450 +- t_{0.975, 1} 70.7 / sqrt(2), t = 12.71 (an honest interval is wide).
+    assert ("| `ppo` | CartPole-v1 | 50,000 | 2 | 450.0 [-185.3, 1,085] | 450.0 | 490.0 (at 500,000 steps) | 0.92 |"
             in text)
     assert "| `td3` | Hopper-v5 | 50,000 | 1 | 3,564 | - | 3,564 (at 1,000,000 steps) | 1.00 |" in text
     assert "`a3c-1`: failed" in text
-    assert "Fujimoto et al. 2018, Table 1" in text and "CleanRL ppo.py" in text
+    assert "Fujimoto et al. 2018, Addressing Function Approximation Error in Actor-Critic Methods, Table 1" in text
+    assert "CleanRL ppo.py" in text
     with open(out / "runs.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4
@@ -160,3 +170,28 @@ def test_runs_the_sweep_listed_but_never_started_are_reported(tmp_path):
     text = report.main(str(tmp_path), plots=False)
     assert "| `ppo` | CartPole-v1 | 50,000 | 1/2 | 100.0 |" in text
     assert "- `ppo__CartPole-v1__2`: not started" in text
+
+
+def test_report_says_the_seeds_behind_its_intervals(tmp_path, capsys):
+    """Breakout with 5 seeds, Pong with 3: the table across tasks takes 3 of each and says so, a warning in
+    report.md and on stderr names what rests on fewer than 5 seeds, each figure says what its band is, and
+    the command prints where it wrote the report."""
+    for env_id, seeds in (("BreakoutNoFrameskip-v4", 5), ("PongNoFrameskip-v4", 3)):
+        for seed in range(1, seeds + 1):
+            make_run(tmp_path, f"a2c-{env_id}-{seed}", "a2c_atari", env_id, seed, early=0.0, final=10.0 * seed,
+                     budget=10_000_000)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert captured.out.strip() == text.strip()  # stdout: the Markdown; stderr: the warning and the path
+    warning = ("Warning: fewer than 5 seeds behind `a2c_atari` PongNoFrameskip-v4 (3 seeds), `a2c_atari` across "
+               "2 atari tasks (3 seeds a task)")
+    assert f"**{warning}" in text
+    err = captured.err.splitlines()
+    assert err[0].startswith(warning) and "BreakoutNoFrameskip-v4" not in err[0]
+    assert err[-1] == f"report: {tmp_path / 'report' / 'report.md'}"
+    assert "| `a2c_atari` | 2 atari | 3 | 6 | human-normalised |" in text
+    assert "each task's first 3 seeds (by seed number), leaving out 2 runs" in text
+    assert "band: 95% Student-t interval of the mean over the seeds" in text
+    assert "![performance profile: atari](curves/profile-atari.png)" in text
+    assert (tmp_path / "report" / "curves" / "profile-atari.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
