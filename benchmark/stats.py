@@ -28,6 +28,13 @@ restored after): a report is reproducible.
 
 Per run, "final return" is the mean of the last N training episodes of episodes.csv (N = --last, 20 by
 default) and "eval" is the final evaluation that summary.json records (its "eval" entry).
+
+The off-policy scripts (td3, sac, ddpg) also record in summary.json the evaluations of their noise-free
+policy every --eval-every steps ("evaluations": [step, mean, std] rows), as the TD3 paper does (10 episodes
+every 5,000 steps). Per task the report gives that paper's Table 1 measure, the maximum over training of the
+seed-mean evaluation curve, with no interval (a maximum over steps of a mean is biased upwards, and the
+t interval of a mean does not hold for it), and the seed-mean evaluation at the last step, with its
+Student-t interval; both over the steps that every run with evaluations has.
 """
 
 import contextlib
@@ -128,8 +135,9 @@ def normalised_score(run: RunResult, last: int) -> float | None:
 def aggregate(runs: list[RunResult], last: int) -> list[dict]:
     """One row per (config, env) over its finished runs: mean and 95% Student-t interval of the final return
     and of the eval, the numbers of seeds behind each, the paper's number and the ratio ours / paper (given
-    only where the paper's number is positive: for negative returns a ratio reads backwards), and the
-    human-normalised score on Atari."""
+    only where the paper's number is positive: for negative returns a ratio reads backwards), the
+    human-normalised score on Atari, and the statistics of the finished runs' evaluation curves
+    (eval_curve_stats: "curve_max", "curve_max_step", "curve_last", "curve_last_ci", "curve_seeds"...)."""
     groups = defaultdict(list)
     for run in runs:
         groups[(run.config, run.env_id)].append(run)
@@ -150,8 +158,34 @@ def aggregate(runs: list[RunResult], last: int) -> list[dict]:
                "reference_steps": next((r.reference_steps for r in members if r.reference_steps), None)}
         hns = human_normalised(env_id, mean) if finals else None
         row["hns"] = math.nan if hns is None else hns
+        row.update(eval_curve_stats(done))
         rows.append(row)
     return sorted(rows, key=lambda r: (r["config"], registry.env_family(r["env_id"]), r["env_id"]))
+
+
+def evaluations(run: RunResult) -> dict[int, float]:
+    """step -> mean return of the evaluations that summary.json records ("evaluations", [step, mean, std]
+    rows: the off-policy scripts'); empty without."""
+    return {int(row[0]): float(row[1]) for row in (run.summary or {}).get("evaluations") or []}
+
+
+def eval_curve_stats(runs: list[RunResult]) -> dict:
+    """Over the runs (of one task) with evaluations, their seed-mean evaluation curve on the steps that all
+    of them have: its maximum and the step of it (the TD3 paper's Table 1 measure; no interval), its value at
+    the last of those steps with a 95% Student-t interval over the seeds, the number of seeds, and the
+    interval between evaluations (the smallest gap between a run's evaluation steps, counting from 0).
+    nan and None where no run has evaluations."""
+    curves = [c for c in map(evaluations, runs) if c]
+    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    if not steps:
+        return {"curve_max": math.nan, "curve_max_step": None, "curve_last": math.nan,
+                "curve_last_ci": (math.nan, math.nan), "curve_last_step": None, "curve_seeds": 0, "curve_every": None}
+    values = np.array([[c[step] for step in steps] for c in curves])  # [seeds x steps]
+    mean = values.mean(axis=0)
+    best = int(np.argmax(mean))
+    return {"curve_max": float(mean[best]), "curve_max_step": steps[best], "curve_last": float(mean[-1]),
+            "curve_last_ci": t_ci(values[:, -1]), "curve_last_step": steps[-1], "curve_seeds": len(curves),
+            "curve_every": min(int(np.diff([0] + sorted(c)).min()) for c in curves)}
 
 
 def score_matrices(runs: list[RunResult], last: int) -> dict:

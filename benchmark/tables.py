@@ -9,7 +9,7 @@ import os
 
 from benchmark import suites
 from benchmark.results import RunResult
-from benchmark.stats import FEW_SEEDS, human_normalised
+from benchmark.stats import FEW_SEEDS, evaluations, human_normalised
 
 
 def fmt(x: float, digits: int | None = None) -> str:
@@ -68,13 +68,20 @@ def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last
     out.write(f"Ours: mean over seeds of each run's last {last} training episodes, with a 95% Student-t interval "
               "of that mean (mean +- t s / sqrt(n) over the n seeds of the seeds column; none for one seed); "
               "eval: the final evaluation in summary.json. Ratio = ours / paper, where the paper's number is "
-              "positive.\n\n")
+              "positive.")
+    every = sorted({r["curve_every"] for r in rows if r["curve_every"]})
+    if every:  # only where a run recorded an evaluation curve: the on-policy scripts record none
+        out.write(" eval max: the maximum over training of the seed-mean noise-free evaluation curve (evaluations "
+                  f"every {' or '.join(f'{n:,}' for n in every)} steps), the TD3 paper's Table 1 measure; no "
+                  "interval.")
+    out.write("\n\n")
     warning = few_seeds_warning(rows, iqm_rows)
     if warning:
         out.write(f"**{warning}**\n\n")
     atari = any(not math.isnan(r["hns"]) for r in rows)
     header = ["algo", "env", "steps", "seeds", f"ours (last {last})", "eval", "paper", "ratio"]
     header += ["HNS"] if atari else []
+    header += ["eval max (step)"] if every else []
     out.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
     for r in rows:
         seeds = f"{r['finished']}" if r["finished"] == r["runs"] else f"{r['finished']}/{r['runs']}"
@@ -84,6 +91,9 @@ def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last
                  fmt(r["reference"]) + (f" (at {r['reference_steps']:,} steps)" if short else ""), fmt(r["ratio"], 2)]
         if atari:
             cells.append(fmt(r["hns"], 2))
+        if every:
+            seeds_note = f"; {plural(r['curve_seeds'], 'seed')}" if r["curve_seeds"] != r["finished"] else ""
+            cells.append(fmt(r["curve_max"]) + (f" ({r['curve_max_step']:,}{seeds_note})" if r["curve_seeds"] else ""))
         out.write("| " + " | ".join(cells) + " |\n")
     if iqm_rows:
         out.write("\nAcross tasks (each run's score normalised; IQM = interquartile mean of the runs, mean and "
@@ -124,22 +134,24 @@ def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last
 
 
 CSV_FIELDS = ["name", "config", "algo", "env_id", "seed", "state", "total_timesteps", "total_steps", "episodes",
-              "final_return", "eval_return", "hns", "reference", "sps", "wall_time", "run_dir"]
+              "final_return", "eval_return", "hns", "reference", "sps", "wall_time", "run_dir", "eval_max"]
 
 
 def runs_csv(runs: list[RunResult], last: int) -> str:
-    """runs.csv: one row of CSV_FIELDS per run, finished or not."""
+    """runs.csv: one row of CSV_FIELDS per run, finished or not; eval_max, the maximum of the run's own
+    evaluation curve (summary.json's "evaluations"), is empty without one."""
     out = io.StringIO()
     writer = csv.DictWriter(out, CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for r in runs:
         summary = r.summary or {}
         hns = human_normalised(r.env_id, r.final(last)) if len(r.returns) else None
+        curve = evaluations(r)
         writer.writerow({"name": r.name, "config": r.config, "algo": r.config.split(":")[0], "env_id": r.env_id,
                          "seed": r.seed, "state": r.state, "total_timesteps": r.total_timesteps,
                          "total_steps": summary.get("total_steps", int(r.steps[-1]) if len(r.steps) else 0),
                          "episodes": len(r.returns), "final_return": r.final(last), "eval_return": r.eval,
                          "hns": "" if hns is None else hns, "reference": "" if r.reference is None else r.reference,
                          "sps": summary.get("sps", ""), "wall_time": summary.get("wall_time", ""),
-                         "run_dir": r.run_dir})
+                         "run_dir": r.run_dir, "eval_max": max(curve.values()) if curve else ""})
     return out.getvalue()
