@@ -67,6 +67,8 @@ class Args:
     """evaluate with the most likely action (or the Gaussian mean) instead of sampling"""
 
     # --- PPO ---
+    eval_every: int = 0
+    """evaluate --eval-episodes episodes every this many env steps (at the end of the first batch past each multiple), kept in summary.json as evaluations [step, mean, std] (0: only the final evaluation). The TD3 paper, whose Table 1 compares PPO, evaluates every 5,000 steps"""
     env_backend: Literal["gymnasium", "envpool"] = "gymnasium"
     """gymnasium vector envs, or EnvPool (Atari only, the `envpool` extra; several times faster)"""
     num_envs: int = 1
@@ -286,6 +288,7 @@ def main(args: Args) -> dict:
         reward_rms = RunningMeanStd()
         run.restore(model=agent, optimizer=optimizer, reward_rms=reward_rms)
         kl_beta, iteration = run.saved("kl_beta", args.kl_beta), run.saved("iteration", 0)
+        evaluations, evaluate_policy = run.saved("evaluations", []), policy_evaluation(agent, args)
         run.start(total_steps=args.num_iterations * args.batch_size)  # every check has passed
         rollout = Rollout(envs, run)
         discounted_return = np.zeros(args.num_envs)  # of the rewards, for their normalisation
@@ -314,18 +317,18 @@ def main(args: Args) -> dict:
                 "losses/approx_kl": metrics["approx_kl"], "losses/clipfrac": metrics["clipfrac"],
                 "losses/explained_variance": explained_variance(batch.values, batch.returns),
             })
-            run.save_if_due(global_step, iteration=iteration, kl_beta=kl_beta)
+            evaluate_if_due(run, evaluate_policy, global_step, evaluations)
+            run.save_if_due(global_step, iteration=iteration, kl_beta=kl_beta, evaluations=evaluations)
             if run.stopped:
                 return run.interrupted()
-        return run.finish(global_step, {"model": agent.state_dict()},
-                          lambda: evaluate(agent, args, args.eval_episodes, args.seed + 100_000, args.eval_deterministic, ""))
+        return run.finish(global_step, {"model": agent.state_dict()}, evaluate_policy, evaluations=evaluations)
 
 
 # ==== kit: gae ====  the same text in ppo and trpo (master copy: tools/kit/gae.py; `python tools/sync_kit.py`
 # copies it). What the two on-policy scripts share around their updates: the checks of the batch, the envs,
 # the batch itself (collected by the current policy, with its GAE advantages), running normalisation
-# statistics, acting, the Nature CNN, and evaluating or reloading a saved agent. From the script above it uses
-# Agent (built from the spaces and the args; act says what it holds).
+# statistics, acting, the Nature CNN, evaluating (during training too, --eval-every) and reloading a saved
+# agent. From the script above it uses Agent (built from the spaces and the args; act says what it holds).
 
 import dataclasses
 import os
@@ -349,6 +352,8 @@ def check_batch_args(args) -> None:
     for name in ("gamma", "gae_lambda"):
         if not 0 < getattr(args, name) <= 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
+    if args.eval_every < 0:
+        raise ConfigError(f"--eval-every must be non-negative, got {args.eval_every}")
     if args.env_backend == "envpool" and not is_atari(args.env_id):
         raise ConfigError(f"--env-backend envpool is for Atari ids here; use gymnasium for {args.env_id}")
 
@@ -558,6 +563,28 @@ def evaluate(agent: "Agent", args, episodes: int, seed: int, deterministic: bool
         returns.extend(float(r) for r in finished_episodes(infos)[0])
     envs.close()
     return returns[:episodes]
+
+
+def policy_evaluation(agent: "Agent", args):
+    """The evaluation a run makes of its policy, every --eval-every steps and at the end: a function that
+    returns the returns of --eval-episodes episodes in an env of their own, seeded apart from training, without
+    video."""
+    return lambda: evaluate(agent, args, args.eval_episodes, args.seed + 100_000, args.eval_deterministic, "")
+
+
+def evaluate_if_due(run: "Run", evaluate_policy, step: int, evaluations: list) -> None:
+    """The evaluation curve, at the end of the first batch at or past each multiple of --eval-every (the
+    updates come a batch at a time): evaluate_policy()'s returns logged under eval/ and kept in evaluations as
+    [step, mean, std], step being the batch's. Its actions are sampled in a fork of torch's random numbers,
+    so training draws the same ones with or without the curve."""
+    args, every = run.args, run.args.eval_every
+    if not (every and args.eval_episodes and step // every > (step - args.batch_size) // every):
+        return
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+        returns = evaluate_policy()
+    evaluations.append([step, float(np.mean(returns)), float(np.std(returns))])
+    run.writer.add_scalar("eval/mean_return", evaluations[-1][1], step)
+    run.writer.add_scalar("eval/std_return", evaluations[-1][2], step)
 
 
 def load_agent(model_path: str) -> tuple["Agent", "Args"]:

@@ -159,6 +159,7 @@ def test_help_shows_the_preset_defaults():
         (dict(gamma=float("inf")), "--gamma must be a finite number, got inf"),
         (dict(total_timesteps=0), "must be positive"),
         (dict(total_timesteps=100), "is less than one batch"),
+        (dict(eval_every=-1), "--eval-every must be non-negative, got -1"),
         (dict(gamma=1.5), "--gamma must be in (0, 1]"),
         (dict(gamma=0.0), "--gamma must be in (0, 1]"),
         (dict(gae_lambda=-0.1), "--gae-lambda must be in (0, 1]"),

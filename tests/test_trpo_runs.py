@@ -149,6 +149,7 @@ def test_help_shows_the_preset_defaults():
         (dict(learning_rate=0.0), "--learning-rate must be positive"),
         (dict(total_timesteps=0), "must be positive"),
         (dict(total_timesteps=100), "is less than one batch"),
+        (dict(eval_every=-1), "--eval-every must be non-negative, got -1"),
         (dict(gamma=1.5), "--gamma must be in (0, 1]"),
         (dict(gae_lambda=0.0), "--gae-lambda must be in (0, 1]"),
         (dict(env_id="CartPole-v1", env_backend="envpool"), "--env-backend envpool is for Atari ids"),

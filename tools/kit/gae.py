@@ -1,8 +1,8 @@
 # ==== kit: gae ====  the same text in ppo and trpo (master copy: tools/kit/gae.py; `python tools/sync_kit.py`
 # copies it). What the two on-policy scripts share around their updates: the checks of the batch, the envs,
 # the batch itself (collected by the current policy, with its GAE advantages), running normalisation
-# statistics, acting, the Nature CNN, and evaluating or reloading a saved agent. From the script above it uses
-# Agent (built from the spaces and the args; act says what it holds).
+# statistics, acting, the Nature CNN, evaluating (during training too, --eval-every) and reloading a saved
+# agent. From the script above it uses Agent (built from the spaces and the args; act says what it holds).
 
 import dataclasses
 import os
@@ -26,6 +26,8 @@ def check_batch_args(args) -> None:
     for name in ("gamma", "gae_lambda"):
         if not 0 < getattr(args, name) <= 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
+    if args.eval_every < 0:
+        raise ConfigError(f"--eval-every must be non-negative, got {args.eval_every}")
     if args.env_backend == "envpool" and not is_atari(args.env_id):
         raise ConfigError(f"--env-backend envpool is for Atari ids here; use gymnasium for {args.env_id}")
 
@@ -235,6 +237,28 @@ def evaluate(agent: "Agent", args, episodes: int, seed: int, deterministic: bool
         returns.extend(float(r) for r in finished_episodes(infos)[0])
     envs.close()
     return returns[:episodes]
+
+
+def policy_evaluation(agent: "Agent", args):
+    """The evaluation a run makes of its policy, every --eval-every steps and at the end: a function that
+    returns the returns of --eval-episodes episodes in an env of their own, seeded apart from training, without
+    video."""
+    return lambda: evaluate(agent, args, args.eval_episodes, args.seed + 100_000, args.eval_deterministic, "")
+
+
+def evaluate_if_due(run: "Run", evaluate_policy, step: int, evaluations: list) -> None:
+    """The evaluation curve, at the end of the first batch at or past each multiple of --eval-every (the
+    updates come a batch at a time): evaluate_policy()'s returns logged under eval/ and kept in evaluations as
+    [step, mean, std], step being the batch's. Its actions are sampled in a fork of torch's random numbers,
+    so training draws the same ones with or without the curve."""
+    args, every = run.args, run.args.eval_every
+    if not (every and args.eval_episodes and step // every > (step - args.batch_size) // every):
+        return
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+        returns = evaluate_policy()
+    evaluations.append([step, float(np.mean(returns)), float(np.std(returns))])
+    run.writer.add_scalar("eval/mean_return", evaluations[-1][1], step)
+    run.writer.add_scalar("eval/std_return", evaluations[-1][2], step)
 
 
 def load_agent(model_path: str) -> tuple["Agent", "Args"]:
