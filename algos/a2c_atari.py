@@ -3,16 +3,18 @@ Learning"; the synchronous form of its A3C, as in OpenAI's baselines a2c).
 
 N parallel envs each take t_max steps with the current policy; the n-step bootstrapped returns of those
 steps give the advantages; one RMSProp step on the policy gradient, the value error and an entropy bonus.
-One-step actor-critic (Sutton & Barto 2nd ed., Algorithm 13.5) is `--num-envs 1 --num-steps 1`: the
-advantage is then the TD error r + gamma V(s') - V(s). Unlike the book, the step is RMSProp on one shared
-loss rather than SGD with two step sizes, and without the book's gamma^t factor I (deep versions drop it).
+One-step actor-critic (Sutton & Barto 2nd ed., Algorithm 13.5) is the one-step preset: one env and t_max 1,
+so the advantage is the TD error r + gamma V(s') - V(s), and the book's plain SGD with a step size for the
+actor and one for the critic; without the book's gamma^t factor I (deep versions drop it).
 
 Presets: classic (the default: classic control, tuned here, as the paper has no such table), atari (the
-paper's Atari settings), minatar (atari's, for MinAtar's 10x10 games).
+paper's Atari settings), minatar (atari's, for MinAtar's 10x10 games), one-step (Algorithm 13.5, classic
+control).
 
     python algos/a2c_atari.py --env-id CartPole-v1
     python algos/a2c_atari.py atari --env-id BreakoutNoFrameskip-v4
     python algos/a2c_atari.py minatar --env-id MinAtar/Breakout-v1
+    python algos/a2c_atari.py one-step --env-id CartPole-v1
     python algos/a2c_atari.py evaluate runs/<run>/model.pt --episodes 10
 """
 
@@ -39,7 +41,7 @@ except ImportError:
 @dataclass
 class Args:
     # --- common to every script ---
-    preset: tyro.conf.Suppress[Literal["classic", "atari", "minatar"]] = "classic"
+    preset: tyro.conf.Suppress[Literal["classic", "atari", "minatar", "one-step"]] = "classic"
     """the preset the run started from (the command's first word); recorded, not a flag"""
     exp_name: str = os.path.basename(__file__).removesuffix(".py")
     """the name of this experiment, part of the run directory's name"""
@@ -84,21 +86,21 @@ class Args:
     num_steps: int = 5
     """steps per env per update, t_max. Paper: 5 (t_max = I_AsyncUpdate); 1 with one env is one-step actor-critic"""
     learning_rate: float = 7e-4
-    """RMSProp step size. 7e-4: the A3C authors' value (the paper samples LogUniform(1e-4, 1e-2)), baselines a2c's default; classic: 1e-3"""
+    """RMSProp step size. 7e-4: the A3C authors' value (the paper samples LogUniform(1e-4, 1e-2)), baselines a2c's default; classic: 1e-3; one-step: 3e-4, the actor's SGD step alpha_theta"""
     anneal: bool = True
     """anneal the learning rate linearly to 0 over the run (paper's experimental setup)"""
     gamma: float = 0.99
     """discount factor. Paper: 0.99"""
     ent_coef: float = 0.01
-    """entropy bonus beta. Paper: 0.01; classic: 0"""
+    """entropy bonus beta. Paper: 0.01; classic and one-step: 0"""
     vf_coef: float = 0.5
-    """weight of the value loss mean((R - V)^2): A3C scales the value-loss gradient by 0.5, as does baselines a2c (vf_coef)"""
+    """weight of the value loss mean((R - V)^2): A3C scales the value-loss gradient by 0.5, as does baselines a2c (vf_coef); one-step: 5/3, so the critic's SGD step alpha_w = 2 vf_coef lr = 1e-3"""
     rms_decay: float = 0.99
-    """RMSProp decay alpha of the mean square. Paper: 0.99"""
+    """RMSProp decay alpha of the mean square. Paper: 0.99; one-step: 1 (with epsilon 1, plain SGD)"""
     rms_eps: float = 0.1
-    """RMSProp epsilon, added inside the square root (TensorFlow's placement). Paper: 0.1; baselines a2c: 1e-5; classic: 1e-5"""
+    """RMSProp epsilon, added inside the square root (TensorFlow's placement). Paper: 0.1; baselines a2c: 1e-5; classic: 1e-5; one-step: 1"""
     max_grad_norm: float = 0.5
-    """clip the global gradient norm to this. The paper is silent; baselines a2c (OpenAI's synchronous A2C code): 0.5; PAAC's code: 3.0"""
+    """clip the global gradient norm to this (0: no clipping). The paper is silent; baselines a2c (OpenAI's synchronous A2C code): 0.5; PAAC's code: 3.0; one-step: 0"""
 
     @property
     def batch_size(self) -> int:
@@ -125,6 +127,18 @@ PRESETS = {
     # (7e-4 learned too, more slowly: a mean of 3 after 96k steps instead of 39k, seed 1).
     "minatar": Args(preset="minatar", env_id="MinAtar/Breakout-v1", total_timesteps=5_000_000,
                     learning_rate=2e-3, rms_eps=1e-5),
+    # One-step actor-critic (Sutton & Barto 2nd ed., Algorithm 13.5) on classic control: one env, one step
+    # per update, and the book's plain SGD with a step size for each part. RMSProp with decay 1 and epsilon
+    # 1 is SGD (the mean square stays 0: the step is lr * g); the value loss vf_coef (R - V)^2 has the
+    # gradient -2 vf_coef delta grad V, so the critic's step size is alpha_w = 2 vf_coef lr, on a network of
+    # its own (vector observations get separate actor and critic MLPs). The book gives no values for
+    # CartPole; tuned here on seed 1 (40k-150k steps): alpha_theta = 3e-4 and alpha_w = 1e-3; a critic step
+    # of 3e-3 or 1e-2 left the policy collapsing to one action and recovering, again and again. No clipping
+    # and no entropy bonus (the book has neither); the step sizes anneal to 0 as A3C's do (the book keeps
+    # them constant: without annealing the return swung between 80 and 250). The book's gamma^t factor I is
+    # dropped, as in A3C.
+    "one-step": Args(preset="one-step", num_envs=1, num_steps=1, total_timesteps=150_000, learning_rate=3e-4,
+                     vf_coef=1e-3 / (2 * 3e-4), rms_decay=1.0, rms_eps=1.0, max_grad_norm=0.0, ent_coef=0.0),
 }
 
 
@@ -259,8 +273,10 @@ def check_actor_critic(args) -> None:
     for name in ("gamma", "rms_decay"):
         if not 0 < getattr(args, name) <= 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
-    if args.rms_eps <= 0 or args.max_grad_norm <= 0:
-        raise ConfigError(f"--rms-eps and --max-grad-norm must be positive, got {args.rms_eps} and {args.max_grad_norm}")
+    if args.rms_eps <= 0:
+        raise ConfigError(f"--rms-eps must be positive, got {args.rms_eps}")
+    if args.max_grad_norm < 0:
+        raise ConfigError(f"--max-grad-norm must be non-negative (0: no clipping), got {args.max_grad_norm}")
     if args.ent_coef < 0 or args.vf_coef < 0:
         raise ConfigError("--ent-coef and --vf-coef must be non-negative")
 
@@ -347,10 +363,12 @@ class RMSpropTF(torch.optim.Optimizer):
 
 
 def clipped_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, parameters, max_grad_norm: float) -> None:
-    """One step of optimizer down the gradient of loss, its global norm clipped to max_grad_norm."""
+    """One step of optimizer down the gradient of loss, its global norm clipped to max_grad_norm (0: not
+    clipped)."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    if max_grad_norm:
+        nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     optimizer.step()
 
 

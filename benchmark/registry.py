@@ -6,12 +6,8 @@ renames a preset or a flag needs one change in this file.
 A *config* names what one run trains: a script name (`ppo`), or a script name and one of its variants
 (`paac:nature`, `a3c_hogwild:lstm`, `ppo:clip-0.1`). Suites and `run --algo` both take config names.
 
-The entries of the scripts still being written when this file was (a3c_hogwild, async_q, paac, trpo, ddpg,
-td3, sac) follow their presets and flags as they stood on their branches on 2026-11-22 at 06:25 UTC
-(trpo.py's default preset is mujoco, so classic control names `classic`; ddpg.py's presets are `paper` and
-`our-ddpg`, td3.py's `paper` and `authors`, sac.py's `mujoco` only); check them against each script's
-`--help` after merging. A family a script has no preset for gets none: the command starts with a flag, and
-the script takes its first (default) preset; reinforce.py has one preset, `classic`, so it is never named.
+A family a script has no preset for gets none: the command starts with a flag, and the script takes its
+first (default) preset; reinforce.py has one preset, `classic`, so it is never named.
 """
 
 from dataclasses import dataclass, field
@@ -65,7 +61,9 @@ _ppo_table1 = {
 SCRIPTS = {
     "reinforce": Script("algos/reinforce.py", variants={
         "baseline": Variant(("--baseline",), label="with a learned state-value baseline (Alg. 13.4)")}),
-    "a2c_atari": Script("algos/a2c_atari.py", {"classic": "classic", "atari": "atari", "minatar": "minatar"}),
+    "a2c_atari": Script("algos/a2c_atari.py", {"classic": "classic", "atari": "atari", "minatar": "minatar"},
+                        variants={"one-step": Variant(preset="one-step", label="one-step actor-critic (Sutton & "
+                                                                               "Barto, Alg. 13.5)")}),
     "a3c_hogwild": Script("algos/a3c_hogwild.py", {"classic": "classic", "atari": "atari"}, variants={
         "lstm": Variant(("--lstm",), label="256-unit LSTM after the dense layer"),
         "2-workers": Variant(("--num-workers", "2"), label="2 worker processes, for small machines")}),

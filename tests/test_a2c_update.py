@@ -179,6 +179,20 @@ def test_gradient_clipped_by_its_global_norm_before_the_step():
     assert step["critic.weight"][0, 0].item() == pytest.approx(0.9375 * factor, rel=1e-5)
 
 
+def test_max_grad_norm_zero_takes_the_whole_gradient():
+    """--max-grad-norm 0 turns clipping off (the one-step preset: Sutton & Barto's Alg. 13.5 clips nothing):
+    the step is the whole gradient of the test above, whose norm sqrt(1.40234375) = 1.18 is above 0.5."""
+    agent = linear_agent()
+    rollout = rollout_of(agent, OBS, CHOSEN, REWARDS)
+    before = params_of(agent)
+    a2c.update(agent, torch.optim.SGD(agent.parameters(), lr=1.0), rollout, NEXT_OBS,
+               args_for(rollout, max_grad_norm=0.0))
+    step = change_of(agent, before)
+    assert step["actor.bias"].tolist() == pytest.approx([-0.03125, 0.03125], rel=1e-5)
+    assert step["critic.bias"].item() == pytest.approx(0.6875, rel=1e-5)
+    assert step["critic.weight"][0, 0].item() == pytest.approx(0.9375, rel=1e-5)
+
+
 def test_two_updates_take_tensorflow_rmsprop_steps_with_statistics_kept_between_them():
     """The paper's RMSProp (supplement, 'Optimization details'): g <- alpha g + (1 - alpha) d theta^2,
     theta <- theta - eta d theta / sqrt(g + eps), epsilon inside the root, no momentum, g kept from one update

@@ -25,8 +25,10 @@ def check_actor_critic(args) -> None:
     for name in ("gamma", "rms_decay"):
         if not 0 < getattr(args, name) <= 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
-    if args.rms_eps <= 0 or args.max_grad_norm <= 0:
-        raise ConfigError(f"--rms-eps and --max-grad-norm must be positive, got {args.rms_eps} and {args.max_grad_norm}")
+    if args.rms_eps <= 0:
+        raise ConfigError(f"--rms-eps must be positive, got {args.rms_eps}")
+    if args.max_grad_norm < 0:
+        raise ConfigError(f"--max-grad-norm must be non-negative (0: no clipping), got {args.max_grad_norm}")
     if args.ent_coef < 0 or args.vf_coef < 0:
         raise ConfigError("--ent-coef and --vf-coef must be non-negative")
 
@@ -113,10 +115,12 @@ class RMSpropTF(torch.optim.Optimizer):
 
 
 def clipped_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, parameters, max_grad_norm: float) -> None:
-    """One step of optimizer down the gradient of loss, its global norm clipped to max_grad_norm."""
+    """One step of optimizer down the gradient of loss, its global norm clipped to max_grad_norm (0: not
+    clipped)."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    if max_grad_norm:
+        nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     optimizer.step()
 
 
