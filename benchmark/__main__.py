@@ -8,6 +8,7 @@
     python -m benchmark suites                                   # list the suites
     python -m benchmark report sweeps/classic                    # tables, curves and a CSV of every run
     python -m benchmark throughput --only cartpole               # training vs raw env steps/s (throughput.py)
+    python -m benchmark peers --only ppo-cartpole                # ours against Stable-Baselines3 (peers.py)
 """
 
 import argparse
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--no-plots", action="store_true", help="tables and CSV only")
     sub.add_parser("throughput", help="training vs raw env steps/s of the scripts (benchmark/throughput.py)",
                    add_help=False)
+    sub.add_parser("peers", help="our scripts against Stable-Baselines3, side by side (benchmark/peers.py)",
+                   add_help=False)
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["throughput"]:
@@ -72,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 
         throughput.main(argv[1:])
         return 0
+    if argv[:1] == ["peers"]:
+        from benchmark import peers  # imports torch, the scripts and Stable-Baselines3: only when asked for
+
+        return peers.main(argv[1:])
     options = parser.parse_args(argv)
 
     if options.command == "suites":

@@ -16,6 +16,30 @@ ratio = train SPS / raw SPS is the share of the env's own speed that training ke
 the agent costs. Absolute steps/s on a small shared machine drift by tens of percent between runs, so
 the numbers we quote are the ratios, measured side by side in one run.
 
+For the off-policy rows and the Atari rows, the distance of the update from the machine's limit
+(measure_update, with benchmark/flops.py), on the row's thread count:
+
+- update GFLOP/s: the matmul and convolution FLOPs of one update over its time. One update is what the script's
+  own update() does, called directly on random inputs of the row's shapes, with the script's networks and
+  optimisers made from the row's Args as its main() makes them: an on-policy row's whole update of one rollout
+  (every epoch and minibatch, and the pass over the batch after them; TRPO's policy gradient, conjugate
+  gradient, line search and value fit), an off-policy row's gradient step (critic, actor and targets; TD3's
+  actor and targets move on every second call, so its figures are the mean over that cycle of two calls).
+  The FLOPs are counted by torch.utils.flop_counter.FlopCounterMode: 2 m n k for each mm, addmm, bmm and
+  baddbmm, 2 x output elements x input channels x kernel size for each convolution, forward and backward (only
+  the gradients autograd computes: none for the input of a first layer) and the double backward of TRPO's
+  Fisher-vector products alike. Not counted: elementwise ops, reductions, softmax, the optimiser's step, the
+  Polyak averaging, copies; their time is in the update's time, though. Env stepping and acting are not part
+  of it. Timed: the median of several calls after a warm-up, each from the same copied state, batch and seed.
+- peak GFLOP/s: the same matmul and convolution calls (the same aten ops on the same shapes and strides,
+  recorded while counting) made again back to back, on random tensors: the speed this machine reaches on the
+  update's own mix of shapes, measured here, not a vendor's peak.
+- share = update / peak: how close the update comes to that limit; the rest of its time goes to what is not
+  counted (elementwise ops, the optimiser, Python and autograd's own work).
+
+The JSON keeps per row the FLOPs per update() call (update_flops; update_calls the calls they are the mean
+over), the FLOPs of each op (update_flops_by_op) and how many times each op ran on each shape (update_ops).
+
 Rows: PPO on CartPole-v1 with the defaults of CleanRL's ppo.py (4 envs x 128 steps, minibatch 128,
 4 epochs) and with ppo.py's classic preset; A2C on CartPole-v1 (classic preset); PPO and A2C on Breakout
 with their atari presets on the gymnasium and EnvPool backends (EnvPool rows are skipped, with a note,
@@ -25,12 +49,13 @@ Hopper-v5 with the paper's settings, learning from the first step (--learning-st
 with the settings of the implementation the team timed here run twice, on torch's default thread count and
 on one thread, so the effect of the thread count is measured side by side.
 
-    python -m benchmark.throughput                     # every row, about 20 minutes on 2 cores (estimated)
+    python -m benchmark.throughput                     # every row, about 25 minutes on 2 cores (estimated)
     python -m benchmark.throughput --only cartpole --steps-scale 0.2 --out throughput.json
 """
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import gc
 import io
@@ -45,6 +70,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from benchmark import flops
 from benchmark.common import write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "algos"))
@@ -179,6 +205,107 @@ def measure_pair(script, args, vector_steps: int, repeats: int) -> tuple[float, 
     return statistics.median(raws), statistics.median(trains), statistics.median(ratios)
 
 
+# --- the update's FLOPs against the machine's limit (off-policy and Atari rows) ------------------------------
+
+
+def measures_flops(row: Row, args) -> bool:
+    return off_policy(args) or row.group == "atari"
+
+
+def random_obs(space: gym.spaces.Box, n: int) -> torch.Tensor:
+    if space.dtype == np.uint8:
+        return torch.randint(0, 256, (n, *space.shape), dtype=torch.uint8)
+    return torch.randn(n, *space.shape)
+
+
+def random_actions(space: gym.Space, n: int) -> torch.Tensor:
+    if isinstance(space, gym.spaces.Discrete):
+        return torch.randint(0, int(space.n), (n,))
+    return torch.rand(n, *space.shape) * 2 - 1
+
+
+def off_policy_update(script, args):
+    """(run, parts, calls): run(*parts) makes one update of the script, as its main() would, on a random batch of
+    the row's size: td3's is a cycle of --policy-delay calls (the last one with the actor and the targets),
+    whose FLOPs and time are divided by `calls`. The optimisers are made as main() makes them."""
+    obs_space, action_space = script.env_spaces(args.env_id)
+    obs_dim, act_dim, n = obs_space.shape[0], action_space.shape[0], args.batch_size
+    agent = script.Agent(obs_dim, act_dim, args)
+    batch = script.Batch(torch.randn(n, obs_dim), random_actions(action_space, n), torch.randn(n),
+                         torch.randn(n, obs_dim), (torch.rand(n) < 0.01).float())
+    if script is sac:
+        temperature = [agent.log_alpha] if args.alpha is None else []
+        optimizer = torch.optim.Adam([*agent.actor.parameters(), *agent.critic.parameters(), *temperature],
+                                     lr=args.learning_rate, fused=True)
+        return sac.update, (agent, optimizer, batch, args), 1
+    actor_optimizer = torch.optim.Adam(agent.actor.parameters(), lr=args.actor_learning_rate or args.learning_rate,
+                                       fused=True)
+    critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate,
+                                        weight_decay=getattr(args, "critic_weight_decay", 0.0), fused=True)
+    parts = (agent, actor_optimizer, critic_optimizer, batch, args)
+    if script is ddpg:
+        return ddpg.update, parts, 1
+
+    def cycle(*parts):  # main(): update_actor on every --policy-delay-th update, the first one without
+        for i in range(args.policy_delay):
+            td3.update(*parts, update_actor=i == args.policy_delay - 1)
+
+    return cycle, parts, args.policy_delay
+
+
+def on_policy_update(script, args):
+    """(run, parts, 1): run(*parts) is the script's update of one rollout of --num-envs x --num-steps random
+    observations and outcomes, with the network and optimiser that main() makes."""
+    envs = script.make_vector_env(args, args.seed, "", num_envs=1)  # for its spaces
+    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    envs.close()
+    n = args.batch_size
+    if script is a2c_atari:
+        agent = a2c_atari.make_agent(args, envs)
+        optimizer = a2c_atari.RMSpropTF(agent.parameters(), lr=args.learning_rate, decay=args.rms_decay,
+                                        eps=args.rms_eps)
+        rollout = a2c_atari.Rollout(args.num_steps, args.num_envs, torch.device("cpu"), obs_space)
+        rollout.obs.copy_(random_obs(obs_space, n).view(rollout.obs.shape))
+        rollout.actions.copy_(random_actions(action_space, n).view(rollout.actions.shape))
+        rollout.values.normal_()
+        rollout.rewards[:] = np.random.default_rng(args.seed).random(rollout.rewards.shape) < 0.1
+        return a2c_atari.update, (agent, optimizer, rollout, random_obs(obs_space, args.num_envs), args), 1
+    agent = script.Agent(obs_space, action_space, args)
+    batch = script.Batch(random_obs(obs_space, n), random_actions(action_space, n), torch.randn(n) - 1,
+                         torch.randn(n), torch.randn(n), torch.randn(n))
+    if script is ppo:
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+        return (lambda *parts: ppo.update(*parts, args.clip_coef, args.kl_beta)), (agent, optimizer, batch, args), 1
+    return trpo.update, (agent, torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate), batch, args), 1
+
+
+def measure_update(script, args, min_seconds: float) -> dict:
+    """The FLOPs of one update of the script on the row's settings, counted; its speed in GFLOP/s, timed; and
+    the GFLOP/s of the same matmul and convolution calls made back to back (the peak for its shapes), on the
+    row's thread count. Every counted and timed update starts from the same state: a copy of the networks and
+    optimisers after one warm-up update, the same batch and the same seed, so that each does the same work
+    (TRPO's conjugate gradient and line search depend on it)."""
+    start_clean()
+    threads = args.threads or DEFAULT_THREADS
+    torch.set_num_threads(threads)
+    torch.manual_seed(args.seed)
+    run, parts, calls = (off_policy_update if off_policy(args) else on_policy_update)(script, args)
+    run(*parts)  # the warm-up; it makes the optimisers' state, as the first update of a run does
+
+    def fresh():
+        torch.manual_seed(args.seed)
+        return copy.deepcopy(parts)
+
+    copied = fresh()
+    total, by_op, recorded = flops.count(lambda: run(*copied))
+    update_seconds = flops.seconds_per_call(run, fresh, min_seconds, warm_up=False)
+    peak_seconds = flops.seconds_per_call(flops.replay(recorded), min_seconds=min_seconds)
+    achieved, peak = total / update_seconds / 1e9, total / peak_seconds / 1e9
+    return {"update_flops": total / calls, "update_calls": calls, "update_gflops": achieved, "peak_gflops": peak,
+            "share": achieved / peak, "flop_threads": threads, "update_flops_by_op": by_op,
+            "update_ops": flops.shape_counts(recorded)}
+
+
 def envpool_problem() -> str | None:
     """Why the EnvPool row cannot run, or None when it can."""
     try:
@@ -200,8 +327,9 @@ def backend(args) -> str:
 
 def run(steps_scale: float = 1.0, only: str | None = None, repeats: int = 1) -> list[dict]:
     """Measure the selected rows; each result has raw_sps, train_sps and ratio (medians over `repeats`
-    alternating measurements), or a `skipped` note."""
-    results = []
+    alternating measurements), or a `skipped` note; off-policy and Atari rows also the FLOPs of their update,
+    its GFLOP/s and the peak GFLOP/s of its shapes (measure_update)."""
+    results, updates = [], {}  # updates: the measurements of each update, which the EnvPool rows share
     for i, row in enumerate(r for r in ROWS if only in (None, r.group)):
         args = row_args(row, steps_scale)
         result = {"env_id": row.env_id, "backend": backend(args), "config": config_name(row, args)}
@@ -214,20 +342,30 @@ def run(steps_scale: float = 1.0, only: str | None = None, repeats: int = 1) -> 
         print(f"[{i + 1}] {row.env_id} {backend(args)} {result['config']}: raw {raw_steps:,} steps, "
               f"training {args.total_timesteps:,} steps", file=sys.stderr, flush=True)
         raw, train, ratio = measure_pair(SCRIPTS[row.algo], args, vector_steps, repeats)
-        results.append({**result, "raw_steps": raw_steps, "train_steps": args.total_timesteps,
-                        "raw_sps": raw, "train_sps": train, "ratio": ratio, "repeats": repeats})
+        result.update(raw_steps=raw_steps, train_steps=args.total_timesteps, raw_sps=raw, train_sps=train,
+                      ratio=ratio, repeats=repeats)
+        if measures_flops(row, args):
+            key = (row.algo, row.env_id, row.preset, repr({k: v for k, v in row.overrides.items() if k != "env_backend"}))
+            if key not in updates:
+                print(f"[{i + 1}] FLOPs of one update, and the peak of its shapes", file=sys.stderr, flush=True)
+                updates[key] = measure_update(SCRIPTS[row.algo], args, min_seconds=3 * steps_scale)
+            result.update(updates[key])
+        results.append(result)
     return results
 
 
 def format_table(results: list[dict]) -> str:
-    header = ("env", "backend", "config", "raw SPS", "train SPS", "ratio")
+    header = ("env", "backend", "config", "raw SPS", "train SPS", "ratio", "update GFLOP/s", "peak GFLOP/s", "share")
     lines = [header]
     for r in results:
         if "skipped" in r:
-            lines.append((r["env_id"], r["backend"], r["config"], "-", "-", "skipped"))
-        else:
-            lines.append((r["env_id"], r["backend"], r["config"], f"{r['raw_sps']:,.0f}",
-                          f"{r['train_sps']:,.0f}", f"{r['ratio']:.3f}"))
+            lines.append((r["env_id"], r["backend"], r["config"], "-", "-", "skipped", "-", "-", "-"))
+            continue
+        gflops = ("-", "-", "-")
+        if "share" in r:
+            gflops = (f"{r['update_gflops']:,.1f}", f"{r['peak_gflops']:,.1f}", f"{r['share']:.2f}")
+        lines.append((r["env_id"], r["backend"], r["config"], f"{r['raw_sps']:,.0f}", f"{r['train_sps']:,.0f}",
+                      f"{r['ratio']:.3f}", *gflops))
     widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
     text = ["  ".join(cell.ljust(w) if c < 3 else cell.rjust(w) for c, (cell, w) in enumerate(zip(line, widths)))
             for line in lines]
