@@ -98,6 +98,8 @@ class Args:
     """the smoothing noise is clipped to +-this, in units of half the action range. Section 6.1: 0.5"""
     policy_delay: int = 2
     """update the actor and the targets once every this many critic updates. Section 5.2: 2"""
+    bf16: bool = False
+    """opt-in, not the paper's (float32): the update's matrix products in bfloat16 (torch.autocast); weights, optimiser state, targets and losses stay float32. On a CPU with AVX512-BF16, one thread, Hopper: updates ran 1.4x (paper preset) and 1.5x (authors preset) faster; an update's change of the weights differs from float32's by about 3%. Pendulum is learned as in float32 (tests)"""
 
 
 PRESETS = {
@@ -258,8 +260,9 @@ def main(args: Args) -> dict:
             obs, _ = env_step(run, envs, buffer, global_step, obs, action.cpu().numpy())
             if global_step > args.learning_starts:
                 updates += 1
-                metrics = update(agent, actor_optimizer, critic_optimizer, buffer.sample(args.batch_size), args,
-                                 update_actor=updates % args.policy_delay == 0)
+                with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):  # --bf16: products in bfloat16
+                    metrics = update(agent, actor_optimizer, critic_optimizer, buffer.sample(args.batch_size), args,
+                                     update_actor=updates % args.policy_delay == 0)
                 losses.watch(global_step, metrics)
             end_of_step(run, losses, global_step, evaluate_policy, evaluations, updates=updates)
             if run.stopped:

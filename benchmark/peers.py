@@ -88,6 +88,10 @@ ROWS = {row.name: row for row in [
     Row("td3-hopper", "td3", "authors", "Hopper-v5", "TD3", 10_000, OFF_POLICY),
     Row("ddpg-hopper", "ddpg", "our-ddpg", "Hopper-v5", "DDPG", 10_000,
         dict(OFF_POLICY, hidden_sizes=(256, 256), batch_size=256)),
+    # ours with --bf16 (bfloat16 products, opt-in) against SB3 in float32: what the switch buys
+    Row("td3-hopper-bf16", "td3", "authors", "Hopper-v5", "TD3", 10_000, dict(OFF_POLICY, bf16=True)),
+    Row("ddpg-hopper-bf16", "ddpg", "our-ddpg", "Hopper-v5", "DDPG", 10_000,
+        dict(OFF_POLICY, hidden_sizes=(256, 256), batch_size=256, bf16=True)),
     # ours on its gymnasium backend, so that both sides step the same ALE through the same DQN wrappers
     Row("ppo-breakout", "ppo", "atari", "BreakoutNoFrameskip-v4", "PPO", 50_000, dict(env_backend="gymnasium")),
 ]}
@@ -371,6 +375,9 @@ def deterministic_actor_settings(algo: str, args, critics: int) -> tuple[list[Se
         exploration(args, act_space.shape[0]),
     ]
     unmatched = [RANDOM_WARMUP_NOTE]
+    if args.bf16:
+        unmatched.append("ours with --bf16: its update's matrix products in bfloat16, SB3's in float32 (the row "
+                         "measures what the opt-in switch buys, not the same numerics)")
     if args.actor_learning_rate not in (None, args.learning_rate):
         unmatched.append(f"actor learning rate: ours {args.actor_learning_rate:g}, SB3 one rate for both "
                          f"({args.learning_rate:g})")

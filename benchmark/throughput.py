@@ -137,6 +137,12 @@ ROWS = [
     *(Row("td3", "mujoco", "Hopper-v5", "authors", f"authors preset (256-256, batch 256), sizes of the team's "
           f"reference figures, {threads_label(threads)}", 5_000, 20_000, dict(learning_starts=1_000, threads=threads))
       for threads in (None, 1)),
+    # --bf16, the opt-in reduced precision, beside the float32 rows above on one thread
+    Row("ddpg", "mujoco", "Hopper-v5", "our-ddpg", "our-ddpg with 256-256, batch 256, lr 3e-4, --bf16, 1 thread",
+        5_000, 20_000, dict(learning_starts=1_000, hidden_sizes=(256, 256), batch_size=256, learning_rate=3e-4,
+                            actor_learning_rate=3e-4, threads=1, bf16=True)),
+    Row("td3", "mujoco", "Hopper-v5", "authors", "authors preset (256-256, batch 256), --bf16, 1 thread", 5_000, 20_000,
+        dict(learning_starts=1_000, threads=1, bf16=True)),
 ]
 
 
@@ -227,7 +233,20 @@ def random_actions(space: gym.Space, n: int) -> torch.Tensor:
 def off_policy_update(script, args):
     """(run, parts, calls): run(*parts) makes one update of the script, as its main() would, on a random batch of
     the row's size: td3's is a cycle of --policy-delay calls (the last one with the actor and the targets),
-    whose FLOPs and time are divided by `calls`. The optimisers are made as main() makes them."""
+    whose FLOPs and time are divided by `calls`; with --bf16 (ddpg, td3) inside bfloat16 autocast, as main()
+    calls it. The optimisers are made as main() makes them."""
+    run, parts, calls = off_policy_update_float32(script, args)
+    if not getattr(args, "bf16", False):
+        return run, parts, calls
+
+    def bfloat16_run(*parts):
+        with torch.autocast("cpu", torch.bfloat16):
+            run(*parts)
+
+    return bfloat16_run, parts, calls
+
+
+def off_policy_update_float32(script, args):
     obs_space, action_space = script.env_spaces(args.env_id)
     obs_dim, act_dim, n = obs_space.shape[0], action_space.shape[0], args.batch_size
     agent = script.Agent(obs_dim, act_dim, args)

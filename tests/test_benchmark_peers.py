@@ -140,7 +140,7 @@ def our_networks(script, args):
     return script.Agent(obs_space.shape[0], act_space.shape[0], args), obs_space.shape[0] + act_space.shape[0]
 
 
-@pytest.mark.parametrize("row", [importable("td3-hopper")])
+@pytest.mark.parametrize("row", [importable("td3-hopper"), importable("td3-hopper-bf16")])
 def test_td3_settings_match(row):
     args, model = built(row)
     assert_replay_common(model, args)
@@ -154,7 +154,7 @@ def test_td3_settings_match(row):
     assert [m.out_features for m in model.actor.mu if isinstance(m, nn.Linear)][:-1] == list(args.hidden_sizes)
 
 
-@pytest.mark.parametrize("row", [importable("ddpg-hopper")])
+@pytest.mark.parametrize("row", [importable("ddpg-hopper"), importable("ddpg-hopper-bf16")])
 def test_ddpg_settings_match(row):
     args, model = built(row)
     assert_replay_common(model, args)
@@ -180,6 +180,17 @@ def test_sac_settings_match(row):
     assert model.target_update_interval == 1 and not model.use_sde
     assert count(model.actor) == count(agent.actor) and count(model.critic) == count(agent.critic)
     assert len(model.critic.q_networks) == 2 and model.critic.qf0[0].in_features == critic_in
+
+
+def test_the_bf16_rows_are_the_float32_rows_with_our_switch_on_and_say_so():
+    for algo in ("td3", "ddpg"):
+        float32, bfloat16 = peers.ROWS[f"{algo}-hopper"], peers.ROWS[f"{algo}-hopper-bf16"]
+        assert bfloat16.overrides == {**float32.overrides, "bf16": True}
+        args = peers.our_args(bfloat16, seed=1, steps_scale=1.0, threads=1)
+        settings, unmatched = peers.match(bfloat16, args)
+        same_settings, _ = peers.match(float32, peers.our_args(float32, seed=1, steps_scale=1.0, threads=1))
+        assert [peers.shown(tuple(s)) for s in settings] == [peers.shown(tuple(s)) for s in same_settings]
+        assert sum("--bf16" in note for note in unmatched) == 1
 
 
 def test_anneal_is_ours_under_sb3s_progress():

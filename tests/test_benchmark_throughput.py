@@ -46,12 +46,13 @@ def test_mujoco_rows_at_tiny_scale(capsys, tmp_path):
     out = tmp_path / "throughput.json"
     rows = throughput.main(["--steps-scale", "0.01", "--only", "mujoco", "--out", str(out)])
     assert json.loads(out.read_text())["rows"] == rows
-    assert [row["config"].split()[0] for row in rows] == ["trpo", *["sac"] * 2, *["ddpg"] * 4, *["td3"] * 3]
+    assert [row["config"].split()[0] for row in rows] == ["trpo", *["sac"] * 2, *["ddpg"] * 4, *["td3"] * 3, "ddpg",
+                                                          "td3"]
     assert all(row["env_id"] == "Hopper-v5" and row["train_sps"] > 0 and row["raw_sps"] > 0 for row in rows)
     steps = [row["train_steps"] for row in rows]
     assert steps[0] == 1_024  # one rollout of trpo's mujoco preset
     assert steps[1:3] == [30, 30]  # sac learns from the first step
-    assert steps[3:] == [1_050] * 7  # 1,000 random steps, then 50 with updates
+    assert steps[3:] == [1_050] * 9  # 1,000 random steps, then 50 with updates
     # The off-policy rows' update against the peak of its shapes; none for trpo's vector-observation row.
     assert "share" not in rows[0]
     for row in rows[1:]:
@@ -173,6 +174,19 @@ def test_a_td3_update_is_the_mean_over_its_cycle_of_a_critic_step_and_a_critic_a
     result = throughput.measure_update(td3, args, min_seconds=0)
     assert result["update_calls"] == 2
     assert result["update_flops"] == 2 * B * (2 * critic_step + actor_step) / 2 == 7_300
+
+
+def test_a_bf16_row_times_the_update_under_bfloat16_autocast_with_the_same_flops():
+    # --bf16 rows: main() runs update() inside bfloat16 autocast, and so does the measurement; its products
+    # (and the peak's replay of them) are bfloat16, their FLOPs those of the float32 update.
+    args = dataclasses.replace(td3.PRESETS["paper"], env_id="Hopper-v5", hidden_sizes=(4, 4), batch_size=5, threads=1)
+    float32 = throughput.measure_update(td3, args, min_seconds=0)
+    run, parts, _ = throughput.off_policy_update(td3, dataclasses.replace(args, bf16=True))
+    _, _, calls = flops.count(lambda: run(*parts))
+    assert calls and all(spec.dtype == torch.bfloat16 for call in calls for spec in call.args
+                         if isinstance(spec, flops.TensorSpec))
+    bfloat16 = throughput.measure_update(td3, dataclasses.replace(args, bf16=True), min_seconds=0)
+    assert bfloat16["update_flops"] == float32["update_flops"] == 7_300
 
 
 def test_one_a2c_atari_update_has_the_hand_counted_convolution_and_matmul_flops():

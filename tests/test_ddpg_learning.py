@@ -19,3 +19,12 @@ def test_ddpg_swings_up_pendulum():
                                eval_every=0, eval_episodes=0, run_dir="run")
     ddpg.main(args)
     assert mean_of_last_episodes("run", 10) >= -250
+
+
+def test_ddpg_swings_up_pendulum_with_bf16():
+    # The same run with --bf16 (the update's products in bfloat16; not the paper's): seed 1's last 10
+    # episodes of 10,000 steps averaged -134.0 (float32: -135), measured 2026-12-04.
+    args = dataclasses.replace(ddpg.PRESETS["our-ddpg"], env_id="Pendulum-v1", seed=1, total_timesteps=10_000,
+                               eval_every=0, eval_episodes=0, run_dir="run", bf16=True)
+    ddpg.main(args)
+    assert mean_of_last_episodes("run", 10) >= -250

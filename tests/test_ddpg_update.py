@@ -183,7 +183,8 @@ def run_main(monkeypatch, preset="paper", policy_action=0.25, **overrides):
 
     def spy(agent, actor_optimizer, critic_optimizer, batch, args):
         calls.append(dict(env_steps=len(RECEIVED), agent=agent, actor_optimizer=actor_optimizer,
-                          critic_optimizer=critic_optimizer, batch=batch))
+                          critic_optimizer=critic_optimizer, batch=batch,
+                          autocast=torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None))
         return {"loss": torch.zeros(())}
 
     class Recorded(ddpg.ReplayBuffer):
@@ -214,6 +215,14 @@ def test_ou_exploration_carries_its_state_and_starts_afresh_at_every_episode_end
     x = [0.2, 0.2, 0.37, 0.5145, 0.637325, 0.74172625, 0.2, 0.37, 0.5145, 0.2]  # steps 3 .. 12
     assert received[2:] == pytest.approx([2 + 2 * min(0.3 + xi, 1.0) for xi in x], abs=1e-5)
     assert received[7] == 4.0  # step 8: 0.3 + 0.74172625 clipped to 1
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_bf16_runs_each_update_under_bfloat16_autocast_and_only_when_asked(monkeypatch, bf16):
+    # --bf16 (not the paper's, off by default): every update() runs inside torch.autocast(bfloat16); without
+    # it, in float32 with no autocast at all.
+    _, calls, _ = run_main(monkeypatch, bf16=bf16)
+    assert calls and [call["autocast"] for call in calls] == [torch.bfloat16 if bf16 else None] * len(calls)
 
 
 def test_random_actions_until_learning_starts_then_one_update_per_env_step(monkeypatch):
@@ -271,3 +280,4 @@ def test_the_paper_settings():
         0.001, 0.99, 64, (400, 300), 2)
     assert (args.exploration, args.ou_theta, args.exploration_noise, args.final_layer_init) == ("ou", 0.15, 0.2, 3e-3)
     assert (args.learning_rate, args.actor_learning_rate, args.critic_weight_decay) == (1e-3, 1e-4, 1e-2)
+    assert not args.bf16  # float32, as the paper
