@@ -223,8 +223,8 @@ class Agent(nn.Module):
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """What the heads see: images through the CNN; vectors, normalised with --normalize-obs."""
-        if self.image:
-            return self.trunk(obs.float() / 255.0)
+        if self.image:  # the bytes into the trunk's channels-last layout first: one pass over the floats, not three
+            return self.trunk(obs.contiguous(memory_format=torch.channels_last) / 255.0)
         return self.obs_rms.normalize(obs.float()) if self.normalize_obs else obs.float()
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
@@ -265,8 +265,11 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: "Batch", args:
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
             optimizer.step()
             step_losses.append(loss.detach())
-    with torch.inference_mode():
-        new_logprob, entropy, new_value = agent.evaluate_actions(batch.obs, batch.actions)
+    with torch.inference_mode():  # minibatch by minibatch: a whole Atari batch at once allocates (and the OS
+        # zeroes) hundreds of MB afresh every update; profiled, scaling its frames took longer than its convolutions
+        pieces = [agent.evaluate_actions(obs, actions) for obs, actions in
+                  zip(batch.obs.split(args.minibatch_size), batch.actions.split(args.minibatch_size))]
+        new_logprob, entropy, new_value = (torch.cat(piece) for piece in zip(*pieces))
         pg_loss, kl, clip_fraction = policy_loss(new_logprob, batch.logprobs, batch.advantages, args.surrogate,
                                                  clip_coef, kl_beta)
     return {"loss": torch.stack(step_losses).mean(), "policy_loss": pg_loss.item(),

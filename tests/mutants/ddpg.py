@@ -80,4 +80,12 @@ MUTANTS = [
            "critic_action_layer: int = 2",
            "critic_action_layer: int = 1",
            killed_by='test_ddpg_math.py::test_the_paper_critic_takes_the_action_at_its_second_layer_and_starts_its_outputs_small'),
+    Mutant("--bf16 ignored: every update in float32 (the switch's promise)",
+           "enabled=args.bf16)",
+           "enabled=False)",
+           killed_by='test_ddpg_update.py::test_bf16_runs_each_update_under_bfloat16_autocast_and_only_when_asked[True]'),
+    Mutant("bfloat16 on by default (the papers' float32)",
+           "bf16: bool = False",
+           "bf16: bool = True",
+           killed_by='test_ddpg_update.py::test_the_paper_settings'),
 ]

@@ -77,4 +77,12 @@ MUTANTS = [
            "policy_delay: int = 2",
            "policy_delay: int = 1",
            killed_by='test_td3_update.py::test_the_paper_settings'),
+    Mutant("--bf16 ignored: every update in float32 (the switch's promise)",
+           "enabled=args.bf16)",
+           "enabled=False)",
+           killed_by='test_td3_update.py::test_bf16_runs_each_update_under_bfloat16_autocast_and_only_when_asked[True]'),
+    Mutant("bfloat16 on by default (the papers' float32)",
+           "bf16: bool = False",
+           "bf16: bool = True",
+           killed_by='test_td3_update.py::test_the_paper_settings'),
 ]
