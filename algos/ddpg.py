@@ -106,7 +106,7 @@ class Args:
     final_layer_init: float | None = 3e-3
     """initialise the last layer of actor and critic U(+-this), weights and biases (None: PyTorch's default, U(+-1/sqrt(fan_in)), which the paper uses for the other layers). Paper: 3e-3; the TD3 paper's DDPG: None"""
     bf16: bool = False
-    """opt-in, not the paper's (float32): the update's matrix products in bfloat16 (torch.autocast); weights, optimiser state, targets and losses stay float32. On a CPU with AVX512-BF16, one thread, Hopper: no faster at the paper's batch of 64 (0.9x), faster at larger batches (256-256 networks, batch 256: about 1.3x); an update's change of the weights differs from float32's by a few percent. Pendulum is learned as in float32 (tests)"""
+    """opt-in, not the paper's (float32): the update's matrix products in bfloat16 (torch.autocast); weights, optimiser state, targets and losses stay float32. On a CPU with AVX512-BF16, one thread, Hopper: no faster at the paper's batch of 64 (0.9x), faster at larger batches (256-256 networks, batch 256: about 1.3x); an update's change of the weights differs from float32's by a few percent. Pendulum is learned as in float32 (tests), but on Hopper-v5 with 256-256 networks and batch 256 it stalled near a return of 0 on all 3 seeds of a 6,000-step run where float32 reached 160-260 on 2 of them (2026-12-04): not yet to be trusted there"""
 
 
 PRESETS = {
@@ -637,6 +637,7 @@ def load_agent(model_path: str) -> tuple[nn.Module, "Args"]:
 # script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
 # evaluate(agent, args, episodes, seed, deterministic, video_dir).
 
+import contextlib
 import csv
 import dataclasses
 import difflib
@@ -904,6 +905,20 @@ def open_episode_log(run_dir: str, keep_until_step: int | None):
     return f, writer
 
 
+def claim_run_dir(base: str) -> str:
+    """Make and return a new, empty directory: base, or base-2, base-3, ... when base exists. os.mkdir fails
+    on an existing directory, atomically, so two runs claiming at once never get the same one."""
+    os.makedirs(os.path.dirname(base) or ".", exist_ok=True)
+    suffix = 1
+    while True:
+        path = base if suffix == 1 else f"{base}-{suffix}"
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            suffix += 1
+
+
 def wait_past_event_files(run_dir: str) -> None:
     """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
     made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
@@ -951,7 +966,10 @@ class Run:
 
     def __init__(self, args: "Args", checkpoint: dict | None):
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        self.args = dataclasses.replace(args, run_dir=args.run_dir or os.path.join("runs", name))
+        # A default name is claimed now, so that a run started in the same second with the same name (a second
+        # command, or main() called again) gets another directory instead of writing into this one.
+        self.claimed = None if args.run_dir else claim_run_dir(os.path.join("runs", name))
+        self.args = dataclasses.replace(args, run_dir=args.run_dir or self.claimed)
         self.dir, self.resumed = self.args.run_dir, checkpoint
         self.path = os.path.join(self.dir, "checkpoint.pt")
         # A resumed run continues the step count and the wall time of the checkpoint.
@@ -1140,6 +1158,9 @@ class Run:
             self.episode_file.close()
         if self.writer is not None:
             self.writer.close()
+        if self.claimed and self.episode_file is None:  # never started: give back the directory, if still empty
+            with contextlib.suppress(OSError):
+                os.rmdir(self.claimed)
         torch.set_num_threads(self.threads_before)
 
 

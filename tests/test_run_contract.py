@@ -167,6 +167,26 @@ def test_the_default_run_dir_follows_the_naming_scheme(script):
     assert os.path.isfile(os.path.join(run_dir, "summary.json"))
 
 
+def test_a_default_run_dir_already_taken_gets_a_suffix_and_the_other_is_left_alone(script):
+    """Two runs with one name in one second (two commands, or main() twice) must not share a directory: the
+    default name is claimed with os.mkdir, and a taken one gets -2. A run that never starts gives its back."""
+    name, module, flags = script
+    now = int(time.time())
+    taken = [f"runs/{flags['env']}__clash__3__{second}" for second in range(now, now + 120)]
+    for run_dir in taken:
+        os.makedirs(run_dir)
+        with open(os.path.join(run_dir, "other.txt"), "w") as f:
+            f.write("another run's")
+    train(module, *flags["tiny"], "--eval-episodes", "0", "--exp-name", "clash", "--seed", "3")
+    (run_dir,) = glob.glob(f"runs/{flags['env']}__clash__3__*-2")
+    assert os.path.isfile(os.path.join(run_dir, "summary.json"))
+    assert all(os.listdir(d) == ["other.txt"] and open(os.path.join(d, "other.txt")).read() == "another run's"
+               for d in taken)
+    with module.Run(module.parse_args([*flags["tiny"], "--exp-name", "unstarted"]), None):
+        pass
+    assert not glob.glob("runs/*unstarted*")
+
+
 def test_save_model_then_evaluate_from_the_command_line(script):
     name, module, flags = script
     train(module, *flags["tiny"], "--run-dir", "run", "--eval-episodes", "0", "--save-model")

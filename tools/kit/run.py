@@ -5,6 +5,7 @@
 # script above it uses SCRIPT, ATARI, Args, PRESETS, main(args), load_agent(path) and
 # evaluate(agent, args, episodes, seed, deterministic, video_dir).
 
+import contextlib
 import csv
 import dataclasses
 import difflib
@@ -272,6 +273,20 @@ def open_episode_log(run_dir: str, keep_until_step: int | None):
     return f, writer
 
 
+def claim_run_dir(base: str) -> str:
+    """Make and return a new, empty directory: base, or base-2, base-3, ... when base exists. os.mkdir fails
+    on an existing directory, atomically, so two runs claiming at once never get the same one."""
+    os.makedirs(os.path.dirname(base) or ".", exist_ok=True)
+    suffix = 1
+    while True:
+        path = base if suffix == 1 else f"{base}-{suffix}"
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            suffix += 1
+
+
 def wait_past_event_files(run_dir: str) -> None:
     """TensorBoard reads a run's event files in name order, and a name starts with the second the file was
     made: a resumed run's file must sort after those of the attempt it replaces, or that attempt's events
@@ -319,7 +334,10 @@ class Run:
 
     def __init__(self, args: "Args", checkpoint: dict | None):
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        self.args = dataclasses.replace(args, run_dir=args.run_dir or os.path.join("runs", name))
+        # A default name is claimed now, so that a run started in the same second with the same name (a second
+        # command, or main() called again) gets another directory instead of writing into this one.
+        self.claimed = None if args.run_dir else claim_run_dir(os.path.join("runs", name))
+        self.args = dataclasses.replace(args, run_dir=args.run_dir or self.claimed)
         self.dir, self.resumed = self.args.run_dir, checkpoint
         self.path = os.path.join(self.dir, "checkpoint.pt")
         # A resumed run continues the step count and the wall time of the checkpoint.
@@ -508,6 +526,9 @@ class Run:
             self.episode_file.close()
         if self.writer is not None:
             self.writer.close()
+        if self.claimed and self.episode_file is None:  # never started: give back the directory, if still empty
+            with contextlib.suppress(OSError):
+                os.rmdir(self.claimed)
         torch.set_num_threads(self.threads_before)
 
 
