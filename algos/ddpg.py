@@ -106,7 +106,7 @@ class Args:
     final_layer_init: float | None = 3e-3
     """initialise the last layer of actor and critic U(+-this), weights and biases (None: PyTorch's default, U(+-1/sqrt(fan_in)), which the paper uses for the other layers). Paper: 3e-3; the TD3 paper's DDPG: None"""
     bf16: bool = False
-    """opt-in, not the paper's (float32): the update's matrix products in bfloat16 (torch.autocast); weights, optimiser state, targets and losses stay float32. On a CPU with AVX512-BF16, one thread, Hopper: no faster at the paper's batch of 64 (0.9x), faster at larger batches (256-256 networks, batch 256: about 1.3x); an update's change of the weights differs from float32's by a few percent. Pendulum is learned as in float32 (tests), but on Hopper-v5 with 256-256 networks and batch 256 it stalled near a return of 0 on all 3 seeds of a 6,000-step run where float32 reached 160-260 on 2 of them (2026-12-04): not yet to be trusted there"""
+    """opt-in, not the paper's (float32): the update's matrix products in bfloat16 (torch.autocast); weights, optimiser state, targets and losses stay float32. On a CPU with AVX512-BF16, one thread, Hopper: no faster at the paper's batch of 64 (0.9x), faster at larger batches (256-256 networks, batch 256: about 1.3x); an update's change of the weights differs from float32's by a few percent. Pendulum is learned as in float32 (tests); on Hopper-v5 (256-256, batch 256, 6,000 steps) seeds 1-3 evaluated 171, 202 and 355 (float32: 324, 228 and -2.5)"""
 
 
 PRESETS = {
@@ -411,11 +411,14 @@ class DeterministicActor(nn.Module):
                  final_layer_init: float | None = None):
         super().__init__()
         *hidden, last = mlp(obs_dim, hidden_sizes, act_dim)
-        self.net = nn.Sequential(*hidden, init_final_layer(last, final_layer_init), nn.Tanh())
+        self.net = nn.Sequential(*hidden, init_final_layer(last, final_layer_init))
         self.exploration_noise = exploration_noise
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs)
+        # tanh in float32 even under --bf16's autocast: bfloat16 rounds tanh(x) to exactly 1 from |x| of about
+        # 3.5 on, where its gradient becomes 0 and a saturated action can never come back (DDPG on Hopper got
+        # stuck so on every seed); float32 does so only from about 9
+        return torch.tanh(self.net(obs).float())
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """mu(s), plus Gaussian noise of std exploration_noise unless deterministic."""

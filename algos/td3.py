@@ -398,11 +398,14 @@ class DeterministicActor(nn.Module):
                  final_layer_init: float | None = None):
         super().__init__()
         *hidden, last = mlp(obs_dim, hidden_sizes, act_dim)
-        self.net = nn.Sequential(*hidden, init_final_layer(last, final_layer_init), nn.Tanh())
+        self.net = nn.Sequential(*hidden, init_final_layer(last, final_layer_init))
         self.exploration_noise = exploration_noise
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs)
+        # tanh in float32 even under --bf16's autocast: bfloat16 rounds tanh(x) to exactly 1 from |x| of about
+        # 3.5 on, where its gradient becomes 0 and a saturated action can never come back (DDPG on Hopper got
+        # stuck so on every seed); float32 does so only from about 9
+        return torch.tanh(self.net(obs).float())
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """mu(s), plus Gaussian noise of std exploration_noise unless deterministic."""

@@ -48,7 +48,7 @@ def test_the_paper_critic_takes_the_action_at_its_second_layer_and_starts_its_ou
     first, second, last = agent.critic.layers
     assert (first.in_features, second.in_features, last.in_features) == (11, 403, 300)
     assert agent.actor.net[0].in_features == 11
-    for layer in (last, agent.actor.net[-2]):
+    for layer in (last, agent.actor.net[-1]):
         assert layer.weight.abs().max() <= 3e-3 and layer.bias.abs().max() <= 3e-3
         assert layer.weight.abs().max() > 2.9e-3  # drawn from the whole interval
     assert first.weight.abs().max() <= 1 / 11**0.5 and first.weight.abs().max() > 0.9 / 11**0.5  # U(+-1/sqrt(f))

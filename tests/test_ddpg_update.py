@@ -46,7 +46,7 @@ def set_critic(critic: ddpg.Critic, w: float, b: float) -> None:
 
 def set_actor(actor: ddpg.DeterministicActor, v: float, u: float) -> None:
     """mu(s) = tanh(v (s + 10) + u)."""
-    first, _, second, _, last, _ = actor.net
+    first, _, second, _, last = actor.net
     set_linear(first, [[1.0]], [10.0])
     set_linear(second, [[1.0]], [0.0])
     set_linear(last, [[v]], [u])
@@ -223,6 +223,25 @@ def test_bf16_runs_each_update_under_bfloat16_autocast_and_only_when_asked(monke
     # it, in float32 with no autocast at all.
     _, calls, _ = run_main(monkeypatch, bf16=bf16)
     assert calls and [call["autocast"] for call in calls] == [torch.bfloat16 if bf16 else None] * len(calls)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_a_nearly_saturated_action_still_has_a_gradient_under_bf16(bf16):
+    # The actor's tanh runs in float32 under --bf16's autocast too: in bfloat16, tanh(4) rounds to exactly 1,
+    # its gradient 1 - tanh^2 to 0, and an action pushed that far can never come back (every DDPG seed on
+    # Hopper stalled so). A last-layer pre-activation of 4: the output tanh(4) = 0.99933 in float32, and the
+    # gradient of the action with respect to that layer's bias 1 - tanh(4)^2 = 0.0013410.
+    actor = ddpg.DeterministicActor(2, 1, (3,), exploration_noise=0.1)
+    last = actor.net[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(4.0)
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        action = actor(torch.ones(1, 2))
+    action.sum().backward()
+    assert action.dtype == torch.float32 and action.item() == pytest.approx(math.tanh(4.0), rel=1e-6)
+    # (under autocast the gradient reaches the layer in bfloat16, 3 significant digits: 0.0013428)
+    assert last.bias.grad.item() == pytest.approx(1 - math.tanh(4.0) ** 2, rel=1e-2 if bf16 else 1e-4)
 
 
 def test_random_actions_until_learning_starts_then_one_update_per_env_step(monkeypatch):

@@ -175,7 +175,7 @@ def test_the_deterministic_actor_acts_with_its_mean_or_with_clipped_gaussian_noi
     assert torch.equal(actor.act(obs, deterministic=True), actor(obs))
     assert (actor.act(obs) - actor(obs)).std().item() == pytest.approx(0.05, rel=0.05)
     assert actor.act(torch.full((1, 3), 100.0)).abs().max() <= 1.0  # clipped to the action bounds
-    final = kit.DeterministicActor(3, 2, (400, 300), 0.1, final_layer_init=3e-3).net[-2]
+    final = kit.DeterministicActor(3, 2, (400, 300), 0.1, final_layer_init=3e-3).net[-1]
     assert final.weight.abs().max() <= 3e-3 and final.bias.abs().max() <= 3e-3
 
 

@@ -44,7 +44,7 @@ def set_twin_critic(critic: td3.TwinCritic, w: tuple, b: tuple) -> None:
 
 def set_actor(actor: td3.DeterministicActor, v: float, u: float) -> None:
     """pi(s) = tanh(v (s + 10) + u)."""
-    first, _, last, _ = actor.net
+    first, _, last = actor.net
     with torch.no_grad():
         first.weight.fill_(1.0), first.bias.fill_(10.0)
         last.weight.fill_(v), last.bias.fill_(u)
