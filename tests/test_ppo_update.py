@@ -70,6 +70,24 @@ CLIP_CASE = dict(actions=[0, 1, 0, 1], ratios=[1.05, 1.2, 0.8, 1.5], advantages=
 CLIP_GRADIENT = [-0.50625, 0.50625]
 
 
+def test_the_statistics_after_the_epochs_pair_each_sample_with_its_own_action_across_minibatches():
+    """approx_kl (which adapts beta, Section 4), clipfrac and entropy are measured after the epochs over the
+    whole batch, computed minibatch by minibatch: each sample's new log-probability must be of its own action.
+    Minibatches of 2 over CLIP_CASE; the expected values come from the final logits b, worked here:
+    KL estimate mean((r - 1) - log r) with r = pi_new(a_i) / pi_old(a_i)."""
+    agent, args = constant_agent([0.0, 0.0], clip_coef=0.3, minibatch_size=2)
+    batch = make_batch(**CLIP_CASE)
+    metrics = ppo.update(agent, sgd(agent), batch, args, clip_coef=0.1, kl_beta=1.0)
+    new_logprob = torch.log_softmax(agent.actor.bias.detach(), 0)[batch.actions]
+    log_ratio = new_logprob - batch.logprobs
+    expected_kl = ((log_ratio.exp() - 1) - log_ratio).mean().item()
+    expected_clipfrac = ((log_ratio.exp() - 1).abs() > 0.1).float().mean().item()
+    assert metrics["approx_kl"] == pytest.approx(expected_kl, rel=1e-5)
+    assert metrics["clipfrac"] == pytest.approx(expected_clipfrac)
+    # the actions alternate 0, 1, 0, 1, so pairing sample i with another's action changes every ratio
+    assert torch.log_softmax(agent.actor.bias.detach(), 0).diff().abs().item() > 1e-3
+
+
 def test_clipped_surrogate_takes_the_min_with_the_annealed_clip_range_and_the_old_log_probs():
     """PPO Eq. 7: L^CLIP = E[min(r A, clip(r, 1 - eps, 1 + eps) A)], r = pi_theta / pi_theta_old, with the eps the
     loop passes in (Table 5: 0.1 x alpha), not the args' own; pi_old is the batch's, not the current policy."""

@@ -73,4 +73,8 @@ MUTANTS = [
            '            if args.surrogate == "adaptive-kl":\n'
            '                kl_beta = adapt_kl_beta(kl_beta, metrics["approx_kl"], args.kl_target)\n',
            killed_by='test_ppo_update.py::test_the_loop_anneals_lr_and_clip_and_adapts_beta_from_the_kl_after_each_update[adaptive-kl]'),
+    Mutant("the statistics after the epochs pair the samples with other samples' actions (approx_kl adapts beta)",
+           "batch.actions.split(args.minibatch_size))]",
+           "batch.actions.flip(0).split(args.minibatch_size))]",
+           killed_by='test_ppo_update.py::test_the_statistics_after_the_epochs_pair_each_sample_with_its_own_action_across_minibatches'),
 ]
