@@ -1,7 +1,7 @@
 """The report's figures: learning curves of every config on each env (mean over seeds with a 95% Student-t
-band, the paper's number as a dashed line, the TD3 paper's own curve where we have it), one PNG per env and
-one of every env side by side; and rliable's performance profiles, one PNG per env family whose tasks have
-normalised scores. Each figure says what its band is. matplotlib is imported only when a figure is drawn."""
+band, the published reference (a paper or a peer, named in the legend) as a dashed line, the TD3 paper's own
+curve where we have it), one PNG per env and one of every env side by side; and rliable's performance
+profiles, one PNG per env family whose tasks have normalised scores. Each figure says what its band is. matplotlib is imported only when a figure is drawn."""
 
 import math
 import os
@@ -32,8 +32,8 @@ def config_colours(runs: list[RunResult]) -> dict:
 
 def draw_env(ax, env_id: str, runs: list[RunResult], last: int, colours: dict, small: bool = False) -> list[int]:
     """Learning curves of every config on one env: mean over seeds, shaded 95% Student-t interval of that
-    mean, the paper's number as a dashed line of the same colour (and the TD3 paper's own curve where we
-    have it). Returns the numbers of seeds behind the bands drawn."""
+    mean, the published reference (a paper or a peer) as a dashed line of the same colour (and the TD3
+    paper's own curve where we have it). Returns the numbers of seeds behind the bands drawn."""
     from matplotlib.ticker import EngFormatter
 
     banded = []
@@ -55,9 +55,10 @@ def draw_env(ax, env_id: str, runs: list[RunResult], last: int, colours: dict, s
             low, high = curve_ci(curves[:, valid])
             ax.fill_between(grid[valid], low, high, color=colour, alpha=0.2, lw=0)
             banded.append(len(members))
-        reference = next((r.reference for r in runs if r.config == config and r.reference is not None), None)
-        if reference is not None:
-            ax.axhline(reference, color=colour, ls="--", lw=1.0, alpha=0.8, label=f"{config}: paper {fmt(reference)}")
+        referenced = next((r for r in runs if r.config == config and r.reference is not None), None)
+        if referenced is not None:
+            ax.axhline(referenced.reference, color=colour, ls="--", lw=1.0, alpha=0.8,
+                       label=f"{config}: {short_source(referenced.source)} {fmt(referenced.reference)}")
         if config == "td3" and (paper := td3_paper_curve(env_id)) is not None:
             steps, paper_mean, paper_std = paper
             ax.plot(steps, paper_mean, color=colour, ls=":", lw=1.2, label="td3: paper's curve (mean +- std, 10 seeds)")
@@ -69,6 +70,12 @@ def draw_env(ax, env_id: str, runs: list[RunResult], last: int, colours: dict, s
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return banded
+
+
+def short_source(source: str) -> str:
+    """A reference's source as a legend names it: "RL Baselines3 Zoo (Raffin 2020), its published ..." ->
+    "RL Baselines3 Zoo"; "paper" where none is recorded."""
+    return source.split(" (")[0].split(",")[0].strip() or "paper"
 
 
 def band_caption(seeds: list[int], legend: bool = True) -> str:
@@ -110,7 +117,9 @@ def plot_overview(runs: list[RunResult], last: int, path: str, colours: dict) ->
     for ax in list(axes.flat)[len(envs):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=c, lw=1.6, label=config) for config, c in colours.items()]
-    handles.append(Line2D([], [], color="grey", ls="--", lw=1.0, label="paper"))
+    sources = sorted({short_source(r.source) for r in runs if r.reference is not None})
+    if sources:
+        handles.append(Line2D([], [], color="grey", ls="--", lw=1.0, label="reference: " + ", ".join(sources)))
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.15 / height), ncol=min(len(handles), 6),
                fontsize=8, frameon=False)
     fig.supylabel(f"return (last {last} episodes)", fontsize=9)

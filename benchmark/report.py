@@ -44,7 +44,7 @@ def main(root: str, out: str | None = None, last: int | None = None, plots: bool
     figures = plot_curves(runs, last, out) if plots else {}
     profiles = plot_profiles(runs, last, out) if plots else {}
     text = markdown(rows, iqm_rows, runs, last, suite_names, figures, root, profiles)
-    for name, content in (("report.md", text), ("runs.csv", runs_csv(runs, last))):
+    for name, content in (("report.md", text), ("runs.csv", runs_csv(runs, last, root))):
         def write(tmp, content=content):
             with open(tmp, "w") as f:
                 f.write(content)

@@ -137,9 +137,10 @@ CSV_FIELDS = ["name", "config", "algo", "env_id", "seed", "state", "total_timest
               "final_return", "eval_return", "hns", "reference", "sps", "wall_time", "run_dir", "eval_max"]
 
 
-def runs_csv(runs: list[RunResult], last: int) -> str:
+def runs_csv(runs: list[RunResult], last: int, root: str | None = None) -> str:
     """runs.csv: one row of CSV_FIELDS per run, finished or not; eval_max, the maximum of the run's own
-    evaluation curve (summary.json's "evaluations"), is empty without one."""
+    evaluation curve (summary.json's "evaluations"), is empty without one. run_dir is relative to root (the
+    sweep's folder) where given, so that a committed runs.csv names no folder of the machine it ran on."""
     out = io.StringIO()
     writer = csv.DictWriter(out, CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -153,5 +154,5 @@ def runs_csv(runs: list[RunResult], last: int) -> str:
                          "episodes": len(r.returns), "final_return": r.final(last), "eval_return": r.eval,
                          "hns": "" if hns is None else hns, "reference": "" if r.reference is None else r.reference,
                          "sps": summary.get("sps", ""), "wall_time": summary.get("wall_time", ""),
-                         "run_dir": r.run_dir, "eval_max": max(curve.values()) if curve else ""})
+                         "run_dir": os.path.relpath(r.run_dir, root) if root else r.run_dir, "eval_max": max(curve.values()) if curve else ""})
     return out.getvalue()

@@ -5,13 +5,14 @@ seeds behind each interval, the CSV and the plots."""
 import csv
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 from scipy.stats import trim_mean
 
 from benchmark import __main__ as cli
-from benchmark import report, results, stats, tables
+from benchmark import plots, report, results, stats, suites, tables
 
 
 def make_run(root, name, algo, env_id, seed, early, final, eval_return=None, budget=500_000, last=20):
@@ -135,6 +136,7 @@ def test_report_files(tmp_path):
     assert len(rows) == 4
     by_name = {r["name"]: r for r in rows}
     assert float(by_name["ppo-2"]["final_return"]) == 500.0 and by_name["a3c-1"]["state"] == "failed"
+    assert by_name["ppo-2"]["run_dir"] == os.path.join("runs", "ppo-2")  # relative: no folder of this machine
     assert "![every env](curves/overview.png)" in text  # two envs: one figure of both, then one each
     for env_id in ("overview", "CartPole-v1", "Hopper-v5"):
         png = out / "curves" / f"{env_id}.png"
@@ -195,3 +197,11 @@ def test_report_says_the_seeds_behind_its_intervals(tmp_path, capsys):
     assert "band: 95% Student-t interval of the mean over the seeds" in text
     assert "![performance profile: atari](curves/profile-atari.png)" in text
     assert (tmp_path / "report" / "curves" / "profile-atari.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_curves_name_each_reference_by_its_source():
+    # The classic suite's references are other implementations' results, not a paper's.
+    assert plots.short_source(suites.RL_ZOO) == "RL Baselines3 Zoo"
+    assert plots.short_source(suites.CLEANRL_PPO) == "CleanRL ppo.py"
+    assert plots.short_source(suites.PAAC_SOURCE) == "Clemente et al. 2017"
+    assert plots.short_source("") == "paper"
