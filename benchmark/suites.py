@@ -103,12 +103,23 @@ TD3_TABLE = {  # env: (TD3, DDPG authors' tuned, DDPG Lillicrap settings, PPO, T
     "InvertedDoublePendulum-v5": (9337.47, 8369.95, 9355.52, 8977.94, 205.85, 8487.15),
 }
 TD3_CONFIGS = ("td3", "ddpg:our-ddpg", "ddpg:lillicrap", "ppo", "trpo", "sac")
+
+
+def td3_random_starts(config: str, env_id: str) -> tuple:
+    """Fujimoto et al. 2018, Section 6.1: random actions for the first 10,000 steps on the envs whose episodes
+    always last 1,000 steps (HalfCheetah, Ant), 1,000 on the others, as the authors' script for the published
+    curves also passes (start_timesteps); for td3 and their tuned DDPG, whose presets take 1,000."""
+    if config in ("td3", "ddpg:our-ddpg") and env_id.split("-")[0] in ("HalfCheetah", "Ant"):
+        return (("learning_starts", "10000"),)
+    return ()
+
+
 TD3_TABLE1 = Suite(
     "td3-table1", "TD3, both DDPGs, PPO, TRPO and SAC on 7 MuJoCo tasks at 1M steps (Fujimoto et al. 2018, "
     "Table 1), 10 seeds", seeds=tuple(range(1, 11)),
     paper_metric="the maximum over training of the 10-seed mean evaluation return (evaluations every 5,000 "
                  "steps, MuJoCo v1 envs; we run v5)",
-    entries=tuple(Entry(config, env, 1_000_000, scores[i], TD3_SOURCE)
+    entries=tuple(Entry(config, env, 1_000_000, scores[i], TD3_SOURCE, flags=td3_random_starts(config, env))
                   for i, config in enumerate(TD3_CONFIGS) for env, scores in TD3_TABLE.items()),
 )
 
@@ -123,10 +134,6 @@ TD3_CURVES = "Fujimoto et al. 2018, the authors' published TD3 learning curves (
 MUJOCO_SHORT_TASKS = ("Hopper-v5", "HalfCheetah-v5")
 TD3_AT_100K = {"Hopper-v5": 659.45, "HalfCheetah-v5": 5513.52}  # data/td3_paper_curves.csv, step 100,000
 ON_POLICY_CURVE = (("eval_every", "25000"), ("eval_deterministic", "true"))
-# Fujimoto et al. 2018, Section 6.1: random actions for the first 10,000 steps on the envs whose episodes
-# always last 1,000 steps (HalfCheetah, Ant), 1,000 on the others; the authors' script for the published
-# curves passes the same (start_timesteps). For td3 and their tuned DDPG, whose presets take 1,000.
-TD3_RANDOM_STARTS = {"Hopper-v5": (), "HalfCheetah-v5": (("learning_starts", "10000"),)}
 MUJOCO_SHORT = Suite(
     "mujoco-short", "td3, sac and ddpg (our-ddpg) at 100k steps, ppo and trpo at 1M steps, on Hopper-v5 and "
     "HalfCheetah-v5 (Fujimoto et al. 2018's comparison, shortened; td3 and ddpg take 10,000 random steps on "
@@ -135,10 +142,10 @@ MUJOCO_SHORT = Suite(
                  "envs; we run v5). For td3 the paper's number is its seed-mean curve at 100k steps: compare it "
                  "with our eval (the final evaluation, at 100k). For ppo and trpo it is Table 1, the maximum over "
                  "1M steps of the 10-seed mean curve: compare it with our eval max (our curve every 25,000 steps)",
-    entries=tuple(Entry("td3", env, 100_000, TD3_AT_100K[env], TD3_CURVES, flags=TD3_RANDOM_STARTS[env])
+    entries=tuple(Entry("td3", env, 100_000, TD3_AT_100K[env], TD3_CURVES, flags=td3_random_starts("td3", env))
                   for env in MUJOCO_SHORT_TASKS)
     + tuple(Entry("sac", env, 100_000) for env in MUJOCO_SHORT_TASKS)
-    + tuple(Entry("ddpg:our-ddpg", env, 100_000, flags=TD3_RANDOM_STARTS[env]) for env in MUJOCO_SHORT_TASKS)
+    + tuple(Entry("ddpg:our-ddpg", env, 100_000, flags=td3_random_starts("ddpg:our-ddpg", env)) for env in MUJOCO_SHORT_TASKS)
     + tuple(Entry(config, env, 1_000_000, TD3_TABLE[env][TD3_CONFIGS.index(config)], f"{TD3_SOURCE}, {config.upper()}",
                   flags=ON_POLICY_CURVE)
             for config in ("ppo", "trpo") for env in MUJOCO_SHORT_TASKS),

@@ -145,6 +145,17 @@ def test_suite_entries_set_their_own_flags_and_an_override_wins():
     assert [r.processes for r in hogwild] == [2]
 
 
+def test_td3s_comparisons_give_td3_and_its_ddpg_the_papers_random_steps():
+    # Fujimoto et al. 2018 (Section 6.1) and their curves: 10,000 random steps on HalfCheetah and Ant, 1,000
+    # (the presets' own) elsewhere. mujoco-short first ran td3 on HalfCheetah with 1,000.
+    for suite in (suites.MUJOCO_SHORT, suites.TD3_TABLE1):
+        for run in plan.suite_runs(suite, seeds=[1]):
+            command = plan.build_command(run, "d", python="python")
+            starts = command[command.index("--learning-starts") + 1] if "--learning-starts" in command else None
+            long_start = run.config in ("td3", "ddpg:our-ddpg") and run.env_id in ("HalfCheetah-v5", "Ant-v5")
+            assert starts == ("10000" if long_start else None), (suite.name, run.config, run.env_id)
+
+
 def test_cli_refuses_bad_input(capsys):
     for argv in (["run", "--algo", "ppo"], ["run", "--algo", "dqn", "--env", "CartPole-v1"],
                  ["run", "--suite", "classic", "--env", "Nope-v0"]):
