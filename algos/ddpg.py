@@ -78,7 +78,7 @@ class Args:
     eval_every: int = 5_000
     """evaluate every this many env steps over --eval-episodes episodes, logged under eval/ (0: only at the end). The TD3 paper's protocol: 5,000 steps, 10 episodes"""
     learning_starts: int = 64
-    """env steps of uniformly random actions before the first update. Paper: updates from the start (here once the buffer holds a batch, 64); the TD3 paper's DDPG: 1,000"""
+    """env steps of uniformly random actions before the first update. Paper: updates from the start (here once the buffer holds a batch, 64); the TD3 paper's DDPG: 1,000 (10,000 on HalfCheetah and Ant, Section 6.1)"""
     buffer_size: int = 1_000_000
     """replay buffer capacity in transitions, allocated once, at most --total-timesteps. Paper: 1e6"""
     hidden_sizes: tuple[int, ...] = (400, 300)
