@@ -128,7 +128,7 @@ def run_command(parser, options, argv: list[str]) -> int:
                 skip = True
             elif arg != "--slurm" and not arg.startswith(("--out=", "--workers=")):
                 kept.append(arg)
-        print(execute.slurm_script(kept, os.path.abspath(out), len(runs)), end="")
+        print(execute.slurm_script(kept, os.path.abspath(out), len(runs), max(run.processes for run in runs)), end="")
         return 0
     if options.dry_run:
         return sweep.dry_run(runs, out, options.workers, options.backend, options.checkpoint_fraction)

@@ -199,16 +199,17 @@ class RayBackend:
         pass
 
 
-def slurm_script(argv: list[str], out: str, count: int, python: str = sys.executable) -> str:
+def slurm_script(argv: list[str], out: str, count: int, cpus: int = 1, python: str = sys.executable) -> str:
     """An sbatch array script of `count` tasks, task i running run i of this same sweep through the runner
-    (`--index i --workers 1`): skipping, resuming, status files and logs as in a local sweep. Resubmit it
-    to retry what failed; `python -m benchmark report OUT` afterwards."""
+    (`--index i --workers 1`): skipping, resuming, status files and logs as in a local sweep. Every task asks
+    for `cpus` cores, the most any run keeps busy (its worker processes). Resubmit it to retry what failed;
+    `python -m benchmark report OUT` afterwards."""
     command = shlex.join([python, "-m", "benchmark", *argv, "--out", out, "--workers", "1"])
     return "\n".join([
         "#!/bin/bash",
         f"#SBATCH --job-name=benchmark-{os.path.basename(out)}",
         f"#SBATCH --array=0-{count - 1}",
-        "#SBATCH --cpus-per-task=1",
+        f"#SBATCH --cpus-per-task={cpus}",
         "#SBATCH --output=benchmark-%A_%a.out",  # Slurm's own messages; each run logs to its run.log
         f"cd {shlex.quote(ROOT)}",
         f'{command} --index "$SLURM_ARRAY_TASK_ID"',

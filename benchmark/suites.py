@@ -145,7 +145,8 @@ MUJOCO_SHORT = Suite(
     entries=tuple(Entry("td3", env, 100_000, TD3_AT_100K[env], TD3_CURVES, flags=td3_random_starts("td3", env))
                   for env in MUJOCO_SHORT_TASKS)
     + tuple(Entry("sac", env, 100_000) for env in MUJOCO_SHORT_TASKS)
-    + tuple(Entry("ddpg:our-ddpg", env, 100_000, flags=td3_random_starts("ddpg:our-ddpg", env)) for env in MUJOCO_SHORT_TASKS)
+    + tuple(Entry("ddpg:our-ddpg", env, 100_000, flags=td3_random_starts("ddpg:our-ddpg", env))
+            for env in MUJOCO_SHORT_TASKS)
     + tuple(Entry(config, env, 1_000_000, TD3_TABLE[env][TD3_CONFIGS.index(config)], f"{TD3_SOURCE}, {config.upper()}",
                   flags=ON_POLICY_CURVE)
             for config in ("ppo", "trpo") for env in MUJOCO_SHORT_TASKS),
@@ -153,6 +154,8 @@ MUJOCO_SHORT = Suite(
 
 # --- A3C on the games of Table S3 --------------------------------------------------------------------------
 # "1 day" of training = 320M frames = 80M steps; the FF 4-day and LSTM columns are about 1B frames = 250M steps.
+# Each run keeps the paper's 16 worker processes busy (processes=16): a local sweep runs one at a time, a
+# Slurm array asks 16 cores a task.
 A3C_SOURCE = "Mnih et al. 2016, Asynchronous Methods for Deep Reinforcement Learning, Table S3, human starts"
 A3C_TABLE = {  # game: (FF 1 day, FF 4 days, LSTM)
     "PongNoFrameskip-v4": (11.4, 5.6, 10.7),
@@ -167,9 +170,9 @@ A3C_ATARI = Suite(
     "Mnih et al. 2016, Table S3, 3 seeds", seeds=(1, 2, 3),
     paper_metric="Table S3: scores from human starts; ours: the final training episodes (no-op starts), "
                  "so the two are not measured alike",
-    entries=tuple(Entry("a3c_hogwild", game, 80_000_000, ff1, A3C_SOURCE + ", A3C FF 1 day")
+    entries=tuple(Entry("a3c_hogwild", game, 80_000_000, ff1, A3C_SOURCE + ", A3C FF 1 day", processes=16)
                   for game, (ff1, _, _) in A3C_TABLE.items())
-    + tuple(Entry("a3c_hogwild:lstm", game, 250_000_000, lstm, A3C_SOURCE + ", A3C LSTM")
+    + tuple(Entry("a3c_hogwild:lstm", game, 250_000_000, lstm, A3C_SOURCE + ", A3C LSTM", processes=16)
             for game, (_, _, lstm) in A3C_TABLE.items()),
 )
 

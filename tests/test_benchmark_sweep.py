@@ -179,7 +179,13 @@ def test_slurm_array_script(capsys, tmp_path):
     command = shlex.split(lines[-1].replace('"$SLURM_ARRAY_TASK_ID"', "TASK"))
     assert command[1:] == ["-m", "benchmark", "run", "--suite", "classic", "--algo", "ppo", "--out",
                            str(tmp_path / "sw"), "--workers", "1", "--index", "TASK"]
+    assert "#SBATCH --cpus-per-task=1" in lines
     assert not (tmp_path / "sw").exists()
+    # A run with worker processes gets as many cores: 2 for the classic suite's Hogwild runs, the paper's 16
+    # for A3C on Atari.
+    for argv, cores in ((["--suite", "classic", "--algo", "a3c_hogwild:2-workers"], 2), (["--suite", "a3c-atari"], 16)):
+        assert cli.main(["run", *argv, "--slurm", "--out", str(tmp_path / "sw")]) == 0
+        assert f"#SBATCH --cpus-per-task={cores}" in capsys.readouterr().out.splitlines()
 
 
 def test_index_runs_one_run_of_the_sweep(monkeypatch, tmp_path):
