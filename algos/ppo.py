@@ -98,7 +98,7 @@ class Args:
     ent_coef: float = 0.0
     """entropy bonus c2. Table 3: 0 (MuJoCo); Table 5: 0.01"""
     vf_coef: float = 1.0
-    """value loss coefficient c1. Table 5: 1 (with separate MLPs and Adam it barely matters)"""
+    """value loss coefficient c1. Table 5: 1 (with separate MLPs and Adam it barely matters). It weighs 0.5 (V - R)^2, the authors' baselines code's value loss, where the paper writes (V - R)^2: the same c1 weighs the value error half as much as in the paper's formula"""
     max_grad_norm: float = 0.5
     """clip the global gradient norm to this (the authors' baselines ppo2 uses 0.5; the paper is silent)"""
     norm_adv: bool = True
