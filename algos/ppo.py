@@ -141,6 +141,8 @@ def check_args(args: Args) -> None:
                           f"of --minibatch-size {args.minibatch_size}; pick a divisor of {args.batch_size}")
     if args.clip_coef <= 0 or args.kl_target <= 0 or args.kl_beta < 0:
         raise ConfigError("--clip-coef and --kl-target must be positive and --kl-beta non-negative")
+    if args.surrogate == "adaptive-kl" and args.kl_beta == 0:  # halving and doubling 0 leaves it 0: no penalty
+        raise ConfigError("--surrogate adaptive-kl needs a positive --kl-beta to start from (the default: 1)")
 
 
 # --- the math (GAE is in the gae kit below) -------------------------------------------------------------

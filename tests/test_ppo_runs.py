@@ -164,6 +164,7 @@ def test_help_shows_the_preset_defaults():
         (dict(gamma=0.0), "--gamma must be in (0, 1]"),
         (dict(gae_lambda=-0.1), "--gae-lambda must be in (0, 1]"),
         (dict(env_id="CartPole-v1", env_backend="envpool"), "--env-backend envpool is for Atari ids"),
+        (dict(surrogate="adaptive-kl", kl_beta=0.0), "--surrogate adaptive-kl needs a positive --kl-beta"),
     ],
 )
 def test_bad_settings_are_refused_before_training(overrides, message):
