@@ -64,7 +64,7 @@ def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last
     for name in suite_names:
         if name in suites.SUITES:
             suite = suites.SUITES[name]
-            out.write(f"Suite `{name}`: {suite.description}. Paper's numbers: {suite.paper_metric}.\n\n")
+            out.write(f"Suite `{name}`: {suite.description}. Reference numbers: {suite.paper_metric}.\n\n")
     out.write(f"Ours: mean over seeds of each run's last {last} training episodes, with a 95% Student-t interval "
               "of that mean (mean +- t s / sqrt(n) over the n seeds of the seeds column; none for one seed); "
               "eval: the final evaluation in summary.json. Ratio = ours / paper, where the paper's number is "
@@ -111,7 +111,7 @@ def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last
                           f"number), leaving out {plural(r['left_out'], 'run')}.\n")
     sources = sorted({r["source"] for r in rows if r["source"]})
     if sources:
-        out.write("\nSources of the paper's numbers: " + "; ".join(sources) + ".\n")
+        out.write("\nSources of the reference numbers: " + "; ".join(sources) + ".\n")
     if atari:
         out.write("\nHNS: human-normalised score (ours - random) / (human - random), random and human scores of "
                   "the DQN papers' table (benchmark/data/atari_random_human.csv).\n")
