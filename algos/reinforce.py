@@ -78,7 +78,7 @@ class Args:
     baseline: bool = False
     """subtract a learned state value v(S_t), fitted by MSE on G_t, from the return (Algorithm 13.4); off: Algorithm 13.3"""
     reward_to_go: bool = True
-    """weight log pi(A_t|S_t) by the return from step t on, G_t (causality, G(PO)MDP; Sutton & Barto's G_t, without their gamma^t factor); off: by the whole episode's return G_0 (Williams 1992's original estimator). At --gamma 1 both estimate the same gradient, G_t with less variance"""
+    """weight log pi(A_t|S_t) by the return from step t on, G_t (causality, G(PO)MDP; Sutton & Barto's G_t, without their gamma^t factor); off: by the whole episode's return G_0 (Williams 1992's original estimator). At --gamma 1 both estimate the same gradient, G_t with less variance. With --baseline off reward-to-go, v(S_t) (fitted to G_t) is subtracted from G_0: still unbiased, as v does not depend on A_t, but it removes less variance"""
     hidden_size: int = 64
     """units in each of the two tanh hidden layers of the policy and of the baseline (our choice, as in ppo.py)"""
 
