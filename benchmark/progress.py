@@ -26,29 +26,42 @@ class Display:
         self.last = 0.0
         self.finished = []  # (config, budget or None, seconds) of the runs finished in this sweep
 
-    def estimate(self, run: Run) -> float:
-        """Seconds a run should take: its budget at the seconds per step of finished runs of its config (or
-        of all finished runs), or their mean duration when budgets are unknown."""
-        for pool in ([f for f in self.finished if f[0] == run.config], self.finished):
-            timed = [(b, t) for _, b, t in pool if b]
-            if run.total_timesteps and timed:
-                return run.total_timesteps * sum(t for _, t in timed) / sum(b for b, _ in timed)
-            if pool:
-                return sum(t for _, _, t in pool) / len(pool)
-        return 0.0
+    def estimate(self, run: Run) -> float | None:
+        """Seconds a run should take: its budget at the seconds per step of the finished runs of its config, or
+        their mean duration when budgets are unknown; None until a run of its config has finished (another
+        config's rate can be ten times off: an off-policy env step, with its gradient step, costs about ten
+        on-policy ones)."""
+        pool = [f for f in self.finished if f[0] == run.config]
+        timed = [(b, t) for _, b, t in pool if b]
+        if run.total_timesteps and timed:
+            return run.total_timesteps * sum(t for _, t in timed) / sum(b for b, _ in timed)
+        if pool:
+            return sum(t for _, _, t in pool) / len(pool)
+        return None
 
-    def eta(self, queued: list, running: dict) -> float | None:
-        if not self.finished:
-            return None
+    def eta(self, queued: list, running: dict) -> tuple[float | None, list[str]]:
+        """The seconds left for the runs whose config has been timed, spread over the workers (None when no
+        run is timed), and the configs not timed yet, whose runs that leaves out."""
         now = time.time()
-        left = sum(self.estimate(run) for run, _ in queued)
-        left += sum(max(0.0, self.estimate(i["run"]) - (now - i["started"])) for i in running.values())
-        return left / max(1, min(self.workers, len(queued) + len(running)))
+        left, timed, untimed = 0.0, False, []
+        for run, started in [(run, None) for run, _ in queued] + [(i["run"], i["started"]) for i in running.values()]:
+            seconds = self.estimate(run)
+            if seconds is None:
+                if run.config not in untimed:
+                    untimed.append(run.config)
+                continue
+            timed = True
+            left += seconds if started is None else max(0.0, seconds - (now - started))
+        return (left / max(1, min(self.workers, len(queued) + len(running))) if timed else None), untimed
 
     def line(self, done, running, failed, queued) -> str:
+        eta, untimed = self.eta(queued, running) if queued or running else (0.0, [])
+        if eta is not None and untimed:  # a lower bound: say what it leaves out
+            eta_text = f"ETA over {format_duration(eta)} ({', '.join(untimed)} not timed yet)"
+        else:
+            eta_text = f"ETA {format_duration(eta)}"
         return (f"sweep: {done}/{self.total} done, {len(running)} running, {failed} failed, {len(queued)} queued, "
-                f"elapsed {format_duration(time.monotonic() - self.start)}, "
-                f"ETA {format_duration(self.eta(queued, running)) if queued or running else '0:00'}")
+                f"elapsed {format_duration(time.monotonic() - self.start)}, {eta_text}")
 
     def event(self, text: str):
         if self.tty:

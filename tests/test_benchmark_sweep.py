@@ -420,14 +420,21 @@ def test_sweeps_merge_their_runs_into_sweep_json_one_at_a_time(tmp_path):
 def test_progress_line_and_eta():
     display = progress.Display(total=5, workers=2, stream=io.StringIO())
     ppo, a2c = plan.Run("ppo", "CartPole-v1", 1, 2000), plan.Run("a2c_atari", "CartPole-v1", 1, 4000)
-    assert display.eta([(ppo, "fresh")], {}) is None  # nothing finished yet: unknown
+    assert display.eta([(ppo, "fresh")], {}) == (None, ["ppo"])  # nothing finished yet: unknown
     display.finished += [("ppo", 1000, 10.0), ("a2c_atari", 4000, 4.0)]
     assert display.estimate(ppo) == pytest.approx(20.0)  # ppo's own rate, 10 ms a step
-    assert display.estimate(plan.Run("td3", "Hopper-v5", 1, 5000)) == pytest.approx(5000 * 14.0 / 5000)
     running = {"a2c": {"run": a2c, "started": time.time() - 1.0}}  # 3 s of its 4 left
-    assert display.eta([(ppo, "fresh")], running) == pytest.approx((20.0 + 3.0) / 2, abs=0.1)
+    eta, untimed = display.eta([(ppo, "fresh")], running)
+    assert eta == pytest.approx((20.0 + 3.0) / 2, abs=0.1) and untimed == []
     line = display.line(2, running, 1, [(ppo, "fresh")])
     assert line.startswith("sweep: 2/5 done, 1 running, 1 failed, 1 queued, elapsed 0:00, ETA 0:1")
+    # No td3 run has finished: ppo's or a2c's rate would put it ten times off, so the ETA leaves it out and
+    # says so.
+    td3 = plan.Run("td3", "Hopper-v5", 1, 5000)
+    assert display.estimate(td3) is None
+    eta, untimed = display.eta([(ppo, "fresh"), (td3, "fresh")], {})
+    assert eta == pytest.approx(20.0 / 2) and untimed == ["td3"]
+    assert display.line(2, {}, 0, [(ppo, "fresh"), (td3, "fresh")]).endswith("ETA over 0:10 (td3 not timed yet)")
 
 
 def test_atomic_write_never_leaves_half_a_file(tmp_path):
