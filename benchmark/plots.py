@@ -1,7 +1,8 @@
 """The report's figures: learning curves of every config on each env (mean over seeds with a 95% Student-t
 band, the published reference (a paper or a peer, named in the legend) as a dashed line, the TD3 paper's own
 curve where we have it), one PNG per env and one of every env side by side; and rliable's performance
-profiles, one PNG per env family whose tasks have normalised scores. Each figure says what its band is. matplotlib is imported only when a figure is drawn."""
+profiles, one PNG per env family whose tasks have normalised scores. Each figure says what its band is.
+matplotlib is imported only when a figure is drawn."""
 
 import math
 import os

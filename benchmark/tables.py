@@ -154,5 +154,6 @@ def runs_csv(runs: list[RunResult], last: int, root: str | None = None) -> str:
                          "episodes": len(r.returns), "final_return": r.final(last), "eval_return": r.eval,
                          "hns": "" if hns is None else hns, "reference": "" if r.reference is None else r.reference,
                          "sps": summary.get("sps", ""), "wall_time": summary.get("wall_time", ""),
-                         "run_dir": os.path.relpath(r.run_dir, root) if root else r.run_dir, "eval_max": max(curve.values()) if curve else ""})
+                         "run_dir": os.path.relpath(r.run_dir, root) if root else r.run_dir,
+                         "eval_max": max(curve.values()) if curve else ""})
     return out.getvalue()
