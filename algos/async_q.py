@@ -871,6 +871,14 @@ def worker_process(work, rank: int, shared: Shared, *args) -> None:
         sys.exit(1)
 
 
+def start_method() -> str:
+    """fork: workers start in a fraction of a second and share the tensors without copying. spawn where fork is
+    missing (macOS, Windows) or unsafe: in a process that has used CUDA, where a forked worker's first backward
+    fails (autograd's CUDA threads do not survive a fork), as when one Python session trains another script on
+    a GPU and then this one."""
+    return "fork" if sys.platform.startswith("linux") and not torch.cuda.is_initialized() else "spawn"
+
+
 class Workers:
     """The main process's side of the workers: it starts them (worker k runs work(link, *worker_args[k])), reads
     their messages, hands their episodes to the run in global-step order (each is held until every running
@@ -883,9 +891,7 @@ class Workers:
             print(f"{SCRIPT}: warning: {len(worker_args)} workers on {available_cores()} cores; workers that wait for "
                   f"a core slow the others down (use --num-workers {available_cores()} or fewer)",
                   file=sys.stderr, flush=True)
-        # fork: workers start in a fraction of a second and share the tensors without copying; spawn where fork
-        # is unsafe or missing (macOS, Windows).
-        context = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        context = mp.get_context(start_method())
         self.shared = Shared(counter=context.Value("q", run.start_step), messages=context.Queue(),
                              stop=context.Event(), pause_requested=context.Value("i", 0, lock=False),
                              pause_released=context.Value("i", 0, lock=False), parent_pid=os.getpid())

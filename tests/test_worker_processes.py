@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import children_of
+from helpers import children_of, read_episodes
 
 HOGWILD = ["a3c_hogwild", "async_q"]
 
@@ -72,3 +72,21 @@ def test_a_worker_that_cannot_be_started_stops_those_already_started(name, monke
         process.kill()
         process.join()
     assert not left
+
+
+@pytest.mark.parametrize("name", HOGWILD)
+def test_a_process_that_has_used_cuda_spawns_its_workers_and_the_run_completes(name, monkeypatch):
+    """Workers forked from a process that has used CUDA fail at their first backward (autograd's CUDA threads
+    do not survive a fork; seen on an H200 when a pytest process had run a GPU script before this one), so
+    such a process spawns them. Checked here on any machine by making CUDA look used."""
+    module = importlib.import_module(name)
+    monkeypatch.setattr(module.torch.cuda, "is_initialized", lambda: False)
+    assert module.start_method() == "fork"
+    monkeypatch.setattr(module.torch.cuda, "is_initialized", lambda: True)
+    assert module.start_method() == "spawn"
+    methods, real_get_context = [], module.mp.get_context
+    monkeypatch.setattr(module.mp, "get_context", lambda method: methods.append(method) or real_get_context(method))
+    module.main(tiny_args(module, "--total-timesteps", "600"))
+    assert methods == ["spawn"]
+    steps = [int(episode["global_step"]) for episode in read_episodes("run")]
+    assert steps and steps == sorted(steps) and steps[-1] <= 600
