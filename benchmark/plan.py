@@ -31,6 +31,8 @@ class Run:
     source: str = ""
     reference_steps: int | None = None
     """the budget at which `reference` was measured (the suite's, before --budget-scale)"""
+    measure: str = "final"
+    """which of our numbers `reference` is compared with (suites.Entry.measure)"""
     processes: int = 1
     """the cores the run keeps busy (suites.Entry.processes)"""
 
@@ -77,7 +79,7 @@ def suite_runs(suite, budget_scale: float = 1.0, seeds=None, configs=None, envs=
         for seed in seeds or suite.seeds:
             runs.append(Run(entry.config, entry.env_id, seed, budget, (*entry.flags, *overrides), entry.reference,
                             entry.source, entry.total_timesteps if entry.reference is not None else None,
-                            entry.processes))
+                            entry.measure, entry.processes))
     return runs
 
 
@@ -86,7 +88,8 @@ def attach_reference(run: Run) -> Run:
     entry = suites.find_reference(run.config, run.env_id, run.total_timesteps)
     if entry is None:
         return run
-    return replace(run, reference=entry.reference, source=entry.source, reference_steps=entry.total_timesteps)
+    return replace(run, reference=entry.reference, source=entry.source, reference_steps=entry.total_timesteps,
+                   measure=entry.measure)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ class RunResult:
     reference: float | None = None
     source: str = ""
     reference_steps: int | None = None
+    measure: str = "final"
+    """which of our numbers `reference` is compared with (suites.Entry.measure)"""
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
     summary: dict | None = None
@@ -74,6 +76,13 @@ def sweep_suites(root: str) -> list[str]:
     return (read_json(os.path.join(root, "sweep.json")) or {}).get("suites", [])
 
 
+def reference_measure(entry: dict) -> str:
+    """The measure of a sweep.json run written before runs carried one: its suite entry's, found by config,
+    env and the budget its reference was measured at; "final" where none matches."""
+    ref = suites.find_reference(entry.get("config"), entry.get("env_id"), entry.get("reference_steps"))
+    return ref.measure if ref and ref.reference == entry.get("reference") else "final"
+
+
 def load_runs(root: str) -> list[RunResult]:
     """The runs of a sweep directory: those sweep.json lists (with their published numbers), else every run
     directory found under root, described by its status.json or summary.json."""
@@ -96,20 +105,21 @@ def load_runs(root: str) -> list[RunResult]:
         state = "finished" if summary else status.get("state", "unknown")
         budget = entry.get("total_timesteps", status.get("total_timesteps", args.get("total_timesteps")))
         reference, source = entry.get("reference"), entry.get("source", "")
-        reference_steps = entry.get("reference_steps")
+        reference_steps, measure = entry.get("reference_steps"), entry.get("measure") or reference_measure(entry)
         if reference is None and not listed:
             ref = suites.find_reference(config, env_id, budget)
             if ref:
-                reference, source, reference_steps = ref.reference, ref.source, ref.total_timesteps
+                reference, source, reference_steps, measure = ref.reference, ref.source, ref.total_timesteps, ref.measure
         steps, returns = read_episodes(os.path.join(run_dir, "episodes.csv"))
         results.append(RunResult(name, config, env_id, int(seed) if seed is not None else 0, run_dir, state, budget,
-                                 reference, source, reference_steps, steps, returns, summary))
+                                 reference, source, reference_steps, measure, steps, returns, summary))
     found = {r.name for r in results}
     for name, entry in listed.items():  # listed by the sweep but never started (a sweep stopped early)
         if name not in found:
             results.append(RunResult(name, entry["config"], entry["env_id"], entry["seed"],
                                      os.path.join(root, "runs", name), "not started", entry.get("total_timesteps"),
-                                     entry.get("reference"), entry.get("source", ""), entry.get("reference_steps")))
+                                     entry.get("reference"), entry.get("source", ""), entry.get("reference_steps"),
+                                     entry.get("measure") or reference_measure(entry)))
     return sorted(results, key=lambda r: (r.config, r.env_id, r.seed))
 
 

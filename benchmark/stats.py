@@ -116,14 +116,17 @@ def human_normalised(env_id: str, score: float, table: dict | None = None) -> fl
 
 def normalised_score(run: RunResult, last: int) -> float | None:
     """A run's score on a scale shared by tasks: human-normalised on Atari, else ours / paper where the
-    paper's number is positive; None when there is no such scale."""
+    paper's number is positive, ours being the run's number of the paper's measure (its final return or its
+    final evaluation); None when there is no such scale, and for the maximum of a seed-mean curve, which no
+    single run has."""
     final = run.final(last)
     if math.isnan(final):
         return None
     if registry.env_family(run.env_id) == "atari":
         return human_normalised(run.env_id, final)
-    if run.reference and run.reference > 0:
-        return final / run.reference
+    ours = {"final": final, "eval": run.eval}.get(run.measure, math.nan)
+    if run.reference and run.reference > 0 and not math.isnan(ours):
+        return ours / run.reference
     return None
 
 
@@ -134,8 +137,10 @@ def normalised_score(run: RunResult, last: int) -> float | None:
 
 def aggregate(runs: list[RunResult], last: int) -> list[dict]:
     """One row per (config, env) over its finished runs: mean and 95% Student-t interval of the final return
-    and of the eval, the numbers of seeds behind each, the paper's number and the ratio ours / paper (given
-    only where the paper's number is positive: for negative returns a ratio reads backwards), the
+    and of the eval, the numbers of seeds behind each, the paper's number and the ratio ours / paper, ours
+    being the mean of the paper's measure (the final return, the eval, or the maximum of the seed-mean
+    evaluation curve: Entry.measure) and the ratio given only where the paper's number is positive (for
+    negative returns a ratio reads backwards), the
     human-normalised score on Atari, and the statistics of the finished runs' evaluation curves
     (eval_curve_stats: "curve_max", "curve_max_step", "curve_last", "curve_last_ci", "curve_seeds"...)."""
     groups = defaultdict(list)
@@ -154,11 +159,13 @@ def aggregate(runs: list[RunResult], last: int) -> list[dict]:
                "final_mean": mean, "final_ci": t_ci(finals), "final_seeds": len(finals),
                "eval_mean": float(np.mean(evals)) if evals else math.nan, "eval_ci": t_ci(evals),
                "eval_seeds": len(evals), "reference": reference, "source": source,
-               "ratio": mean / reference if reference and reference > 0 and finals else math.nan,
+               "measure": next((r.measure for r in members if r.reference is not None), "final"),
                "reference_steps": next((r.reference_steps for r in members if r.reference_steps), None)}
         hns = human_normalised(env_id, mean) if finals else None
         row["hns"] = math.nan if hns is None else hns
         row.update(eval_curve_stats(done))
+        ours = {"final": mean, "eval": row["eval_mean"], "eval_max": row["curve_max"]}[row["measure"]]
+        row["ratio"] = ours / reference if reference and reference > 0 and not math.isnan(ours) else math.nan
         rows.append(row)
     return sorted(rows, key=lambda r: (r["config"], registry.env_family(r["env_id"]), r["env_id"]))
 

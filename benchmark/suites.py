@@ -22,6 +22,10 @@ class Entry:
     """the published score to compare with"""
     source: str = ""
     """where `reference` comes from"""
+    measure: str = "final"
+    """which of our numbers measures what `reference` measures, and so gives the ratio: "final" (the mean of
+    the last training episodes), "eval" (the final noise-free evaluation) or "eval_max" (the maximum over
+    training of the seed-mean evaluation curve, the TD3 paper's Table 1)"""
     flags: tuple = ()
     """(key, value) pairs of script flags this entry sets, as `run --set key=value` would (which still wins)"""
     processes: int = 1
@@ -51,7 +55,8 @@ class Suite:
 # Lillicrap et al.'s settings at 50k steps, its evaluations every 5,000 steps showing when it learns; trpo
 # at 300k: at 100k all 5 seeds were still near -900, and seed 1 run to 600k passed -200 at about 200k.
 CLEANRL_PPO = "CleanRL ppo.py (Huang et al. 2022, JMLR), its published benchmark: 500k steps, 3 seeds"
-RL_ZOO = "RL Baselines3 Zoo (Raffin 2020), its published benchmark: one agent with the zoo's tuned settings and budget"
+RL_ZOO = ("RL Baselines3 Zoo (Raffin 2020), its published benchmark: one agent with the zoo's tuned settings and "
+          "budget, evaluated after training")
 CLASSIC_RANDOM_STARTS = (("learning_starts", "1000"),)
 
 CLASSIC = Suite(
@@ -68,11 +73,11 @@ CLASSIC = Suite(
         Entry("paac", "CartPole-v1", 500_000),
         Entry("ppo", "CartPole-v1", 500_000, 490.0, CLEANRL_PPO),
         Entry("ppo", "Acrobot-v1", 500_000, -86.4, CLEANRL_PPO),
-        Entry("trpo", "Pendulum-v1", 300_000, -175.0, RL_ZOO),
-        Entry("ddpg:our-ddpg", "Pendulum-v1", 20_000, -152.0, RL_ZOO),
+        Entry("trpo", "Pendulum-v1", 300_000, -175.0, RL_ZOO, "eval"),
+        Entry("ddpg:our-ddpg", "Pendulum-v1", 20_000, -152.0, RL_ZOO, "eval"),
         Entry("ddpg:lillicrap", "Pendulum-v1", 50_000),
-        Entry("td3", "Pendulum-v1", 20_000, -152.0, RL_ZOO),
-        Entry("sac", "Pendulum-v1", 20_000, -157.0, RL_ZOO, flags=CLASSIC_RANDOM_STARTS),
+        Entry("td3", "Pendulum-v1", 20_000, -152.0, RL_ZOO, "eval"),
+        Entry("sac", "Pendulum-v1", 20_000, -157.0, RL_ZOO, "eval", CLASSIC_RANDOM_STARTS),
     ),
 )
 
@@ -119,7 +124,7 @@ TD3_TABLE1 = Suite(
     "Table 1), 10 seeds", seeds=tuple(range(1, 11)),
     paper_metric="the maximum over training of the 10-seed mean evaluation return (evaluations every 5,000 "
                  "steps, MuJoCo v1 envs; we run v5)",
-    entries=tuple(Entry(config, env, 1_000_000, scores[i], TD3_SOURCE, flags=td3_random_starts(config, env))
+    entries=tuple(Entry(config, env, 1_000_000, scores[i], TD3_SOURCE, "eval_max", td3_random_starts(config, env))
                   for i, config in enumerate(TD3_CONFIGS) for env, scores in TD3_TABLE.items()),
 )
 
@@ -142,13 +147,13 @@ MUJOCO_SHORT = Suite(
                  "envs; we run v5). For td3 the paper's number is its seed-mean curve at 100k steps: compare it "
                  "with our eval (the final evaluation, at 100k). For ppo and trpo it is Table 1, the maximum over "
                  "1M steps of the 10-seed mean curve: compare it with our eval max (our curve every 25,000 steps)",
-    entries=tuple(Entry("td3", env, 100_000, TD3_AT_100K[env], TD3_CURVES, flags=td3_random_starts("td3", env))
+    entries=tuple(Entry("td3", env, 100_000, TD3_AT_100K[env], TD3_CURVES, "eval", td3_random_starts("td3", env))
                   for env in MUJOCO_SHORT_TASKS)
     + tuple(Entry("sac", env, 100_000) for env in MUJOCO_SHORT_TASKS)
     + tuple(Entry("ddpg:our-ddpg", env, 100_000, flags=td3_random_starts("ddpg:our-ddpg", env))
             for env in MUJOCO_SHORT_TASKS)
     + tuple(Entry(config, env, 1_000_000, TD3_TABLE[env][TD3_CONFIGS.index(config)], f"{TD3_SOURCE}, {config.upper()}",
-                  flags=ON_POLICY_CURVE)
+                  "eval_max", ON_POLICY_CURVE)
             for config in ("ppo", "trpo") for env in MUJOCO_SHORT_TASKS),
 )
 

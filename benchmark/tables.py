@@ -54,6 +54,9 @@ def few_seeds_warning(rows: list[dict], iqm_rows: list[dict]) -> str:
     return text + "."
 
 
+MEASURE_NAMES = {"final": "last episodes", "eval": "eval", "eval_max": "eval max"}
+
+
 def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last: int, suite_names: list[str],
              plots: dict, root: str = ".", profiles: dict | None = None) -> str:
     """report.md: the rows of stats.aggregate and stats.group_iqms as tables, the warning about intervals on
@@ -67,8 +70,11 @@ def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last
             out.write(f"Suite `{name}`: {suite.description}. Reference numbers: {suite.paper_metric}.\n\n")
     out.write(f"Ours: mean over seeds of each run's last {last} training episodes, with a 95% Student-t interval "
               "of that mean (mean +- t s / sqrt(n) over the n seeds of the seeds column; none for one seed); "
-              "eval: the final evaluation in summary.json. Ratio = ours / paper, where the paper's number is "
-              "positive.")
+              "eval: the final evaluation in summary.json, its mean over the seeds with the same interval. "
+              "Ratio = ours / paper, where the paper's number is positive, ours being our final return")
+    if any(r["measure"] != "final" and not math.isnan(r["ratio"]) for r in rows):
+        out.write(" or, where the cell names it, our eval or eval max: the paper's own measure")
+    out.write(".")
     every = sorted({r["curve_every"] for r in rows if r["curve_every"]})
     if every:  # only where a run recorded an evaluation curve: the on-policy scripts record none
         out.write(" eval max: the maximum over training of the seed-mean noise-free evaluation curve (evaluations "
@@ -87,8 +93,10 @@ def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last
         seeds = f"{r['finished']}" if r["finished"] == r["runs"] else f"{r['finished']}/{r['runs']}"
         short = r["reference_steps"] and r["steps"] and r["steps"] < 0.9 * r["reference_steps"]
         cells = [f"`{r['config']}`", r["env_id"], f"{r['steps']:,}" if r["steps"] else "-", seeds,
-                 fmt(r["final_mean"]) + fmt_ci(r["final_ci"]), fmt(r["eval_mean"]),
-                 fmt(r["reference"]) + (f" (at {r['reference_steps']:,} steps)" if short else ""), fmt(r["ratio"], 2)]
+                 fmt(r["final_mean"]) + fmt_ci(r["final_ci"]), fmt(r["eval_mean"]) + fmt_ci(r["eval_ci"]),
+                 fmt(r["reference"]) + (f" (at {r['reference_steps']:,} steps)" if short else ""),
+                 fmt(r["ratio"], 2) + (f" ({MEASURE_NAMES[r['measure']]})" if r["measure"] != "final"
+                                       and not math.isnan(r["ratio"]) else "")]
         if atari:
             cells.append(fmt(r["hns"], 2))
         if every:

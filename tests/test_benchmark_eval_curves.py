@@ -3,13 +3,14 @@ maximum over training of the seed-mean evaluation curve (its Table 1) and the se
 last step, over the steps every run with evaluations has; the report's column and runs.csv's eval_max."""
 
 import csv
+import dataclasses
 import io
 import math
 
 import numpy as np
 import pytest
 
-from benchmark import results, stats, tables
+from benchmark import results, stats, suites, tables
 
 
 def run(name, config, env_id, seed, evaluations=None, state="finished"):
@@ -83,4 +84,42 @@ def test_no_column_without_evaluations():
     runs = [run("ppo-1", "ppo", "CartPole-v1", 1), run("ppo-2", "ppo", "CartPole-v1", 2)]
     text = tables.markdown(stats.aggregate(runs, last=20), [], runs, 20, [], {})
     assert "eval max" not in text
-    assert text.splitlines()[-1] == "| `ppo` | CartPole-v1 | 15,000 | 2 | 10.0 [10.0, 10.0] | 10.0 | - | - |"
+    assert text.splitlines()[-1] == ("| `ppo` | CartPole-v1 | 15,000 | 2 | 10.0 [10.0, 10.0] | 10.0 [10.0, 10.0] | - "
+                                     "| - |")
+
+
+@pytest.mark.parametrize("measure, ratio, run_scores, cell", [
+    ("final", 10.0 / 800, [10.0 / 800] * 2, "| 0.01 |"),  # the last 20 training episodes, 10.0 in every run
+    ("eval", 40.0 / 800, [40.0 / 800] * 2, "| 0.05 (eval) |"),  # the final evaluations, 40.0 in both runs
+    ("eval_max", 400.0 / 800, [None, None], "| 0.50 (eval max) |"),  # the seed-mean curve's maximum, 400
+])
+def test_the_ratio_is_of_the_measure_the_papers_number_is(measure, ratio, run_scores, cell):
+    """Ours / paper takes our number of the paper's measure; a run's own normalised score (for the statistics
+    across tasks) too, except for a seed-mean curve's maximum, which no single run has."""
+    runs = [dataclasses.replace(run(f"td3-{seed}", "td3", "Hopper-v5", seed, curve), reference=800.0,
+                                measure=measure)
+            for seed, curve in ((1, SEED_1), (2, SEED_2))]
+    for r in runs:
+        r.summary["eval"]["mean_return"] = 40.0
+    (row,) = stats.aggregate(runs, last=20)
+    assert row["ratio"] == pytest.approx(ratio)
+    assert [stats.normalised_score(r, 20) for r in runs] == pytest.approx(run_scores)
+    (line,) = [line for line in tables.markdown([row], [], runs, 20, [], {}).splitlines() if line.startswith("| `td3`")]
+    assert cell in line
+
+
+def test_the_td3_suites_compare_evaluations():
+    """TD3's curves are evaluations (mujoco-short's td3 at 100k: the final one) and its Table 1 their
+    maximum; CleanRL's ppo numbers are training returns."""
+    measures = {(s, e.config, e.env_id): e.measure for s in ("mujoco-short", "td3-table1", "classic")
+                for e in suites.SUITES[s].entries}
+    assert measures["mujoco-short", "td3", "Hopper-v5"] == "eval"
+    assert measures["mujoco-short", "ppo", "Hopper-v5"] == measures["td3-table1", "sac", "Ant-v5"] == "eval_max"
+    assert measures["classic", "ppo", "CartPole-v1"] == "final"
+
+
+def test_a_sweep_recorded_before_runs_carried_their_measure_takes_its_suite_entrys():
+    old = {"config": "td3", "env_id": "Hopper-v5", "reference": 659.45, "reference_steps": 100_000}
+    assert results.reference_measure(old) == "eval"  # mujoco-short's td3 entry
+    assert results.reference_measure({**old, "reference": 1.0}) == "final"  # not that entry's number
+    assert results.reference_measure({**old, "reference_steps": None}) == "final"

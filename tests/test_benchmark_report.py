@@ -125,9 +125,10 @@ def test_report_files(tmp_path):
     text = (out / "report.md").read_text()
     # 50,000 steps against numbers measured at 500k and 1M steps: the budgets are shown beside them.
     # Two seeds 100 apart: 450 +- t_{0.975, 1} 70.7 / sqrt(2), t = 12.71 (an honest interval is wide).
-    assert ("| `ppo` | CartPole-v1 | 50,000 | 2 | 450.0 [-185.3, 1,085] | 450.0 | 490.0 (at 500,000 steps) | 0.92 |"
-            in text)
-    assert "| `td3` | Hopper-v5 | 50,000 | 1 | 3,564 | - | 3,564 (at 1,000,000 steps) | 1.00 |" in text
+    assert ("| `ppo` | CartPole-v1 | 50,000 | 2 | 450.0 [-185.3, 1,085] | 450.0 [450.0, 450.0] | 490.0 (at 500,000 "
+            "steps) | 0.92 |" in text)
+    # TD3's Table 1 is the maximum of an evaluation curve, which this run did not record: no ratio.
+    assert "| `td3` | Hopper-v5 | 50,000 | 1 | 3,564 | - | 3,564 (at 1,000,000 steps) | - |" in text
     assert "`a3c-1`: failed" in text
     assert "Fujimoto et al. 2018, Addressing Function Approximation Error in Actor-Critic Methods, Table 1" in text
     assert "CleanRL ppo.py" in text
