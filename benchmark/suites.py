@@ -63,7 +63,8 @@ CLASSIC = Suite(
     "classic", "every algorithm on its classic-control task (CartPole-v1, Acrobot-v1, Pendulum-v1), 5 seeds; "
     "about 1 h 30 min on 2 cores (its runs took 177 core-minutes, 2026-12-04; benchmark/results/classic)",
     seeds=(1, 2, 3, 4, 5),
-    paper_metric="no paper reports these tasks; references are other implementations' final returns",
+    paper_metric="no paper reports these tasks; references are other implementations' published results: "
+                 "CleanRL's, its final training returns; the RL Zoo's, evaluations of its trained agents",
     entries=(
         Entry("reinforce:baseline", "CartPole-v1", 100_000),
         Entry("a2c_atari", "CartPole-v1", 500_000),
