@@ -1,6 +1,7 @@
 """The report's figures: learning curves of every config on each env (mean over seeds with a 95% Student-t
-band, the published reference (a paper or a peer, named in the legend) as a dashed line, the TD3 paper's own
-curve where we have it), one PNG per env and one of every env side by side; and rliable's performance
+band, the published reference (a paper or a peer, named in the legend) as a dashed line), one PNG per env and
+one of every env side by side; where runs recorded evaluations, their evaluation curves on each env, beside
+the references that are evaluations (the TD3 paper's numbers and its own curve); and rliable's performance
 profiles, one PNG per env family whose tasks have normalised scores. Each figure says what its band is.
 matplotlib is imported only when a figure is drawn."""
 
@@ -12,7 +13,8 @@ import numpy as np
 from benchmark import registry
 from benchmark.common import atomic_write
 from benchmark.results import RunResult, td3_paper_curve
-from benchmark.stats import RESAMPLES, curve, curve_ci, performance_profiles, score_matrices
+from benchmark.stats import (RESAMPLES, curve, curve_ci, evaluation_curves, evaluations, performance_profiles,
+                             score_matrices)
 from benchmark.tables import fmt, plural
 
 
@@ -31,36 +33,51 @@ def config_colours(runs: list[RunResult]) -> dict:
     return {config: colours[i % len(colours)] for i, config in enumerate(sorted({r.config for r in runs}))}
 
 
-def draw_env(ax, env_id: str, runs: list[RunResult], last: int, colours: dict, small: bool = False) -> list[int]:
-    """Learning curves of every config on one env: mean over seeds, shaded 95% Student-t interval of that
-    mean, the published reference (a paper or a peer) as a dashed line of the same colour (and the TD3
-    paper's own curve where we have it). Returns the numbers of seeds behind the bands drawn."""
+def seed_curves(runs: list[RunResult], last: int, evaluated: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, [seeds x steps] values) of one config's runs on one env: their training curves (the mean of the
+    last `last` episodes) on a grid over the range every seed covers, or, where `evaluated`, their evaluation
+    curves on the steps every run with evaluations has; None when there is no such step."""
+    if evaluated:
+        steps, values = evaluation_curves(runs)
+        return (np.array(steps), values) if steps else None
+    members = [r for r in runs if len(r.steps)]
+    if not members:
+        return None
+    grid = np.linspace(0, min(int(r.steps[-1]) for r in members), 200)
+    curves = np.array([curve(r, grid, last) for r in members])
+    valid = ~np.isnan(curves).any(axis=0)  # grid steps where every seed has finished an episode
+    return (grid[valid], curves[:, valid]) if valid.any() else None
+
+
+def draw_env(ax, env_id: str, runs: list[RunResult], last: int, colours: dict, small: bool = False,
+             evaluated: bool = False) -> list[int]:
+    """Learning curves of every config on one env, training returns or (`evaluated`) evaluation returns:
+    mean over seeds, shaded 95% Student-t interval of that mean, and the published references of that kind
+    (a paper or a peer) as dashed lines of the same colour, with the TD3 paper's own evaluation curve where
+    we have it. Returns the numbers of seeds behind the bands drawn."""
     from matplotlib.ticker import EngFormatter
 
     banded = []
+    td3_evaluated = any(evaluations(r) for r in runs if r.config == "td3")
     for config in sorted({r.config for r in runs}):
         colour = colours[config]
-        members = [r for r in runs if r.config == config and len(r.steps)]
-        if not members:
-            continue
-        end = min(int(r.steps[-1]) for r in members)  # the range every seed covers
-        grid = np.linspace(0, end, 200)
-        curves = np.array([curve(r, grid, last) for r in members])
-        valid = ~np.isnan(curves).any(axis=0)  # grid steps where every seed has finished an episode
-        if not valid.any():
-            continue
-        mean = curves[:, valid].mean(axis=0)
-        label = f"{config} ({len(members)} seed{'s' if len(members) > 1 else ''})"
-        ax.plot(grid[valid], mean, color=colour, lw=1.6, label=label)
-        if len(members) >= 2 and valid.sum() > 1:
-            low, high = curve_ci(curves[:, valid])
-            ax.fill_between(grid[valid], low, high, color=colour, alpha=0.2, lw=0)
-            banded.append(len(members))
-        referenced = next((r for r in runs if r.config == config and r.reference is not None), None)
-        if referenced is not None:
+        members = [r for r in runs if r.config == config]
+        drawn = seed_curves(members, last, evaluated)
+        if drawn is not None:
+            steps, curves = drawn
+            seeds = len(curves)
+            ax.plot(steps, curves.mean(axis=0), color=colour, lw=1.6, marker="." if evaluated else None, ms=3,
+                    label=f"{config} ({seeds} seed{'s' if seeds > 1 else ''})")
+            if seeds >= 2 and len(steps) > 1:
+                low, high = curve_ci(curves)
+                ax.fill_between(steps, low, high, color=colour, alpha=0.2, lw=0)
+                banded.append(seeds)
+        referenced = next((r for r in members if r.reference is not None), None)
+        if referenced is not None and (referenced.measure != "final") == evaluated:
             ax.axhline(referenced.reference, color=colour, ls="--", lw=1.0, alpha=0.8,
-                       label=f"{config}: {short_source(referenced.source)} {fmt(referenced.reference)}")
-        if config == "td3" and (paper := td3_paper_curve(env_id)) is not None:
+                       label=f"{config}: {short_source(referenced.source)} {fmt(referenced.reference)}"
+                       + (" (max of its curve)" if referenced.measure == "eval_max" else ""))
+        if config == "td3" and evaluated == td3_evaluated and (paper := td3_paper_curve(env_id)) is not None:
             steps, paper_mean, paper_std = paper
             ax.plot(steps, paper_mean, color=colour, ls=":", lw=1.2, label="td3: paper's curve (mean +- std, 10 seeds)")
             ax.fill_between(steps, paper_mean - paper_std, paper_mean + paper_std, color=colour, alpha=0.08, lw=0)
@@ -89,12 +106,12 @@ def band_caption(seeds: list[int], legend: bool = True) -> str:
     return f"band: 95% Student-t interval of the mean over {over}"
 
 
-def plot_env(env_id: str, runs: list[RunResult], last: int, path: str, colours: dict) -> None:
+def plot_env(env_id: str, runs: list[RunResult], last: int, path: str, colours: dict, evaluated: bool = False) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=150)
-    caption = band_caption(draw_env(ax, env_id, runs, last, colours))
+    caption = band_caption(draw_env(ax, env_id, runs, last, colours, evaluated=evaluated))
     ax.set_xlabel("environment steps")
-    ax.set_ylabel(f"episodic return (last {last} episodes)")
+    ax.set_ylabel("evaluation return" if evaluated else f"episodic return (last {last} episodes)")
     ax.legend(fontsize=7.5, frameon=False, loc="best")
     fig.tight_layout(rect=(0, 0.05 if caption else 0, 1, 1))
     fig.text(0.01, 0.012, caption, fontsize=7, color="0.3", ha="left", va="bottom")
@@ -118,7 +135,7 @@ def plot_overview(runs: list[RunResult], last: int, path: str, colours: dict) ->
     for ax in list(axes.flat)[len(envs):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=c, lw=1.6, label=config) for config, c in colours.items()]
-    sources = sorted({short_source(r.source) for r in runs if r.reference is not None})
+    sources = sorted({short_source(r.source) for r in runs if r.reference is not None and r.measure == "final"})
     if sources:
         handles.append(Line2D([], [], color="grey", ls="--", lw=1.0, label="reference: " + ", ".join(sources)))
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.15 / height), ncol=min(len(handles), 6),
@@ -132,8 +149,9 @@ def plot_overview(runs: list[RunResult], last: int, path: str, colours: dict) ->
 
 
 def plot_curves(runs: list[RunResult], last: int, out: str) -> dict:
-    """Write out/curves/<env>.png for each env, and out/curves/overview.png when there are several; their
-    titles -> paths relative to out, in the order the report shows them."""
+    """Write out/curves/<env>.png for each env, out/curves/overview.png when there are several, and
+    out/curves/<env>-eval.png for each env where runs recorded evaluations; their titles -> paths relative to
+    out, in the order the report shows them."""
     os.makedirs(os.path.join(out, "curves"), exist_ok=True)
     colours = config_colours(runs)
     envs = sorted({r.env_id for r in runs})
@@ -145,6 +163,12 @@ def plot_curves(runs: list[RunResult], last: int, out: str) -> dict:
         relative = os.path.join("curves", env_id.replace("/", "-") + ".png")
         plot_env(env_id, [r for r in runs if r.env_id == env_id], last, os.path.join(out, relative), colours)
         figures[env_id] = relative
+    for env_id in envs:
+        on_env = [r for r in runs if r.env_id == env_id]
+        if any(evaluations(r) for r in on_env):
+            relative = os.path.join("curves", env_id.replace("/", "-") + "-eval.png")
+            plot_env(env_id, on_env, last, os.path.join(out, relative), colours, evaluated=True)
+            figures[f"{env_id}, evaluations"] = relative
     return figures
 
 

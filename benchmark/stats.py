@@ -176,18 +176,25 @@ def evaluations(run: RunResult) -> dict[int, float]:
     return {int(row[0]): float(row[1]) for row in (run.summary or {}).get("evaluations") or []}
 
 
+def evaluation_curves(runs: list[RunResult]) -> tuple[list[int], np.ndarray]:
+    """The evaluation curves of the runs (of one task) that recorded evaluations, on the steps all of them
+    have: (steps, [seeds x steps] mean returns); no steps where none has."""
+    curves = [c for c in map(evaluations, runs) if c]
+    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    return steps, np.array([[c[step] for step in steps] for c in curves])
+
+
 def eval_curve_stats(runs: list[RunResult]) -> dict:
     """Over the runs (of one task) with evaluations, their seed-mean evaluation curve on the steps that all
     of them have: its maximum and the step of it (the TD3 paper's Table 1 measure; no interval), its value at
     the last of those steps with a 95% Student-t interval over the seeds, the number of seeds, and the
     interval between evaluations (the smallest gap between a run's evaluation steps, counting from 0).
     nan and None where no run has evaluations."""
-    curves = [c for c in map(evaluations, runs) if c]
-    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    steps, values = evaluation_curves(runs)
     if not steps:
         return {"curve_max": math.nan, "curve_max_step": None, "curve_last": math.nan,
                 "curve_last_ci": (math.nan, math.nan), "curve_last_step": None, "curve_seeds": 0, "curve_every": None}
-    values = np.array([[c[step] for step in steps] for c in curves])  # [seeds x steps]
+    curves = [c for c in map(evaluations, runs) if c]
     mean = values.mean(axis=0)
     best = int(np.argmax(mean))
     return {"curve_max": float(mean[best]), "curve_max_step": steps[best], "curve_last": float(mean[-1]),

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmark import results, stats, suites, tables
+from benchmark import plots, results, stats, suites, tables
 
 
 def run(name, config, env_id, seed, evaluations=None, state="finished"):
@@ -123,3 +123,31 @@ def test_a_sweep_recorded_before_runs_carried_their_measure_takes_its_suite_entr
     assert results.reference_measure(old) == "eval"  # mujoco-short's td3 entry
     assert results.reference_measure({**old, "reference": 1.0}) == "final"  # not that entry's number
     assert results.reference_measure({**old, "reference_steps": None}) == "final"
+
+
+def test_evaluation_figures_carry_the_references_that_are_evaluations(tmp_path):
+    """The TD3 paper's numbers and curve are evaluations: they go on the evaluation figure, beside our
+    evaluation curves, not on the training-return one; a reference of final training returns stays there."""
+    td3 = [dataclasses.replace(run(f"td3-{seed}", "td3", "Hopper-v5", seed, curve), reference=659.45,
+                               source="Fujimoto et al. 2018, curves", measure="eval")
+           for seed, curve in ((1, SEED_1), (2, SEED_2))]
+    ppo = [dataclasses.replace(run("ppo-1", "ppo", "Hopper-v5", 1), reference=5.0, source="CleanRL ppo.py")]
+    figures = plots.plot_curves(td3 + ppo, 20, str(tmp_path))
+    assert figures == {"Hopper-v5": "curves/Hopper-v5.png", "Hopper-v5, evaluations": "curves/Hopper-v5-eval.png"}
+    assert (tmp_path / "curves" / "Hopper-v5-eval.png").exists()
+
+    labels = {}
+    for evaluated in (False, True):
+        fig, ax = plots.pyplot().subplots()
+        seeds = plots.draw_env(ax, "Hopper-v5", td3 + ppo, 20, plots.config_colours(td3 + ppo), evaluated=evaluated)
+        labels[evaluated] = [line.get_label() for line in ax.get_lines()]
+        plots.pyplot().close(fig)
+        assert seeds == [2]  # td3's two seeds make a band either way; ppo's one seed none
+    assert labels[False] == ["ppo (1 seed)", "ppo: CleanRL ppo.py 5.00", "td3 (2 seeds)"]
+    assert labels[True] == ["td3 (2 seeds)", "td3: Fujimoto et al. 2018 659.5",
+                            "td3: paper's curve (mean +- std, 10 seeds)"]
+    fig, ax = plots.pyplot().subplots()
+    plots.draw_env(ax, "Hopper-v5", td3, 20, plots.config_colours(td3), evaluated=True)
+    (mean,) = [line for line in ax.get_lines() if line.get_label() == "td3 (2 seeds)"]
+    assert list(mean.get_xdata()) == [5_000, 10_000, 15_000] and list(mean.get_ydata()) == [275.0, 400.0, 200.0]
+    plots.pyplot().close(fig)
