@@ -109,7 +109,8 @@ def load_runs(root: str) -> list[RunResult]:
         if reference is None and not listed:
             ref = suites.find_reference(config, env_id, budget)
             if ref:
-                reference, source, reference_steps, measure = ref.reference, ref.source, ref.total_timesteps, ref.measure
+                reference, source, reference_steps = ref.reference, ref.source, ref.total_timesteps
+                measure = ref.measure
         steps, returns = read_episodes(os.path.join(run_dir, "episodes.csv"))
         results.append(RunResult(name, config, env_id, int(seed) if seed is not None else 0, run_dir, state, budget,
                                  reference, source, reference_steps, measure, steps, returns, summary))
