@@ -143,7 +143,8 @@ ON_POLICY_CURVE = (("eval_every", "25000"), ("eval_deterministic", "true"))
 MUJOCO_SHORT = Suite(
     "mujoco-short", "td3, sac and ddpg (our-ddpg) at 100k steps, ppo and trpo at 1M steps, on Hopper-v5 and "
     "HalfCheetah-v5 (Fujimoto et al. 2018's comparison, shortened; td3 and ddpg take 10,000 random steps on "
-    "HalfCheetah, as the paper), 5 seeds", seeds=(1, 2, 3, 4, 5),
+    "HalfCheetah, as the paper), 5 seeds; about 5 h 30 min on 2 cores (its runs took 10.0 core-hours, 2026-12-04; "
+    "benchmark/results/mujoco-short)", seeds=(1, 2, 3, 4, 5),
     paper_metric="TD3's curves and Table 1 are noise-free evaluations (10 episodes every 5,000 steps, MuJoCo v1 "
                  "envs; we run v5). For td3 the paper's number is its seed-mean curve at 100k steps: compare it "
                  "with our eval (the final evaluation, at 100k). For ppo and trpo it is Table 1, the maximum over "
