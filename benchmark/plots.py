@@ -38,7 +38,7 @@ def seed_curves(runs: list[RunResult], last: int, evaluated: bool) -> tuple[np.n
     last `last` episodes) on a grid over the range every seed covers, or, where `evaluated`, their evaluation
     curves on the steps every run with evaluations has; None when there is no such step."""
     if evaluated:
-        steps, values = evaluation_curves(runs)
+        steps, values = evaluation_curves([evaluations(r) for r in runs])
         return (np.array(steps), values) if steps else None
     members = [r for r in runs if len(r.steps)]
     if not members:

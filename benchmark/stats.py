@@ -140,9 +140,9 @@ def aggregate(runs: list[RunResult], last: int) -> list[dict]:
     and of the eval, the numbers of seeds behind each, the paper's number and the ratio ours / paper, ours
     being the mean of the paper's measure (the final return, the eval, or the maximum of the seed-mean
     evaluation curve: Entry.measure) and the ratio given only where the paper's number is positive (for
-    negative returns a ratio reads backwards), the
-    human-normalised score on Atari, and the statistics of the finished runs' evaluation curves
-    (eval_curve_stats: "curve_max", "curve_max_step", "curve_last", "curve_last_ci", "curve_seeds"...)."""
+    negative returns a ratio reads backwards), the human-normalised score on Atari, and the statistics of the
+    finished runs' evaluation curves (eval_curve_stats: "curve_max", "curve_max_step", "curve_last",
+    "curve_last_ci", "curve_seeds"...)."""
     groups = defaultdict(list)
     for run in runs:
         groups[(run.config, run.env_id)].append(run)
@@ -176,10 +176,10 @@ def evaluations(run: RunResult) -> dict[int, float]:
     return {int(row[0]): float(row[1]) for row in (run.summary or {}).get("evaluations") or []}
 
 
-def evaluation_curves(runs: list[RunResult]) -> tuple[list[int], np.ndarray]:
-    """The evaluation curves of the runs (of one task) that recorded evaluations, on the steps all of them
-    have: (steps, [seeds x steps] mean returns); no steps where none has."""
-    curves = [c for c in map(evaluations, runs) if c]
+def evaluation_curves(curves: list[dict[int, float]]) -> tuple[list[int], np.ndarray]:
+    """Evaluation curves (step -> mean return, one per run of a task; empty ones left out) on the steps all
+    of them have: (steps, [seeds x steps] mean returns); no steps where none has."""
+    curves = [c for c in curves if c]
     steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
     return steps, np.array([[c[step] for step in steps] for c in curves])
 
@@ -190,11 +190,11 @@ def eval_curve_stats(runs: list[RunResult]) -> dict:
     the last of those steps with a 95% Student-t interval over the seeds, the number of seeds, and the
     interval between evaluations (the smallest gap between a run's evaluation steps, counting from 0).
     nan and None where no run has evaluations."""
-    steps, values = evaluation_curves(runs)
+    curves = [c for c in map(evaluations, runs) if c]
+    steps, values = evaluation_curves(curves)
     if not steps:
         return {"curve_max": math.nan, "curve_max_step": None, "curve_last": math.nan,
                 "curve_last_ci": (math.nan, math.nan), "curve_last_step": None, "curve_seeds": 0, "curve_every": None}
-    curves = [c for c in map(evaluations, runs) if c]
     mean = values.mean(axis=0)
     best = int(np.argmax(mean))
     return {"curve_max": float(mean[best]), "curve_max_step": steps[best], "curve_last": float(mean[-1]),

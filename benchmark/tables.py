@@ -54,7 +54,7 @@ def few_seeds_warning(rows: list[dict], iqm_rows: list[dict]) -> str:
     return text + "."
 
 
-MEASURE_NAMES = {"final": "last episodes", "eval": "eval", "eval_max": "eval max"}
+MEASURE_NAMES = {"eval": "eval", "eval_max": "eval max"}  # as a ratio's cell names the measure it compares
 
 
 def markdown(rows: list[dict], iqm_rows: list[dict], runs: list[RunResult], last: int, suite_names: list[str],
